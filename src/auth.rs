@@ -1,0 +1,146 @@
+//! Who may publish and subscribe: the [`Authorizer`] hook.
+//!
+//! An authorizer sees the request's parts (method, URI, headers with cookies, and the extensions
+//! that the app's own auth middleware put there) together with the topics asked for, and answers
+//! asynchronously with `Ok(())` or a [`Denied`] that becomes a 401 or 403.
+//!
+//! Without an authorizer, anyone may subscribe and nobody may publish over HTTP; the builder's
+//! [`allow_anonymous_publish`](crate::HubBuilder::allow_anonymous_publish) is the explicit opt-in
+//! for demos. App code publishes through a [`Publisher`](crate::Publisher), which needs no
+//! authorization.
+//!
+//! ```
+//! use http::request::Parts;
+//! use tower_sse_pubsub::{authorize_fn, Access, Denied, Hub, Topic};
+//!
+//! /// Put into the request extensions by the app's own login middleware.
+//! #[derive(Clone)]
+//! struct User { admin: bool }
+//!
+//! let hub = Hub::builder()
+//!     .authorizer(authorize_fn(|parts: &Parts, access: Access, _topics: &[Topic]| {
+//!         let user = parts.extensions.get::<User>().cloned();
+//!         async move {
+//!             match (access, user) {
+//!                 (Access::Publish, Some(User { admin: true })) => Ok(()),
+//!                 (Access::Publish, Some(_)) => Err(Denied::forbidden("only admins may publish")),
+//!                 (Access::Publish, None) => Err(Denied::unauthorized("log in first")),
+//!                 _ => Ok(()), // anyone may subscribe
+//!             }
+//!         }
+//!     }))
+//!     .build()?;
+//! # drop(hub);
+//! # Ok::<(), tower_sse_pubsub::BuildError>(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::broker::BoxFuture;
+use crate::event::Topic;
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Access {
+    /// Open an event stream on the topics.
+    Subscribe,
+    /// Publish an event to the topics.
+    Publish,
+}
+
+/// A refusal, with the status and the reason the client receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    status: StatusCode,
+    reason: Cow<'static, str>,
+}
+
+impl Denied {
+    /// 403 Forbidden: the client is known but may not do this.
+    pub fn forbidden(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.into(),
+        }
+    }
+
+    /// 401 Unauthorized: the client must authenticate first.
+    pub fn unauthorized(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            reason: reason.into(),
+        }
+    }
+
+    /// The HTTP status the client receives.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The reason the client receives as a plain-text body.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.reason, self.status)
+    }
+}
+
+impl std::error::Error for Denied {}
+
+/// Decides whether a request may subscribe to or publish on its topics.
+///
+/// Implement it for a type of your own, or wrap a closure with [`authorize_fn`].
+pub trait Authorizer: Send + Sync + 'static {
+    /// Allows (`Ok`) or refuses (`Err`) `access` to `topics` for the request `parts`.
+    fn authorize<'a>(
+        &'a self,
+        parts: &'a Parts,
+        access: Access,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Result<(), Denied>>;
+}
+
+/// An [`Authorizer`] from a closure; see [`authorize_fn`].
+#[derive(Clone, Copy)]
+pub struct AuthorizeFn<F>(F);
+
+/// Makes an [`Authorizer`] of a closure that reads what it needs from the request synchronously
+/// and returns a future with the verdict (see the [module docs](self) for an example).
+pub fn authorize_fn<F, Fut>(f: F) -> AuthorizeFn<F>
+where
+    F: Fn(&Parts, Access, &[Topic]) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Denied>> + Send + 'static,
+{
+    AuthorizeFn(f)
+}
+
+impl<F, Fut> Authorizer for AuthorizeFn<F>
+where
+    F: Fn(&Parts, Access, &[Topic]) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Denied>> + Send + 'static,
+{
+    fn authorize<'a>(
+        &'a self,
+        parts: &'a Parts,
+        access: Access,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Result<(), Denied>> {
+        Box::pin((self.0)(parts, access, topics))
+    }
+}
+
+impl<F> fmt::Debug for AuthorizeFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthorizeFn")
+    }
+}

@@ -1,0 +1,125 @@
+//! [`ResponseBody`]: the body of every response that passes through the layer, whether it came
+//! from the inner service, is an event stream, or is one of our short replies.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::stream::SseStream;
+
+pin_project! {
+    /// The response body of [`SsePubSub`](crate::SsePubSub): the inner service's body, untouched,
+    /// or a body of ours (an event stream, or a short plain-text reply).
+    ///
+    /// Its data is [`Bytes`] and its error is the inner body's, so it fits axum, tonic and hyper
+    /// wherever the inner body did.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Events { stream: Box<SseStream> },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    pub(crate) fn reply(reply: Reply) -> Self {
+        let kind = match reply {
+            Reply::Events(stream) => Kind::Events { stream },
+            Reply::Full(data) => Kind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        };
+        Self { kind }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Events { stream } => Pin::new(&mut **stream)
+                .poll_next(cx)
+                .map(|bytes| bytes.map(|b| Ok(Frame::data(b)))),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Events { .. } => false,
+            Kind::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Events { .. } => SizeHint::default(),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Events { .. } => "events",
+            Kind::Full { .. } => "reply",
+        };
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
+    }
+}
+
+/// A body the layer itself answers with.
+pub(crate) enum Reply {
+    Events(Box<SseStream>),
+    Full(Bytes),
+}
+
+/// A plain-text refusal; the reason ends with a newline so it prints cleanly in a terminal.
+pub(crate) fn refuse(status: StatusCode, reason: impl std::fmt::Display) -> Response<Reply> {
+    text(status, format!("{reason}\n"))
+}
+
+/// A plain-text response, sent as it is.
+pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response<Reply> {
+    let message = message.into();
+    let mut response = Response::new(Reply::Full(Bytes::from(message)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

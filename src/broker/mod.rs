@@ -1,0 +1,141 @@
+//! Where events meet: the [`Broker`] trait, the [`Subscription`] stream it hands out, and the
+//! backends.
+//!
+//! A broker does two things. [`Broker::publish`] gives an event the next id, keeps it in the
+//! topic's bounded history and delivers it to every current subscriber.
+//! [`Broker::subscribe`] returns a [`Subscription`]: first every retained event after a resume
+//! point, then live events, with no gap and no duplicate at the switch.
+//!
+//! [`MemoryBroker`] is the in-process default. The trait is dyn-compatible, so a hub holds an
+//! `Arc<dyn Broker>` and tests and apps swap backends without changing types.
+
+mod memory;
+mod subscription;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+pub use memory::{MemoryBroker, MemoryBrokerBuilder};
+pub use subscription::{Resume, Subscription, SubscriptionEnd};
+
+use crate::event::{Event, EventId, Topic};
+
+/// A boxed future, as returned by the dyn-compatible [`Broker`] methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A pub/sub backend: assigns ids, keeps bounded history, and fans events out.
+///
+/// Implementations must uphold the crate's guarantees: ids are unique and totally ordered within
+/// the broker, a subscription replays then goes live without gap or duplicate, and a publish that
+/// returns `Ok` has been stored (it is not lost afterwards for lack of a subscriber).
+///
+/// ```
+/// use std::sync::Arc;
+/// use futures::StreamExt;
+/// use tower_sse_pubsub::{Broker, Event, MemoryBroker, Topic};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+/// let chat = [Topic::new("chat")?];
+/// let first = broker.publish(&chat, &Event::text("one")?).await?;
+///
+/// // A subscriber that resumes after `first` sees only what came later.
+/// let mut subscription = broker.subscribe(&chat, Some(&first)).await?;
+/// let second = broker.publish(&chat, &Event::text("two")?).await?;
+/// let frame = subscription.next().await.expect("live event");
+/// assert_eq!(frame.id(), &second);
+/// # Ok(())
+/// # }
+/// ```
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes `event` to every topic in `topics` (at least one) and returns its id.
+    ///
+    /// A subscriber of several of these topics receives the event once.
+    fn publish<'a>(
+        &'a self,
+        topics: &'a [Topic],
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<EventId, BrokerError>>;
+
+    /// Subscribes to `topics` (at least one). With `after`, the subscription first replays every
+    /// retained event on these topics published after that id, in order; then it yields live
+    /// events. [`Subscription::resume`] tells whether `after` could be placed.
+    fn subscribe<'a>(
+        &'a self,
+        topics: &'a [Topic],
+        after: Option<&'a EventId>,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>>;
+}
+
+impl<B: Broker + ?Sized> Broker for std::sync::Arc<B> {
+    fn publish<'a>(
+        &'a self,
+        topics: &'a [Topic],
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<EventId, BrokerError>> {
+        (**self).publish(topics, event)
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        topics: &'a [Topic],
+        after: Option<&'a EventId>,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
+        (**self).subscribe(topics, after)
+    }
+}
+
+/// Why a broker could not publish or subscribe.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The call named no topic; publish and subscribe need at least one.
+    NoTopics,
+    /// The backend cannot be reached or did not confirm the operation; nothing was stored.
+    /// Retrying later may succeed (HTTP: 503).
+    Unavailable {
+        /// What failed, for people.
+        reason: String,
+        /// The underlying error, if any.
+        source: Option<Box<dyn StdError + Send + Sync>>,
+    },
+}
+
+impl BrokerError {
+    /// An [`BrokerError::Unavailable`] with a reason and the error that caused it.
+    pub fn unavailable(
+        reason: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoTopics => f.write_str("at least one topic is required"),
+            Self::Unavailable { reason, .. } => {
+                write!(f, "broker unavailable: {reason}; nothing was stored, retry later")
+            }
+        }
+    }
+}
+
+impl StdError for BrokerError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Unavailable {
+                source: Some(source),
+                ..
+            } => Some(&**source as &(dyn StdError + 'static)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The [`Hub`]: configuration, the broker, and the handles the app uses
+//! ([`layer`](Hub::layer), [`publisher`](Hub::publisher), [`shutdown`](Hub::shutdown)).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::auth::Authorizer;
+use crate::broker::{Broker, MemoryBroker};
+use crate::layer::SsePubSubLayer;
+use crate::publisher::Publisher;
+
+/// Default path of the subscribe endpoint.
+pub const DEFAULT_EVENTS_PATH: &str = "/events";
+/// Default path of the publish endpoint.
+pub const DEFAULT_PUBLISH_PATH: &str = "/publish";
+
+/// The heart of the crate: owns the broker and the configuration, and hands out the tower layer,
+/// publishers, and shutdown.
+///
+/// A `Hub` is cheap to clone; all clones share one broker and one shutdown signal.
+///
+/// ```
+/// use tower_sse_pubsub::Hub;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let hub = Hub::builder().allow_anonymous_publish().build()?;
+/// let app: axum::Router = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "home" }))
+///     .layer(hub.layer());
+///
+/// let id = hub.publisher().publish_text("chat", "hello").await?;
+/// println!("published {id}");
+///
+/// // On the way out: end every open stream so graceful shutdown completes.
+/// hub.shutdown();
+/// # drop(app);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) shared: Arc<HubShared>,
+}
+
+/// Everything the layer's services need, shared by all of them.
+pub(crate) struct HubShared {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) config: Config,
+    pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
+    pub(crate) subscribers: AtomicUsize,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+/// The settings of a hub.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) events_path: String,
+    pub(crate) publish_path: String,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) max_topics: usize,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_subscribers: usize,
+    pub(crate) anonymous_publish: bool,
+    pub(crate) shutdown_retry: Duration,
+}
+
+impl Hub {
+    /// A hub with every default: an in-memory broker, `GET /events`, and publishing over HTTP
+    /// refused (app code can still publish through [`Hub::publisher`]).
+    pub fn new() -> Self {
+        Self::from_parts(Arc::new(MemoryBroker::new()), HubBuilder::new().config, None)
+    }
+
+    /// A builder for every setting.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::new()
+    }
+
+    fn from_parts(
+        broker: Arc<dyn Broker>,
+        config: Config,
+        authorizer: Option<Arc<dyn Authorizer>>,
+    ) -> Self {
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            shared: Arc::new(HubShared {
+                broker,
+                config,
+                authorizer,
+                subscribers: AtomicUsize::new(0),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The tower layer that mounts the subscribe and publish endpoints in front of a service.
+    pub fn layer(&self) -> SsePubSubLayer {
+        SsePubSubLayer::new(self.shared.clone())
+    }
+
+    /// A cloneable handle for publishing from app code: handlers, gRPC methods, jobs.
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(self.shared.broker.clone())
+    }
+
+    /// The broker this hub uses.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.shared.broker
+    }
+
+    /// How many event streams are open right now.
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Ends every open event stream (each gets a final frame with a jittered `retry:` so clients
+    /// do not all reconnect at once) and refuses new ones with 503. Call it when the server starts
+    /// its graceful shutdown, so open streams do not hold it up.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Whether [`Hub::shutdown`] has been called.
+    pub fn is_shut_down(&self) -> bool {
+        *self.shared.shutdown.borrow()
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.shared.config)
+            .field("authorizer", &self.shared.authorizer.is_some())
+            .field("subscribers", &self.subscriber_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Hub`]. Every setting has a default; see [`Hub::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse_pubsub::{Hub, MemoryBroker};
+///
+/// let hub = Hub::builder()
+///     .broker(MemoryBroker::builder().history_per_topic(500).build())
+///     .events_path("/sse")
+///     .publish_path("/sse/publish")
+///     .keep_alive(Duration::from_secs(20))
+///     .max_topics_per_request(8)
+///     .max_body_bytes(16 * 1024)
+///     .max_subscribers(20_000)
+///     .allow_anonymous_publish()
+///     .build()?;
+/// # drop(hub);
+/// # Ok::<(), tower_sse_pubsub::BuildError>(())
+/// ```
+#[must_use = "call .build() to get the hub"]
+pub struct HubBuilder {
+    broker: Option<Arc<dyn Broker>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    config: Config,
+}
+
+impl HubBuilder {
+    fn new() -> Self {
+        Self {
+            broker: None,
+            authorizer: None,
+            config: Config {
+                events_path: DEFAULT_EVENTS_PATH.to_owned(),
+                publish_path: DEFAULT_PUBLISH_PATH.to_owned(),
+                keep_alive: Some(Duration::from_secs(15)),
+                max_topics: 32,
+                max_body_bytes: 64 * 1024,
+                max_subscribers: 100_000,
+                anonymous_publish: false,
+                shutdown_retry: Duration::from_secs(3),
+            },
+        }
+    }
+
+    /// The broker to use (default: a [`MemoryBroker`] with default limits).
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// The broker to use, already shared (for example with another hub in the same process).
+    pub fn shared_broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// The path of the subscribe endpoint, `GET` (default `/events`).
+    pub fn events_path(mut self, path: impl Into<String>) -> Self {
+        self.config.events_path = path.into();
+        self
+    }
+
+    /// The path of the publish endpoint, `POST` (default `/publish`). It may equal the events
+    /// path; then `GET` subscribes and `POST` publishes there.
+    pub fn publish_path(mut self, path: impl Into<String>) -> Self {
+        self.config.publish_path = path.into();
+        self
+    }
+
+    /// How long a stream may stay silent before a keep-alive comment is sent (default 15 s,
+    /// below the 60 s read timeout of common proxies). A stream that carries events sends no
+    /// keep-alives; an idle one sends one per interval.
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.config.keep_alive = Some(interval);
+        self
+    }
+
+    /// Sends no keep-alive comments.
+    pub fn without_keep_alive(mut self) -> Self {
+        self.config.keep_alive = None;
+        self
+    }
+
+    /// The most topics one subscribe or publish request may name (default 32).
+    pub fn max_topics_per_request(mut self, topics: usize) -> Self {
+        self.config.max_topics = topics;
+        self
+    }
+
+    /// The largest publish body accepted, in bytes (default 64 KiB); larger ones get 413.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_body_bytes = bytes;
+        self
+    }
+
+    /// The most event streams open at once through this hub (default 100,000); more get 503.
+    pub fn max_subscribers(mut self, subscribers: usize) -> Self {
+        self.config.max_subscribers = subscribers;
+        self
+    }
+
+    /// Decides who may publish and subscribe over HTTP (default: anyone may subscribe, nobody
+    /// may publish). See [`Authorizer`].
+    pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
+        self.authorizer = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Lets anyone publish over HTTP when no authorizer is set. Meant for demos and trusted
+    /// networks: without it (and without an authorizer) the publish endpoint answers 403.
+    pub fn allow_anonymous_publish(mut self) -> Self {
+        self.config.anonymous_publish = true;
+        self
+    }
+
+    /// The reconnection delay sent to clients when the hub shuts down their stream; each client
+    /// gets a random value between half and one and a half times this (default 3 s).
+    pub fn shutdown_retry(mut self, retry: Duration) -> Self {
+        self.config.shutdown_retry = retry;
+        self
+    }
+
+    /// Checks the settings and builds the hub.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] when a path does not start with `/`, or a limit is zero.
+    pub fn build(self) -> Result<Hub, BuildError> {
+        let config = self.config;
+        for path in [&config.events_path, &config.publish_path] {
+            if !path.starts_with('/') || path.contains(['?', '#']) {
+                return Err(BuildError::InvalidPath(path.clone()));
+            }
+        }
+        for (name, value) in [
+            ("max_topics_per_request", config.max_topics),
+            ("max_body_bytes", config.max_body_bytes),
+            ("max_subscribers", config.max_subscribers),
+        ] {
+            if value == 0 {
+                return Err(BuildError::ZeroLimit(name));
+            }
+        }
+        if config.keep_alive == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroLimit("keep_alive"));
+        }
+        let broker = self
+            .broker
+            .unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        Ok(Hub::from_parts(broker, config, self.authorizer))
+    }
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("config", &self.config)
+            .field("authorizer", &self.authorizer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hub setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An endpoint path that does not start with `/` or has a query or fragment.
+    InvalidPath(String),
+    /// A limit set to zero, which would refuse every request; names the setting.
+    ZeroLimit(&'static str),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidPath(path) => write!(
+                f,
+                "endpoint path must start with '/' and have no query or fragment, got {path:?}"
+            ),
+            Self::ZeroLimit(name) => write!(f, "{name} must be greater than zero"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

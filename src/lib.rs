@@ -1,0 +1,98 @@
+//! Real-time server push for any tower app: Server-Sent Events with pub/sub, as middleware.
+//!
+//! A browser opens `new EventSource('/events?topic=chat')`; somebody `POST`s to `/publish`, or
+//! app code calls a [`Publisher`]; every subscriber of the topic receives the event at once.
+//! [`Hub::layer`] mounts both endpoints in front of an existing axum router, tonic server or
+//! hyper service, and passes every other request through untouched.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_sse_pubsub::Hub;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Anonymous publishing is off by default; a demo opts in, a real app sets an authorizer.
+//! let hub = Hub::builder().allow_anonymous_publish().build()?;
+//!
+//! let app = Router::new()
+//!     .route("/", get(|| async { "the app's own route" }))
+//!     .layer(hub.layer()); // adds GET /events and POST /publish
+//!
+//! // App code publishes too: handlers, jobs, gRPC methods.
+//! let publisher = hub.publisher();
+//! publisher.publish_json("chat", &serde_json::json!({"from": "ada", "text": "hi"})).await?;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let shutdown_hub = hub.clone();
+//! let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+//!     // e.g. tokio::signal::ctrl_c().await
+//!     shutdown_hub.shutdown(); // ends open streams so graceful shutdown can finish
+//! });
+//! server.await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What the layer guarantees
+//!
+//! * **Encode once.** An [`Event`] is validated when built and encoded to its SSE frame once, at
+//!   publish; every subscriber gets a reference-counted clone of the same bytes. No data can
+//!   inject a field or an extra event: CRLF, CR and LF each start a new `data:` line.
+//! * **Ordered ids, resume without gaps.** The broker gives every event an [`EventId`]. A client
+//!   that reconnects with `Last-Event-ID` (or `?lastEventID=` on its first connect) gets every
+//!   retained event after it, then live events, nothing twice. If the id is older than the
+//!   retained history or unknown, the stream opens with a `resync` event and an `sse-resume`
+//!   response header instead of a silent gap.
+//! * **Bounded memory.** Each subscriber has a bounded queue; one that falls behind gets a final
+//!   comment and its stream ends, so it reconnects and resumes, and never slows the others.
+//!   Limits cover body size, topics per request, topic length and open streams.
+//! * **Clean shutdown.** [`Hub::shutdown`] ends every stream with a jittered `retry:`.
+//! * **Secure by default.** Nobody publishes over HTTP unless the builder says who may
+//!   ([`HubBuilder::authorizer`] or [`HubBuilder::allow_anonymous_publish`]).
+//!
+//! # Proxies and compression
+//!
+//! Responses carry `Cache-Control: no-cache` and `X-Accel-Buffering: no`, and the first bytes go
+//! out at once. tower-http's `CompressionLayer` skips `text/event-stream` by default; keep it that
+//! way, since a compressor buffers events.
+//!
+//! # Modules
+//!
+//! [`broker`] has the [`Broker`] trait and [`MemoryBroker`]; [`auth`] the [`Authorizer`] hook.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+pub mod auth;
+mod body;
+pub mod broker;
+mod event;
+mod future;
+mod hub;
+mod layer;
+mod publish;
+mod publisher;
+mod service;
+mod stream;
+mod subscribe;
+
+pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
+pub use body::ResponseBody;
+pub use broker::{
+    Broker, BrokerError, MemoryBroker, MemoryBrokerBuilder, Resume, Subscription,
+    SubscriptionEnd,
+};
+pub use event::{
+    Event, EventError, EventId, EventIdError, Frame, MAX_EVENT_ID_LEN, MAX_EVENT_TYPE_LEN,
+    MAX_TOPIC_LEN, Topic, TopicError,
+};
+pub use future::ResponseFuture;
+pub use hub::{BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBuilder};
+pub use layer::SsePubSubLayer;
+pub use publisher::{PublishError, Publisher};
+pub use service::SsePubSub;
+pub use stream::RESYNC_EVENT;
+pub use subscribe::RESUME_HEADER;

@@ -1,0 +1,302 @@
+//! The publish endpoint: `POST /publish` with a form or a JSON body.
+//!
+//! Form (`application/x-www-form-urlencoded`): `topic` (repeatable), `data`, and optionally
+//! `event` and `retry` (milliseconds). JSON (`application/json`): `{"topic": "a"}` or
+//! `{"topics": ["a", "b"]}`, `"data"` as a string (sent as it is) or any other JSON value (sent
+//! as compact JSON), and optionally `"event"` and `"retry"`. The reply is 200 with the event's id
+//! as plain text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::auth::Access;
+use crate::body::{Reply, refuse, text};
+use crate::broker::BrokerError;
+use crate::event::{Event, Topic};
+use crate::hub::HubShared;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A parsed publish request.
+#[derive(Debug)]
+struct PublishRequest {
+    topics: Vec<Topic>,
+    event: Event,
+}
+
+/// The body formats the endpoint reads.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Form,
+    Json,
+}
+
+pub(crate) async fn publish<B>(shared: Arc<HubShared>, parts: Parts, body: B) -> Response<Reply>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    if shared.authorizer.is_none() && !shared.config.anonymous_publish {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "publishing over HTTP is disabled: give the hub an authorizer \
+             (HubBuilder::authorizer) or allow anonymous publishing \
+             (HubBuilder::allow_anonymous_publish)",
+        );
+    }
+    let format = match format_of(&parts) {
+        Ok(format) => format,
+        Err(reason) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason),
+    };
+    let limit = shared.config.max_body_bytes;
+    let bytes = match read_limited(&parts, body, limit).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let parsed = match format {
+        Format::Form => parse_form(&bytes),
+        Format::Json => parse_json(&bytes),
+    };
+    let request = match parsed.and_then(|r| check_topic_count(r, shared.config.max_topics)) {
+        Ok(request) => request,
+        Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
+    };
+    if let Some(authorizer) = &shared.authorizer {
+        if let Err(denied) = authorizer
+            .authorize(&parts, Access::Publish, &request.topics)
+            .await
+        {
+            return refuse(denied.status(), denied.reason());
+        }
+    }
+    match shared.broker.publish(&request.topics, &request.event).await {
+        Ok(id) => text(StatusCode::OK, id.as_str()),
+        Err(BrokerError::NoTopics) => refuse(StatusCode::BAD_REQUEST, BrokerError::NoTopics),
+        Err(error) => {
+            let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, error);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+fn format_of(parts: &Parts) -> Result<Format, String> {
+    let accepted = "send application/x-www-form-urlencoded or application/json";
+    let Some(value) = parts.headers.get(header::CONTENT_TYPE) else {
+        return Err(format!("missing Content-Type: {accepted}"));
+    };
+    let value = value.to_str().unwrap_or("");
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(Format::Form)
+    } else if essence.eq_ignore_ascii_case("application/json") {
+        Ok(Format::Json)
+    } else {
+        Err(format!("unsupported Content-Type {value:?}: {accepted}"))
+    }
+}
+
+/// Reads the whole body, but never more than `limit` bytes of it.
+async fn read_limited<B>(parts: &Parts, body: B, limit: usize) -> Result<Bytes, Response<Reply>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {error}"),
+        )),
+    }
+}
+
+fn check_topic_count(request: PublishRequest, max: usize) -> Result<PublishRequest, String> {
+    if request.topics.len() > max {
+        return Err(format!(
+            "too many topics: {} given, at most {max} per request",
+            request.topics.len()
+        ));
+    }
+    Ok(request)
+}
+
+/// Collects the fields both formats share, with the same checks and messages.
+#[derive(Default)]
+struct Fields {
+    topics: Vec<Topic>,
+    data: Option<String>,
+    event_type: Option<String>,
+    retry: Option<Duration>,
+}
+
+impl Fields {
+    fn add_topic(&mut self, name: &str) -> Result<(), String> {
+        let topic = Topic::new(name).map_err(|e| format!("invalid topic {name:?}: {e}"))?;
+        if !self.topics.contains(&topic) {
+            self.topics.push(topic);
+        }
+        Ok(())
+    }
+
+    fn set_once<T>(slot: &mut Option<T>, field: &str, value: T) -> Result<(), String> {
+        if slot.replace(value).is_some() {
+            return Err(format!("field {field:?} given more than once"));
+        }
+        Ok(())
+    }
+
+    fn into_request(self) -> Result<PublishRequest, String> {
+        if self.topics.is_empty() {
+            return Err("no topic: give at least one \"topic\"".to_owned());
+        }
+        let data = self
+            .data
+            .ok_or_else(|| "no data: the \"data\" field is required".to_owned())?;
+        let mut event = Event::text(data).map_err(|e| e.to_string())?;
+        if let Some(event_type) = self.event_type {
+            event = event.with_event_type(event_type).map_err(|e| e.to_string())?;
+        }
+        if let Some(retry) = self.retry {
+            event = event.with_retry(retry);
+        }
+        Ok(PublishRequest {
+            topics: self.topics,
+            event,
+        })
+    }
+}
+
+fn parse_retry(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("invalid retry {value:?}: expected whole milliseconds"))
+}
+
+fn parse_form(body: &[u8]) -> Result<PublishRequest, String> {
+    let mut fields = Fields::default();
+    for (key, value) in form_urlencoded::parse(body) {
+        match &*key {
+            "topic" => fields.add_topic(&value)?,
+            "data" => Fields::set_once(&mut fields.data, "data", value.into_owned())?,
+            "event" => Fields::set_once(&mut fields.event_type, "event", value.into_owned())?,
+            "retry" => Fields::set_once(&mut fields.retry, "retry", parse_retry(&value)?)?,
+            other => {
+                return Err(format!(
+                    "unknown field {other:?}: expected topic, data, event or retry"
+                ));
+            }
+        }
+    }
+    fields.into_request()
+}
+
+fn parse_json(body: &[u8]) -> Result<PublishRequest, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let serde_json::Value::Object(object) = value else {
+        return Err("JSON body must be an object".to_owned());
+    };
+    let mut fields = Fields::default();
+    for (key, value) in object {
+        match (key.as_str(), value) {
+            ("topic", serde_json::Value::String(topic)) => fields.add_topic(&topic)?,
+            ("topics", serde_json::Value::Array(topics)) => {
+                for topic in topics {
+                    let serde_json::Value::String(topic) = topic else {
+                        return Err("\"topics\" must be an array of strings".to_owned());
+                    };
+                    fields.add_topic(&topic)?;
+                }
+            }
+            ("data", serde_json::Value::String(data)) => fields.data = Some(data),
+            ("data", other) => fields.data = Some(other.to_string()),
+            ("event", serde_json::Value::String(event)) => fields.event_type = Some(event),
+            ("retry", serde_json::Value::Number(ms)) => {
+                let ms = ms.as_u64().ok_or_else(|| {
+                    format!("invalid retry {ms}: expected whole, non-negative milliseconds")
+                })?;
+                fields.retry = Some(Duration::from_millis(ms));
+            }
+            (field @ ("topic" | "topics" | "event" | "retry"), other) => {
+                return Err(format!("field {field:?} has the wrong type: {other}"));
+            }
+            (other, _) => {
+                return Err(format!(
+                    "unknown field {other:?}: expected topic, topics, data, event or retry"
+                ));
+            }
+        }
+    }
+    fields.into_request()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_reads_repeated_topics_and_optional_fields() {
+        let request = parse_form(b"topic=a&topic=b&data=hi%0Athere&event=msg&retry=1500")
+            .expect("valid form");
+        let names: Vec<_> = request.topics.iter().map(Topic::as_str).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(request.event.data(), "hi\nthere");
+        assert_eq!(request.event.event_type(), Some("msg"));
+        assert_eq!(request.event.retry(), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn json_data_is_sent_as_is_when_a_string_and_as_json_otherwise() {
+        let request = parse_json(br#"{"topic":"a","data":"plain"}"#).expect("valid json");
+        assert_eq!(request.event.data(), "plain");
+        let request =
+            parse_json(br#"{"topics":["a","b"],"data":{"x":[1,2]}}"#).expect("valid json");
+        assert_eq!(request.event.data(), r#"{"x":[1,2]}"#);
+        assert_eq!(request.topics.len(), 2);
+    }
+
+    #[test]
+    fn malformed_bodies_are_explained() {
+        let cases: [(&[u8], &str, bool); 9] = [
+            (b"data=x", "no topic", false),
+            (b"topic=a", "no data", false),
+            (b"topic=a&data=", "must not be empty", false),
+            (b"topic=a&data=x&retry=soon", "invalid retry", false),
+            (b"topic=a&data=x&colour=red", "unknown field", false),
+            (b"topic=a&data=x&data=y", "more than once", false),
+            (b"topic=a&data=x&event=a%0Ab", "event type", false),
+            (br#"{"topic":1,"data":"x"}"#, "wrong type", true),
+            (br#"["a"]"#, "must be an object", true),
+        ];
+        for (body, expected, json) in cases {
+            let error = if json { parse_json(body) } else { parse_form(body) }
+                .expect_err("malformed body");
+            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+        }
+    }
+}

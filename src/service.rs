@@ -1,0 +1,122 @@
+//! [`SsePubSub`]: routes the hub's two endpoints and passes every other request through.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use tower::Service;
+
+use crate::body::{ResponseBody, refuse};
+use crate::future::ResponseFuture;
+use crate::hub::HubShared;
+use crate::{publish, subscribe};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The middleware service made by [`SsePubSubLayer`](crate::SsePubSubLayer).
+///
+/// `GET` on the events path subscribes, `POST` on the publish path publishes, other methods on
+/// those paths get 405 with `Allow`, and every other request reaches the inner service exactly as
+/// it came (method, headers, body, extensions). The inner service's error type is kept: our own
+/// failures are HTTP responses, never errors.
+#[derive(Clone)]
+pub struct SsePubSub<S> {
+    inner: S,
+    shared: Arc<HubShared>,
+}
+
+impl<S> SsePubSub<S> {
+    pub(crate) fn new(inner: S, shared: Arc<HubShared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, consuming the middleware.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// What a request is, as far as the hub is concerned.
+enum Route {
+    Subscribe,
+    Publish,
+    WrongMethod(&'static str),
+    PassThrough,
+}
+
+impl HubShared {
+    fn route(&self, method: &Method, path: &str) -> Route {
+        let events = path == self.config.events_path;
+        let publish = path == self.config.publish_path;
+        match (events, publish) {
+            (false, false) => Route::PassThrough,
+            (true, _) if method == Method::GET => Route::Subscribe,
+            (_, true) if method == Method::POST => Route::Publish,
+            (true, true) => Route::WrongMethod("GET, POST"),
+            (true, false) => Route::WrongMethod("GET"),
+            (false, true) => Route::WrongMethod("POST"),
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SsePubSub<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match self.shared.route(request.method(), request.uri().path()) {
+            Route::PassThrough => ResponseFuture::inner(self.inner.call(request)),
+            Route::Subscribe => {
+                let (parts, _body) = request.into_parts();
+                let shared = self.shared.clone();
+                ResponseFuture::endpoint(Box::pin(subscribe::subscribe(shared, parts)))
+            }
+            Route::Publish => {
+                let (parts, body) = request.into_parts();
+                let shared = self.shared.clone();
+                ResponseFuture::endpoint(Box::pin(publish::publish(shared, parts, body)))
+            }
+            Route::WrongMethod(allow) => {
+                let mut response = refuse(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("method {} not allowed here; use {allow}", request.method()),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                ResponseFuture::endpoint(Box::pin(std::future::ready(response)))
+            }
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for SsePubSub<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SsePubSub")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,181 @@
+//! One subscriber's event stream as response bytes: an opening frame, the replay and live frames
+//! of its [`Subscription`], keep-alive comments while idle, and a closing frame when the hub shuts
+//! down or the subscriber falls behind.
+//!
+//! Keep-alives and control frames never carry an `id:`, so they never move a client's
+//! `Last-Event-ID`.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::time::{Instant, Sleep};
+
+use crate::broker::{Subscription, SubscriptionEnd};
+use crate::hub::HubShared;
+
+/// Sent as soon as the stream opens, so clients and proxies see it open at once.
+const OPENING: &[u8] = b": ok\n\n";
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+const LAGGED: &[u8] = b": subscriber fell behind and was disconnected; reconnect to resume\n\n";
+const CLOSED: &[u8] = b": the broker closed this stream; reconnect to resume\n\n";
+
+/// The event type of the notice sent when a resume point cannot be honoured in full.
+pub const RESYNC_EVENT: &str = "resync";
+
+/// A claim on one of the hub's subscriber slots, released on drop.
+pub(crate) struct SubscriberSlot(Arc<HubShared>);
+
+impl SubscriberSlot {
+    /// Takes a slot, or `None` when the hub's limit is reached.
+    pub(crate) fn acquire(shared: &Arc<HubShared>) -> Option<Self> {
+        let max = shared.config.max_subscribers;
+        shared
+            .subscribers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(shared.clone()))
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct KeepAlive {
+    sleep: Pin<Box<Sleep>>,
+    interval: Duration,
+    /// Whether anything was written since the last tick; an active stream needs no keep-alive.
+    active: bool,
+}
+
+/// The byte stream of one open SSE response.
+pub(crate) struct SseStream {
+    pending: Option<Bytes>,
+    subscription: Subscription,
+    keep_alive: Option<KeepAlive>,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    finished: bool,
+    slot: SubscriberSlot,
+}
+
+impl SseStream {
+    /// A stream for `subscription`; `notice` (a resync event) goes out right after the opening
+    /// comment, before any replayed frame.
+    pub(crate) fn new(slot: SubscriberSlot, subscription: Subscription, notice: Option<Bytes>) -> Self {
+        let shared = &slot.0;
+        let mut shutdown = shared.shutdown.subscribe();
+        let shutdown = Box::pin(async move {
+            // An error means the hub is gone, which also ends the stream.
+            let _ = shutdown.wait_for(|down| *down).await;
+        });
+        let keep_alive = shared.config.keep_alive.map(|interval| KeepAlive {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + interval)),
+            interval,
+            active: false,
+        });
+        let pending = match notice {
+            None => Bytes::from_static(OPENING),
+            Some(notice) => {
+                let mut first = Vec::with_capacity(OPENING.len() + notice.len());
+                first.extend_from_slice(OPENING);
+                first.extend_from_slice(&notice);
+                Bytes::from(first)
+            }
+        };
+        Self {
+            pending: Some(pending),
+            subscription,
+            keep_alive,
+            shutdown,
+            finished: false,
+            slot,
+        }
+    }
+
+    fn closing_frame(&self) -> Bytes {
+        let retry = jitter(self.slot.0.config.shutdown_retry);
+        Bytes::from(format!(
+            "retry: {}\n: server shutting down; reconnect to resume\n\n",
+            retry.as_millis()
+        ))
+    }
+}
+
+impl Stream for SseStream {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        if let Some(bytes) = this.pending.take() {
+            return Poll::Ready(Some(bytes));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            this.finished = true;
+            return Poll::Ready(Some(this.closing_frame()));
+        }
+        match Pin::new(&mut this.subscription).poll_next(cx) {
+            Poll::Ready(Some(frame)) => {
+                if let Some(keep_alive) = &mut this.keep_alive {
+                    keep_alive.active = true;
+                }
+                return Poll::Ready(Some(frame.bytes().clone()));
+            }
+            Poll::Ready(None) => {
+                this.finished = true;
+                let last = match this.subscription.end() {
+                    Some(SubscriptionEnd::Lagged) => LAGGED,
+                    _ => CLOSED,
+                };
+                return Poll::Ready(Some(Bytes::from_static(last)));
+            }
+            Poll::Pending => {}
+        }
+        if let Some(keep_alive) = &mut this.keep_alive {
+            while keep_alive.sleep.as_mut().poll(cx).is_ready() {
+                let next = Instant::now() + keep_alive.interval;
+                keep_alive.sleep.as_mut().reset(next);
+                if !std::mem::take(&mut keep_alive.active) {
+                    return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// A random duration between half and one and a half times `base`.
+fn jitter(base: Duration) -> Duration {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    base.mul_f64(0.5 + unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_one_and_a_half() {
+        let base = Duration::from_secs(2);
+        for _ in 0..1000 {
+            let j = jitter(base);
+            assert!(j >= Duration::from_secs(1) && j <= Duration::from_secs(3), "{j:?}");
+        }
+    }
+}

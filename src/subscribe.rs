@@ -1,0 +1,189 @@
+//! The subscribe endpoint: `GET /events?topic=a&topic=b`.
+//!
+//! Reads the topics and the resume point (the `Last-Event-ID` header, or the `lastEventID` /
+//! `last_event_id` query parameter for a browser's first connect), authorizes, subscribes, and
+//! answers with the event stream. Every refusal is a 4xx or 503 with a plain-text reason.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+
+use crate::auth::Access;
+use crate::body::{Reply, refuse};
+use crate::broker::Resume;
+use crate::event::{Event, EventId, Topic};
+use crate::hub::HubShared;
+use crate::stream::{RESYNC_EVENT, SseStream, SubscriberSlot};
+
+/// The response header that reports a resume point that could not be honoured in full:
+/// `expired` (events were missed) or `unknown` (the id was not issued by this broker).
+pub const RESUME_HEADER: &str = "sse-resume";
+
+/// Query parameters accepted as the resume point, for clients that cannot set headers.
+const RESUME_PARAMS: [&str; 2] = ["lastEventID", "last_event_id"];
+
+/// What a subscribe request asks for.
+#[derive(Debug)]
+struct SubscribeRequest {
+    topics: Vec<Topic>,
+    after: Option<EventId>,
+}
+
+pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<Reply> {
+    let request = match parse(&parts, shared.config.max_topics) {
+        Ok(request) => request,
+        Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
+    };
+    if *shared.shutdown.borrow() {
+        return unavailable("the server is shutting down; reconnect to another instance");
+    }
+    let Some(slot) = SubscriberSlot::acquire(&shared) else {
+        return unavailable(format!(
+            "this server has reached its limit of {} open event streams; retry later",
+            shared.config.max_subscribers
+        ));
+    };
+    if let Some(authorizer) = &shared.authorizer {
+        if let Err(denied) = authorizer
+            .authorize(&parts, Access::Subscribe, &request.topics)
+            .await
+        {
+            return refuse(denied.status(), denied.reason());
+        }
+    }
+    let subscription = match shared
+        .broker
+        .subscribe(&request.topics, request.after.as_ref())
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(error) => return unavailable(error),
+    };
+
+    let resume = subscription.resume().clone();
+    let notice = resume
+        .is_gap()
+        .then(|| resync_notice(&resume, request.after.as_ref()))
+        .flatten();
+    let stream = SseStream::new(slot, subscription, notice);
+    let mut response = Response::new(Reply::Events(Box::new(stream)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    if resume.is_gap() {
+        headers.insert(
+            HeaderName::from_static(RESUME_HEADER),
+            HeaderValue::from_static(resume.as_str()),
+        );
+    }
+    response
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> Response<Reply> {
+    let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, reason);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+fn parse(parts: &Parts, max_topics: usize) -> Result<SubscribeRequest, String> {
+    let mut topics: Vec<Topic> = Vec::new();
+    let mut query_after = None;
+    for (key, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        if key == "topic" {
+            let topic = Topic::new(&value).map_err(|e| format!("invalid topic {value:?}: {e}"))?;
+            if !topics.contains(&topic) {
+                if topics.len() == max_topics {
+                    return Err(format!(
+                        "too many topics: at most {max_topics} per request"
+                    ));
+                }
+                topics.push(topic);
+            }
+        } else if RESUME_PARAMS.contains(&&*key) && !value.is_empty() {
+            query_after = Some(
+                EventId::new(&value).map_err(|e| format!("invalid {key} {value:?}: {e}"))?,
+            );
+        }
+    }
+    if topics.is_empty() {
+        return Err("no topic: name at least one, as in /events?topic=chat".to_owned());
+    }
+    // The header wins: on reconnect a browser keeps the URL it started with (and its stale
+    // query parameter) but sends the id of the last event it saw as the header.
+    let header_after = match parts.headers.get("last-event-id") {
+        None => None,
+        Some(value) if value.is_empty() => None,
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| "invalid Last-Event-ID header: not visible ASCII".to_owned())?;
+            Some(EventId::new(value).map_err(|e| format!("invalid Last-Event-ID header: {e}"))?)
+        }
+    };
+    Ok(SubscribeRequest {
+        topics,
+        after: header_after.or(query_after),
+    })
+}
+
+/// The named event that tells a client its resume point could not be honoured in full.
+fn resync_notice(resume: &Resume, after: Option<&EventId>) -> Option<Bytes> {
+    let body = serde_json::json!({
+        "reason": resume.as_str(),
+        "lastEventId": after.map(EventId::as_str),
+    });
+    let event = Event::json(&body).ok()?.with_event_type(RESYNC_EVENT).ok()?;
+    Some(event.encode_fields())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, last_event_id: Option<&str>) -> Parts {
+        let mut builder = http::Request::get(uri);
+        if let Some(id) = last_event_id {
+            builder = builder.header("last-event-id", id);
+        }
+        builder.body(()).expect("valid request").into_parts().0
+    }
+
+    #[test]
+    fn header_resume_point_wins_over_query_parameter() {
+        let request = parse(&parts("/events?topic=a&lastEventID=old", Some("new")), 8)
+            .expect("valid request");
+        assert_eq!(request.after.map(|id| id.to_string()).as_deref(), Some("new"));
+        let request =
+            parse(&parts("/events?topic=a&last_event_id=q", None), 8).expect("valid request");
+        assert_eq!(request.after.map(|id| id.to_string()).as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn topics_are_deduplicated_and_limited() {
+        let request = parse(&parts("/events?topic=a&topic=a&topic=b", None), 2)
+            .expect("valid request");
+        assert_eq!(request.topics.len(), 2);
+        let error = parse(&parts("/events?topic=a&topic=b&topic=c", None), 2)
+            .expect_err("three topics are too many");
+        assert!(error.contains("at most 2"), "{error}");
+    }
+
+    #[test]
+    fn percent_encoded_topics_are_decoded() {
+        let request = parse(&parts("/events?topic=room%2F1&topic=a+b", None), 8)
+            .expect("valid request");
+        let names: Vec<_> = request.topics.iter().map(Topic::as_str).collect();
+        assert_eq!(names, ["room/1", "a b"]);
+    }
+}
