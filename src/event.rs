@@ -213,7 +213,10 @@ impl fmt::Display for EventIdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Length(len) => {
-                write!(f, "event id must be 1..={MAX_EVENT_ID_LEN} bytes, got {len}")
+                write!(
+                    f,
+                    "event id must be 1..={MAX_EVENT_ID_LEN} bytes, got {len}"
+                )
             }
             Self::ForbiddenCharacter(c) => {
                 write!(f, "event id must not contain CR, LF or NUL, found {c:?}")
@@ -362,7 +365,11 @@ fn data_lines(data: &str) -> impl Iterator<Item = &str> {
         let current = rest?;
         match current.find(['\r', '\n']) {
             Some(at) => {
-                let skip = if current[at..].starts_with("\r\n") { 2 } else { 1 };
+                let skip = if current[at..].starts_with("\r\n") {
+                    2
+                } else {
+                    1
+                };
                 rest = Some(&current[at + skip..]);
                 Some(&current[..at])
             }

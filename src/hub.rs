@@ -73,7 +73,11 @@ impl Hub {
     /// A hub with every default: an in-memory broker, `GET /events`, and publishing over HTTP
     /// refused (app code can still publish through [`Hub::publisher`]).
     pub fn new() -> Self {
-        Self::from_parts(Arc::new(MemoryBroker::new()), HubBuilder::new().config, None)
+        Self::from_parts(
+            Arc::new(MemoryBroker::new()),
+            HubBuilder::new().config,
+            None,
+        )
     }
 
     /// A builder for every setting.
@@ -293,9 +297,7 @@ impl HubBuilder {
         if config.keep_alive == Some(Duration::ZERO) {
             return Err(BuildError::ZeroLimit("keep_alive"));
         }
-        let broker = self
-            .broker
-            .unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
         Ok(Hub::from_parts(broker, config, self.authorizer))
     }
 }

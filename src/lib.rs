@@ -82,8 +82,7 @@ mod subscribe;
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::ResponseBody;
 pub use broker::{
-    Broker, BrokerError, MemoryBroker, MemoryBrokerBuilder, Resume, Subscription,
-    SubscriptionEnd,
+    Broker, BrokerError, MemoryBroker, MemoryBrokerBuilder, Resume, Subscription, SubscriptionEnd,
 };
 pub use event::{
     Event, EventError, EventId, EventIdError, Frame, MAX_EVENT_ID_LEN, MAX_EVENT_TYPE_LEN,

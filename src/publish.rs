@@ -178,7 +178,9 @@ impl Fields {
             .ok_or_else(|| "no data: the \"data\" field is required".to_owned())?;
         let mut event = Event::text(data).map_err(|e| e.to_string())?;
         if let Some(event_type) = self.event_type {
-            event = event.with_event_type(event_type).map_err(|e| e.to_string())?;
+            event = event
+                .with_event_type(event_type)
+                .map_err(|e| e.to_string())?;
         }
         if let Some(retry) = self.retry {
             event = event.with_retry(retry);
@@ -294,9 +296,16 @@ mod tests {
             (br#"["a"]"#, "must be an object", true),
         ];
         for (body, expected, json) in cases {
-            let error = if json { parse_json(body) } else { parse_form(body) }
-                .expect_err("malformed body");
-            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+            let error = if json {
+                parse_json(body)
+            } else {
+                parse_form(body)
+            }
+            .expect_err("malformed body");
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
         }
     }
 }

@@ -65,7 +65,11 @@ impl Publisher {
     /// # Errors
     ///
     /// [`PublishError::Broker`] when `topics` is empty or the broker could not store the event.
-    pub async fn publish_to(&self, topics: &[Topic], event: Event) -> Result<EventId, PublishError> {
+    pub async fn publish_to(
+        &self,
+        topics: &[Topic],
+        event: Event,
+    ) -> Result<EventId, PublishError> {
         Ok(self.broker.publish(topics, &event).await?)
     }
 

@@ -73,7 +73,11 @@ pub(crate) struct SseStream {
 impl SseStream {
     /// A stream for `subscription`; `notice` (a resync event) goes out right after the opening
     /// comment, before any replayed frame.
-    pub(crate) fn new(slot: SubscriberSlot, subscription: Subscription, notice: Option<Bytes>) -> Self {
+    pub(crate) fn new(
+        slot: SubscriberSlot,
+        subscription: Subscription,
+        notice: Option<Bytes>,
+    ) -> Self {
         let shared = &slot.0;
         let mut shutdown = shared.shutdown.subscribe();
         let shutdown = Box::pin(async move {
@@ -175,7 +179,10 @@ mod tests {
         let base = Duration::from_secs(2);
         for _ in 0..1000 {
             let j = jitter(base);
-            assert!(j >= Duration::from_secs(1) && j <= Duration::from_secs(3), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(1) && j <= Duration::from_secs(3),
+                "{j:?}"
+            );
         }
     }
 }

@@ -104,16 +104,13 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<SubscribeRequest, String> {
             let topic = Topic::new(&value).map_err(|e| format!("invalid topic {value:?}: {e}"))?;
             if !topics.contains(&topic) {
                 if topics.len() == max_topics {
-                    return Err(format!(
-                        "too many topics: at most {max_topics} per request"
-                    ));
+                    return Err(format!("too many topics: at most {max_topics} per request"));
                 }
                 topics.push(topic);
             }
         } else if RESUME_PARAMS.contains(&&*key) && !value.is_empty() {
-            query_after = Some(
-                EventId::new(&value).map_err(|e| format!("invalid {key} {value:?}: {e}"))?,
-            );
+            query_after =
+                Some(EventId::new(&value).map_err(|e| format!("invalid {key} {value:?}: {e}"))?);
         }
     }
     if topics.is_empty() {
@@ -143,7 +140,10 @@ fn resync_notice(resume: &Resume, after: Option<&EventId>) -> Option<Bytes> {
         "reason": resume.as_str(),
         "lastEventId": after.map(EventId::as_str),
     });
-    let event = Event::json(&body).ok()?.with_event_type(RESYNC_EVENT).ok()?;
+    let event = Event::json(&body)
+        .ok()?
+        .with_event_type(RESYNC_EVENT)
+        .ok()?;
     Some(event.encode_fields())
 }
 
@@ -163,7 +163,10 @@ mod tests {
     fn header_resume_point_wins_over_query_parameter() {
         let request = parse(&parts("/events?topic=a&lastEventID=old", Some("new")), 8)
             .expect("valid request");
-        assert_eq!(request.after.map(|id| id.to_string()).as_deref(), Some("new"));
+        assert_eq!(
+            request.after.map(|id| id.to_string()).as_deref(),
+            Some("new")
+        );
         let request =
             parse(&parts("/events?topic=a&last_event_id=q", None), 8).expect("valid request");
         assert_eq!(request.after.map(|id| id.to_string()).as_deref(), Some("q"));
@@ -171,8 +174,8 @@ mod tests {
 
     #[test]
     fn topics_are_deduplicated_and_limited() {
-        let request = parse(&parts("/events?topic=a&topic=a&topic=b", None), 2)
-            .expect("valid request");
+        let request =
+            parse(&parts("/events?topic=a&topic=a&topic=b", None), 2).expect("valid request");
         assert_eq!(request.topics.len(), 2);
         let error = parse(&parts("/events?topic=a&topic=b&topic=c", None), 2)
             .expect_err("three topics are too many");
@@ -181,8 +184,8 @@ mod tests {
 
     #[test]
     fn percent_encoded_topics_are_decoded() {
-        let request = parse(&parts("/events?topic=room%2F1&topic=a+b", None), 8)
-            .expect("valid request");
+        let request =
+            parse(&parts("/events?topic=room%2F1&topic=a+b", None), 8).expect("valid request");
         let names: Vec<_> = request.topics.iter().map(Topic::as_str).collect();
         assert_eq!(names, ["room/1", "a b"]);
     }

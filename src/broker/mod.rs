@@ -122,7 +122,10 @@ impl fmt::Display for BrokerError {
         match self {
             Self::NoTopics => f.write_str("at least one topic is required"),
             Self::Unavailable { reason, .. } => {
-                write!(f, "broker unavailable: {reason}; nothing was stored, retry later")
+                write!(
+                    f,
+                    "broker unavailable: {reason}; nothing was stored, retry later"
+                )
             }
         }
     }

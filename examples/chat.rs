@@ -1,0 +1,96 @@
+//! A chat room in one page: the classic `tower-sse-pubsub` demo.
+//!
+//! ```text
+//! cargo run --example chat              # serves http://127.0.0.1:3000
+//! PORT=8080 cargo run --example chat    # another port
+//! ```
+//!
+//! Open the page in two browser windows, give each a name, and chat. Every message is `POST`ed
+//! to `/publish` as a form (`topic=chat`, `data=` a JSON object `{name, text, time}`) and reaches
+//! every window through its `EventSource` on `/events?topic=chat`. A terminal can join in:
+//!
+//! ```text
+//! curl -d topic=chat -d data='hello from curl' http://127.0.0.1:3000/publish
+//! curl -N 'http://127.0.0.1:3000/events?topic=chat'     # watch the raw stream
+//! ```
+//!
+//! Data that is not the page's JSON shows up as plain text. Stop the server with Ctrl-C: the hub
+//! ends every open stream, so graceful shutdown does not wait for them. Start it again and the
+//! pages reconnect on their own; the new in-memory broker does not know their last event id, so
+//! each page shows a notice that messages may have been missed.
+
+use std::env::{self, VarError};
+use std::error::Error;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use axum::Router;
+use axum::response::Html;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_sse_pubsub::Hub;
+
+/// The chat page; it needs nothing but the hub's two endpoints.
+const PAGE: &str = include_str!("chat/index.html");
+
+const DEFAULT_PORT: u16 = 3000;
+
+#[tokio::main]
+async fn main() -> Result<ExitCode, Box<dyn Error>> {
+    let port = match port_from_env() {
+        Ok(port) => port,
+        Err(message) => {
+            eprintln!("chat: {message}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+
+    // Demo only: anyone who can reach this server may publish to any topic. That is fine on
+    // 127.0.0.1; a real app gives the hub an authorizer (HubBuilder::authorizer) instead.
+    let hub = Hub::builder().allow_anonymous_publish().build()?;
+
+    let app = Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .layer(hub.layer()); // adds GET /events and POST /publish
+
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("chat: cannot listen on {addr}: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let addr = listener.local_addr()?;
+    println!("chat: open http://{addr}/ in two browser windows");
+    println!("chat: publish from a terminal with");
+    println!("  curl -d topic=chat -d data='hello from curl' http://{addr}/publish");
+    println!("chat: press Ctrl-C to stop");
+
+    let shutdown_hub = hub.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                // Without the signal there is no clean way to stop; keep serving.
+                eprintln!("chat: cannot listen for Ctrl-C ({error}); stop the process another way");
+                std::future::pending::<()>().await;
+            }
+            println!("\nchat: shutting down");
+            // Ends every open event stream; otherwise graceful shutdown would wait for them.
+            shutdown_hub.shutdown();
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The port from the `PORT` environment variable, or the default when it is unset.
+fn port_from_env() -> Result<u16, String> {
+    match env::var("PORT") {
+        Err(VarError::NotPresent) => Ok(DEFAULT_PORT),
+        Err(VarError::NotUnicode(value)) => Err(format!("PORT is not valid text: {value:?}")),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| format!("PORT must be a port number from 0 to 65535, got {value:?}")),
+    }
+}

@@ -1,0 +1,425 @@
+//! The broker conformance suite: every `Broker` implementation must pass these unchanged.
+//!
+//! Each check is a plain async function taking a factory that builds a fresh broker with the
+//! given [`Limits`]; `broker_conformance!` turns them all into `#[tokio::test]`s for one backend.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tower_sse_pubsub::{
+    Broker, BrokerError, Event, EventId, Frame, Resume, Subscription, SubscriptionEnd, Topic,
+};
+
+/// What a test needs a broker to be configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events retained per topic.
+    pub history_per_topic: usize,
+    /// Frames a subscriber may have queued before it is ended as lagging.
+    pub subscriber_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            history_per_topic: 10_000,
+            subscriber_queue: 10_000,
+        }
+    }
+}
+
+/// Builds a fresh, empty broker.
+pub trait Factory: Fn(Limits) -> Arc<dyn Broker> {}
+impl<F: Fn(Limits) -> Arc<dyn Broker>> Factory for F {}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn topic(name: &str) -> Topic {
+    Topic::new(name).expect("valid topic")
+}
+
+fn text(data: &str) -> Event {
+    Event::text(data).expect("valid event")
+}
+
+async fn publish(broker: &dyn Broker, topics: &[&str], data: &str) -> EventId {
+    let topics: Vec<Topic> = topics.iter().map(|t| topic(t)).collect();
+    broker
+        .publish(&topics, &text(data))
+        .await
+        .expect("publish succeeds")
+}
+
+async fn subscribe(broker: &dyn Broker, topics: &[&str], after: Option<&EventId>) -> Subscription {
+    let topics: Vec<Topic> = topics.iter().map(|t| topic(t)).collect();
+    broker
+        .subscribe(&topics, after)
+        .await
+        .expect("subscribe succeeds")
+}
+
+/// The next frame, failing the test instead of hanging when none comes.
+async fn next(subscription: &mut Subscription) -> Frame {
+    tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("a frame arrives in time")
+        .expect("the subscription is still open")
+}
+
+/// The data of an event as subscribers read it back from the frame.
+fn data_of(frame: &Frame) -> String {
+    let text = std::str::from_utf8(frame.bytes()).expect("frames are UTF-8");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads frames until one carries `data`, and returns their data, that one included.
+async fn read_until(subscription: &mut Subscription, data: &str) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = next(subscription).await;
+        let done = data_of(&frame) == data;
+        frames.push(frame);
+        if done {
+            return frames;
+        }
+    }
+}
+
+pub async fn live_events_arrive_in_publish_order_with_their_ids(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let mut subscription = subscribe(&*broker, &["a"], None).await;
+    assert_eq!(subscription.resume(), &Resume::Fresh);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(publish(&*broker, &["a"], &format!("event {i}")).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let frame = next(&mut subscription).await;
+        assert_eq!(frame.id(), id);
+        assert_eq!(data_of(&frame), format!("event {i}"));
+    }
+    let unique: HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "ids are unique");
+}
+
+pub async fn frames_carry_the_id_line_first(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let mut subscription = subscribe(&*broker, &["a"], None).await;
+    let event = Event::text("x")
+        .and_then(|e| e.with_event_type("kind"))
+        .expect("valid event");
+    let id = broker
+        .publish(&[topic("a")], &event)
+        .await
+        .expect("publish succeeds");
+    let frame = next(&mut subscription).await;
+    let expected = format!("id: {id}\nevent: kind\ndata: x\n\n");
+    assert_eq!(&frame.bytes()[..], expected.as_bytes());
+}
+
+pub async fn fresh_subscription_gets_no_earlier_events(make: &impl Factory) {
+    let broker = make(Limits::default());
+    publish(&*broker, &["a"], "before").await;
+    let mut subscription = subscribe(&*broker, &["a"], None).await;
+    assert_eq!(subscription.replay_remaining(), 0);
+    publish(&*broker, &["a"], "after").await;
+    assert_eq!(data_of(&next(&mut subscription).await), "after");
+}
+
+pub async fn other_topics_are_not_delivered(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let mut subscription = subscribe(&*broker, &["a"], None).await;
+    publish(&*broker, &["b"], "for b").await;
+    publish(&*broker, &["a"], "for a").await;
+    assert_eq!(data_of(&next(&mut subscription).await), "for a");
+}
+
+pub async fn resume_replays_every_later_event_then_goes_live(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(publish(&*broker, &["a"], &format!("old {i}")).await);
+    }
+    let mut subscription = subscribe(&*broker, &["a"], Some(&ids[3])).await;
+    assert_eq!(subscription.resume(), &Resume::Complete);
+    publish(&*broker, &["a"], "live").await;
+    let frames = read_until(&mut subscription, "live").await;
+    let data: Vec<String> = frames.iter().map(data_of).collect();
+    let mut expected: Vec<String> = (4..10).map(|i| format!("old {i}")).collect();
+    expected.push("live".to_owned());
+    assert_eq!(data, expected);
+}
+
+pub async fn resume_after_the_newest_event_replays_nothing(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let last = publish(&*broker, &["a"], "one").await;
+    let mut subscription = subscribe(&*broker, &["a"], Some(&last)).await;
+    assert_eq!(subscription.resume(), &Resume::Complete);
+    assert_eq!(subscription.replay_remaining(), 0);
+    publish(&*broker, &["a"], "two").await;
+    assert_eq!(data_of(&next(&mut subscription).await), "two");
+}
+
+pub async fn event_on_several_topics_reaches_a_subscriber_of_several_once(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let mut both = subscribe(&*broker, &["a", "b"], None).await;
+    let mut only_b = subscribe(&*broker, &["b"], None).await;
+    publish(&*broker, &["a", "b"], "shared").await;
+    publish(&*broker, &["a"], "a only").await;
+    publish(&*broker, &["b"], "b only").await;
+    let frames = read_until(&mut both, "b only").await;
+    let data: Vec<String> = frames.iter().map(data_of).collect();
+    assert_eq!(data, ["shared", "a only", "b only"]);
+    let frames = read_until(&mut only_b, "b only").await;
+    let data: Vec<String> = frames.iter().map(data_of).collect();
+    assert_eq!(data, ["shared", "b only"]);
+}
+
+pub async fn multi_topic_replay_is_merged_in_order_without_duplicates(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let start = publish(&*broker, &["c"], "start").await;
+    publish(&*broker, &["a"], "1").await;
+    publish(&*broker, &["b"], "2").await;
+    publish(&*broker, &["a", "b"], "3").await;
+    publish(&*broker, &["b", "a"], "4").await;
+    publish(&*broker, &["c"], "not subscribed").await;
+    publish(&*broker, &["a"], "5").await;
+    let mut subscription = subscribe(&*broker, &["a", "b"], Some(&start)).await;
+    assert_eq!(subscription.resume(), &Resume::Complete);
+    publish(&*broker, &["b"], "live").await;
+    let frames = read_until(&mut subscription, "live").await;
+    let data: Vec<String> = frames.iter().map(data_of).collect();
+    assert_eq!(data, ["1", "2", "3", "4", "5", "live"]);
+}
+
+pub async fn resume_point_older_than_history_is_reported_as_expired(make: &impl Factory) {
+    let broker = make(Limits {
+        history_per_topic: 3,
+        ..Limits::default()
+    });
+    let first = publish(&*broker, &["a"], "0").await;
+    for i in 1..6 {
+        publish(&*broker, &["a"], &i.to_string()).await;
+    }
+    let mut subscription = subscribe(&*broker, &["a"], Some(&first)).await;
+    assert_eq!(subscription.resume(), &Resume::Expired);
+    assert!(subscription.resume().is_gap());
+    publish(&*broker, &["a"], "live").await;
+    let frames = read_until(&mut subscription, "live").await;
+    let data: Vec<String> = frames.iter().map(data_of).collect();
+    assert_eq!(
+        data,
+        ["3", "4", "5", "live"],
+        "all that is retained, then live"
+    );
+}
+
+pub async fn unknown_resume_point_is_reported_and_everything_retained_replayed(
+    make: &impl Factory,
+) {
+    let broker = make(Limits::default());
+    let other = make(Limits::default());
+    let foreign = publish(&*other, &["a"], "elsewhere").await;
+    publish(&*broker, &["a"], "one").await;
+    publish(&*broker, &["a"], "two").await;
+    for unknown in [
+        foreign,
+        EventId::new("not-an-id-of-ours").expect("valid id"),
+        EventId::new("x").expect("valid id"),
+    ] {
+        let mut subscription = subscribe(&*broker, &["a"], Some(&unknown)).await;
+        assert_eq!(subscription.resume(), &Resume::Unknown, "for {unknown}");
+        let data: Vec<String> = read_until(&mut subscription, "two")
+            .await
+            .iter()
+            .map(data_of)
+            .collect();
+        assert_eq!(data, ["one", "two"]);
+    }
+}
+
+pub async fn resume_is_gap_free_while_publishers_race_the_subscribe(make: &impl Factory) {
+    let broker = make(Limits::default());
+    // Each round checks the guarantee; rounds repeat until one has shown a real race (racing
+    // events on both sides of the switch from replay to live), so the check cannot pass vacuously.
+    for round in 0..50 {
+        let (in_replay, live) = race_round(&broker, &format!("race-{round}")).await;
+        if in_replay > 0 && live > 0 {
+            return;
+        }
+    }
+    panic!("in 50 rounds the subscribe never landed while publishers were mid-flight");
+}
+
+/// One race: returns how many racing events came in the replay and how many live.
+async fn race_round(broker: &Arc<dyn Broker>, topic_name: &str) -> (usize, usize) {
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 250;
+    let mut before = Vec::new();
+    for i in 0..10 {
+        before.push(publish(&**broker, &[topic_name], &format!("before {i}")).await);
+    }
+    let resume_from = before[4].clone();
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(PUBLISHERS + 1));
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let broker = broker.clone();
+        let barrier = barrier.clone();
+        let topic_name = topic_name.to_owned();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut ids = Vec::with_capacity(EACH);
+            for i in 0..EACH {
+                ids.push(publish(&*broker, &[&topic_name], &format!("p{p} {i}")).await);
+                if i % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            ids
+        }));
+    }
+    barrier.wait().await;
+    tokio::task::yield_now().await;
+    let mut racing = subscribe(&**broker, &[topic_name], Some(&resume_from)).await;
+    let replayed_racing = racing.replay_remaining().saturating_sub(5);
+    let mut published: HashSet<EventId> = before[5..].iter().cloned().collect();
+    for task in tasks {
+        published.extend(task.await.expect("publisher task"));
+    }
+    published.insert(publish(&**broker, &[topic_name], "end").await);
+
+    let received: Vec<EventId> = read_until(&mut racing, "end")
+        .await
+        .iter()
+        .map(|f| f.id().clone())
+        .collect();
+    let unique: HashSet<EventId> = received.iter().cloned().collect();
+    assert_eq!(unique.len(), received.len(), "no event is delivered twice");
+    assert_eq!(
+        unique, published,
+        "every event after the resume point arrives"
+    );
+
+    // The order matches the broker's own order, as a pure replay shows it.
+    let mut reference = subscribe(&**broker, &[topic_name], Some(&resume_from)).await;
+    let replayed: Vec<EventId> = read_until(&mut reference, "end")
+        .await
+        .iter()
+        .map(|f| f.id().clone())
+        .collect();
+    assert_eq!(received, replayed, "live delivery follows id order");
+    let racing_total = PUBLISHERS * EACH;
+    (replayed_racing, racing_total - replayed_racing)
+}
+
+pub async fn slow_subscriber_is_ended_as_lagged_without_affecting_others(make: &impl Factory) {
+    let broker = make(Limits {
+        subscriber_queue: 4,
+        ..Limits::default()
+    });
+    let mut stalled = subscribe(&*broker, &["a"], None).await;
+    let mut reader = subscribe(&*broker, &["a"], None).await;
+    let mut received = 0;
+    for i in 0..50 {
+        publish(&*broker, &["a"], &format!("{i}")).await;
+        // The reader keeps up, as a fast client would.
+        assert_eq!(data_of(&next(&mut reader).await), format!("{i}"));
+        received += 1;
+    }
+    assert_eq!(received, 50);
+    let mut queued = 0;
+    while let Some(_frame) = tokio::time::timeout(WAIT, stalled.next())
+        .await
+        .expect("the stalled stream ends instead of hanging")
+    {
+        queued += 1;
+    }
+    assert!(
+        queued <= 4,
+        "at most the queue's capacity was kept, got {queued}"
+    );
+    assert_eq!(stalled.end(), Some(SubscriptionEnd::Lagged));
+}
+
+pub async fn lagged_subscriber_resumes_from_history_without_loss(make: &impl Factory) {
+    let broker = make(Limits {
+        subscriber_queue: 2,
+        ..Limits::default()
+    });
+    let mut stalled = subscribe(&*broker, &["a"], None).await;
+    for i in 0..10 {
+        publish(&*broker, &["a"], &format!("{i}")).await;
+    }
+    let mut last_seen = None;
+    while let Some(frame) = tokio::time::timeout(WAIT, stalled.next())
+        .await
+        .expect("the stalled stream ends")
+    {
+        last_seen = Some(frame.id().clone());
+    }
+    assert_eq!(stalled.end(), Some(SubscriptionEnd::Lagged));
+    let last_seen = last_seen.expect("some frames were queued before the lag");
+    let mut resumed = subscribe(&*broker, &["a"], Some(&last_seen)).await;
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    let frames = read_until(&mut resumed, "9").await;
+    let first = data_of(&frames[0]).parse::<usize>().expect("numbered");
+    assert_eq!(
+        frames.len(),
+        10 - first,
+        "everything after the last seen event"
+    );
+}
+
+pub async fn publish_and_subscribe_need_a_topic(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let result = broker.publish(&[], &text("x")).await;
+    assert!(matches!(result, Err(BrokerError::NoTopics)), "{result:?}");
+    let result = broker.subscribe(&[], None).await;
+    assert!(matches!(result, Err(BrokerError::NoTopics)), "{result:?}");
+}
+
+pub async fn event_published_to_no_subscriber_is_still_retained(make: &impl Factory) {
+    let broker = make(Limits::default());
+    let start = publish(&*broker, &["quiet"], "start").await;
+    publish(&*broker, &["quiet"], "nobody listening").await;
+    let mut subscription = subscribe(&*broker, &["quiet"], Some(&start)).await;
+    assert_eq!(data_of(&next(&mut subscription).await), "nobody listening");
+}
+
+/// Generates one `#[tokio::test]` per conformance check for the broker that `$factory` makes.
+#[macro_export]
+macro_rules! broker_conformance {
+    ($factory:expr) => {
+        $crate::broker_conformance!(@tests $factory;
+            live_events_arrive_in_publish_order_with_their_ids,
+            frames_carry_the_id_line_first,
+            fresh_subscription_gets_no_earlier_events,
+            other_topics_are_not_delivered,
+            resume_replays_every_later_event_then_goes_live,
+            resume_after_the_newest_event_replays_nothing,
+            event_on_several_topics_reaches_a_subscriber_of_several_once,
+            multi_topic_replay_is_merged_in_order_without_duplicates,
+            resume_point_older_than_history_is_reported_as_expired,
+            unknown_resume_point_is_reported_and_everything_retained_replayed,
+            resume_is_gap_free_while_publishers_race_the_subscribe,
+            slow_subscriber_is_ended_as_lagged_without_affecting_others,
+            lagged_subscriber_resumes_from_history_without_loss,
+            publish_and_subscribe_need_a_topic,
+            event_published_to_no_subscriber_is_still_retained,
+        );
+    };
+    (@tests $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::common::conformance::$name(&$factory).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,720 @@
+//! The layer's HTTP behaviour, request by request through `oneshot`: routing and pass-through,
+//! status codes and reasons, headers, authorization, limits, keep-alive, resync and shutdown.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceExt, service_fn};
+use tower_sse_pubsub::broker::BoxFuture;
+use tower_sse_pubsub::{
+    Access, Broker, BrokerError, Denied, Event, EventId, Hub, MemoryBroker, ResponseBody,
+    Subscription, Topic, authorize_fn,
+};
+
+type Body = Full<Bytes>;
+
+/// An inner app that echoes what reached it, so pass-through can be checked field by field.
+#[derive(Clone, Debug)]
+struct Marker(&'static str);
+
+async fn echo(request: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let marker = request.extensions().get::<Marker>().map_or("none", |m| m.0);
+    let header = request
+        .headers()
+        .get("x-test")
+        .map_or("none".to_owned(), |v| v.to_str().unwrap_or("?").to_owned());
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let body = request.into_body().collect().await.map(|c| c.to_bytes());
+    let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
+    let text = format!("{method} {uri} header={header} ext={marker} body={body}");
+    Ok(Response::builder()
+        .header("x-inner", "yes")
+        .body(Full::new(Bytes::from(text)))
+        .expect("valid response"))
+}
+
+fn app(
+    hub: &Hub,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<ResponseBody<Body>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::ServiceBuilder::new()
+        .layer(hub.layer())
+        .service(service_fn(echo))
+}
+
+fn open_hub() -> Hub {
+    Hub::builder()
+        .allow_anonymous_publish()
+        .build()
+        .expect("valid hub")
+}
+
+async fn call(hub: &Hub, request: Request<Body>) -> Response<ResponseBody<Body>> {
+    app(hub).oneshot(request).await.expect("infallible")
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .body(Body::default())
+        .expect("valid request")
+}
+
+fn post(uri: &str, content_type: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("valid request")
+}
+
+fn form(body: &str) -> Request<Body> {
+    post("/publish", "application/x-www-form-urlencoded", body)
+}
+
+async fn text_of(response: Response<ResponseBody<Body>>) -> String {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body reads")
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).expect("UTF-8 body")
+}
+
+/// The next chunk of a streaming body, failing instead of hanging.
+async fn next_chunk(body: &mut ResponseBody<Body>) -> Option<String> {
+    next_chunk_within(body, Duration::from_secs(10)).await
+}
+
+/// As [`next_chunk`], with a deadline; under paused time it must exceed the timers under test,
+/// since the clock jumps straight to the earliest one.
+async fn next_chunk_within(body: &mut ResponseBody<Body>, deadline: Duration) -> Option<String> {
+    let frame = tokio::time::timeout(deadline, body.frame())
+        .await
+        .expect("a chunk in time")?
+        .expect("no body error");
+    let data = frame.into_data().expect("a data frame");
+    Some(String::from_utf8(data.to_vec()).expect("UTF-8 chunk"))
+}
+
+async fn assert_refused(hub: &Hub, request: Request<Body>, status: StatusCode, reason: &str) {
+    let response = call(hub, request).await;
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let body = text_of(response).await;
+    assert!(body.contains(reason), "{body:?} should contain {reason:?}");
+}
+
+#[tokio::test]
+async fn other_requests_reach_the_inner_service_untouched() {
+    let hub = open_hub();
+    let mut request = Request::put("/api/things?x=1")
+        .header("x-test", "kept")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .expect("valid request");
+    request.extensions_mut().insert(Marker("kept"));
+    let response = call(&hub, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-inner"], "yes");
+    assert_eq!(
+        text_of(response).await,
+        "PUT /api/things?x=1 header=kept ext=kept body=payload"
+    );
+    // A path that only starts like ours is not ours.
+    let response = call(&hub, get("/events/extra?topic=a")).await;
+    assert_eq!(response.headers()["x-inner"], "yes");
+}
+
+#[tokio::test]
+async fn subscribe_answers_with_an_open_event_stream() {
+    let hub = open_hub();
+    let response = call(&hub, get("/events?topic=chat")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-accel-buffering"], "no");
+    assert!(headers.get("content-length").is_none());
+    assert!(headers.get("sse-resume").is_none());
+    let mut body = response.into_body();
+    assert_eq!(next_chunk(&mut body).await.as_deref(), Some(": ok\n\n"));
+
+    let id = hub
+        .publisher()
+        .publish_text("chat", "hello")
+        .await
+        .expect("publish");
+    let frame = next_chunk(&mut body).await.expect("a frame");
+    assert_eq!(frame, format!("id: {id}\ndata: hello\n\n"));
+    assert_eq!(hub.subscriber_count(), 1);
+    drop(body);
+    assert_eq!(hub.subscriber_count(), 0);
+}
+
+#[tokio::test]
+async fn bad_subscribe_requests_get_400_with_a_reason() {
+    let hub = Hub::builder()
+        .max_topics_per_request(2)
+        .build()
+        .expect("valid hub");
+    let long = "x".repeat(257);
+    let cases = [
+        ("/events".to_owned(), "no topic"),
+        ("/events?topic=".to_owned(), "topic must be 1..=256 bytes"),
+        ("/events?topic=a%0Ab".to_owned(), "control characters"),
+        (
+            format!("/events?topic={long}"),
+            "topic must be 1..=256 bytes",
+        ),
+        ("/events?topic=a&topic=b&topic=c".to_owned(), "at most 2"),
+        (
+            "/events?topic=a&lastEventID=a%0Ab".to_owned(),
+            "invalid lastEventID",
+        ),
+        (
+            format!("/events?topic=a&last_event_id={long}"),
+            "invalid last_event_id",
+        ),
+    ];
+    for (uri, reason) in cases {
+        assert_refused(&hub, get(&uri), StatusCode::BAD_REQUEST, reason).await;
+    }
+    let mut request = get("/events?topic=a");
+    request.headers_mut().insert(
+        "last-event-id",
+        HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is a valid header value"),
+    );
+    assert_refused(&hub, request, StatusCode::BAD_REQUEST, "Last-Event-ID").await;
+}
+
+#[tokio::test]
+async fn wrong_methods_get_405_with_allow() {
+    let hub = open_hub();
+    let response = call(&hub, post("/events?topic=a", "text/plain", "x")).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "GET");
+    let response = call(&hub, get("/publish")).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST");
+
+    let shared = Hub::builder()
+        .events_path("/hub")
+        .publish_path("/hub")
+        .allow_anonymous_publish()
+        .build()
+        .expect("valid hub");
+    let response = call(
+        &shared,
+        Request::delete("/hub").body(Body::default()).expect("req"),
+    )
+    .await;
+    assert_eq!(response.headers()["allow"], "GET, POST");
+    let response = call(
+        &shared,
+        post("/hub", "application/json", r#"{"topic":"a","data":"x"}"#),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn publishing_over_http_is_refused_unless_enabled() {
+    let hub = Hub::new();
+    assert_refused(
+        &hub,
+        form("topic=a&data=x"),
+        StatusCode::FORBIDDEN,
+        "allow_anonymous_publish",
+    )
+    .await;
+    // App code can still publish.
+    hub.publisher()
+        .publish_text("a", "from the app")
+        .await
+        .expect("publisher needs no HTTP authorization");
+}
+
+#[tokio::test]
+async fn publish_accepts_form_and_json_and_returns_the_id() {
+    let hub = open_hub();
+    let mut stream = call(&hub, get("/events?topic=a&topic=b")).await.into_body();
+    assert_eq!(next_chunk(&mut stream).await.as_deref(), Some(": ok\n\n"));
+
+    let response = call(
+        &hub,
+        form("topic=a&data=line1%0Aline2&event=note&retry=2500"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let id = text_of(response).await;
+    EventId::new(&id).expect("the reply is the id");
+    assert_eq!(
+        next_chunk(&mut stream).await.expect("frame"),
+        format!("id: {id}\nevent: note\nretry: 2500\ndata: line1\ndata: line2\n\n")
+    );
+
+    let response = call(
+        &hub,
+        post(
+            "/publish",
+            "application/json; charset=utf-8",
+            r#"{"topics":["a","b"],"data":{"user":"ada","n":1}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = text_of(response).await;
+    assert_eq!(
+        next_chunk(&mut stream).await.expect("frame"),
+        format!("id: {id}\ndata: {{\"n\":1,\"user\":\"ada\"}}\n\n"),
+        "one delivery for an event on both subscribed topics"
+    );
+}
+
+#[tokio::test]
+async fn bad_publish_requests_get_a_clear_status() {
+    let hub = Hub::builder()
+        .allow_anonymous_publish()
+        .max_topics_per_request(2)
+        .build()
+        .expect("valid hub");
+    assert_refused(&hub, form("data=x"), StatusCode::BAD_REQUEST, "no topic").await;
+    assert_refused(
+        &hub,
+        form("topic=a&topic=b&topic=c&data=x"),
+        StatusCode::BAD_REQUEST,
+        "at most 2",
+    )
+    .await;
+    assert_refused(&hub, form("topic=a"), StatusCode::BAD_REQUEST, "no data").await;
+    assert_refused(
+        &hub,
+        post("/publish", "application/json", "{not json"),
+        StatusCode::BAD_REQUEST,
+        "invalid JSON",
+    )
+    .await;
+    assert_refused(
+        &hub,
+        post("/publish", "text/plain", "topic=a&data=x"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "application/json",
+    )
+    .await;
+    let no_type = Request::post("/publish")
+        .body(Full::new(Bytes::from_static(b"topic=a&data=x")))
+        .expect("valid request");
+    assert_refused(
+        &hub,
+        no_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "missing Content-Type",
+    )
+    .await;
+}
+
+/// A request body that never ends and counts what was read from it.
+struct EndlessBody {
+    read: Arc<AtomicUsize>,
+}
+
+impl http_body::Body for EndlessBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.read.fetch_add(1024, Ordering::SeqCst);
+        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![
+            b'a';
+            1024
+        ])))))
+    }
+}
+
+#[tokio::test]
+async fn oversized_publish_bodies_get_413_without_reading_past_the_limit() {
+    let hub = Hub::builder()
+        .allow_anonymous_publish()
+        .max_body_bytes(4096)
+        .build()
+        .expect("valid hub");
+    // Declared too large: refused before reading anything.
+    let read = Arc::new(AtomicUsize::new(0));
+    let request = Request::post("/publish")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", "1000000")
+        .body(EndlessBody { read: read.clone() })
+        .expect("valid request");
+    let service = tower::ServiceBuilder::new()
+        .layer(hub.layer())
+        .service(service_fn(|_: Request<EndlessBody>| async {
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        }));
+    let response = service.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(read.load(Ordering::SeqCst), 0);
+
+    // No Content-Length (chunked): refused once the limit is passed, and no more is read.
+    let read = Arc::new(AtomicUsize::new(0));
+    let request = Request::post("/publish")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(EndlessBody { read: read.clone() })
+        .expect("valid request");
+    let response = service.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(read.load(Ordering::SeqCst) <= 4096 + 1024, "read {read:?}");
+}
+
+#[tokio::test]
+async fn the_authorizer_sees_the_apps_extensions_and_the_topics() {
+    #[derive(Clone)]
+    struct User(&'static str);
+    let hub = Hub::builder()
+        .authorizer(authorize_fn(
+            |parts: &http::request::Parts, access: Access, topics: &[Topic]| {
+                let user = parts.extensions.get::<User>().map(|u| u.0);
+                let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+                async move {
+                    match (access, user) {
+                        (_, None) => Err(Denied::unauthorized("log in first")),
+                        (Access::Publish, Some("admin")) => Ok(()),
+                        (Access::Publish, Some(_)) => {
+                            Err(Denied::forbidden("only admin publishes"))
+                        }
+                        (_, Some(_)) if topics.iter().any(|t| t.starts_with("private/")) => {
+                            Err(Denied::forbidden("private topic"))
+                        }
+                        _ => Ok(()),
+                    }
+                }
+            },
+        ))
+        .build()
+        .expect("valid hub");
+    let as_user = |mut request: Request<Body>, user: &'static str| {
+        request.extensions_mut().insert(User(user));
+        request
+    };
+    assert_refused(
+        &hub,
+        get("/events?topic=a"),
+        StatusCode::UNAUTHORIZED,
+        "log in first",
+    )
+    .await;
+    let response = call(&hub, as_user(get("/events?topic=a"), "bob")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_refused(
+        &hub,
+        as_user(get("/events?topic=a&topic=private/x"), "bob"),
+        StatusCode::FORBIDDEN,
+        "private topic",
+    )
+    .await;
+    assert_refused(
+        &hub,
+        as_user(form("topic=a&data=x"), "bob"),
+        StatusCode::FORBIDDEN,
+        "only admin",
+    )
+    .await;
+    let response = call(&hub, as_user(form("topic=a&data=x"), "admin")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn too_many_subscribers_get_503() {
+    let hub = Hub::builder()
+        .max_subscribers(2)
+        .build()
+        .expect("valid hub");
+    let first = call(&hub, get("/events?topic=a")).await;
+    let second = call(&hub, get("/events?topic=b")).await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let third = call(&hub, get("/events?topic=c")).await;
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(third.headers().contains_key("retry-after"));
+    drop(first);
+    let again = call(&hub, get("/events?topic=c")).await;
+    assert_eq!(again.status(), StatusCode::OK);
+}
+
+/// A broker whose backend is down: every call fails as unavailable.
+struct DownBroker;
+
+impl Broker for DownBroker {
+    fn publish<'a>(
+        &'a self,
+        _: &'a [Topic],
+        _: &'a Event,
+    ) -> BoxFuture<'a, Result<EventId, BrokerError>> {
+        Box::pin(async {
+            Err(BrokerError::unavailable(
+                "backend down",
+                std::io::Error::other("refused"),
+            ))
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        _: &'a [Topic],
+        _: Option<&'a EventId>,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
+        Box::pin(async {
+            Err(BrokerError::unavailable(
+                "backend down",
+                std::io::Error::other("refused"),
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn broker_failures_become_503_with_the_reason() {
+    let hub = Hub::builder()
+        .broker(DownBroker)
+        .allow_anonymous_publish()
+        .build()
+        .expect("valid hub");
+    assert_refused(
+        &hub,
+        form("topic=a&data=x"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backend down",
+    )
+    .await;
+    assert_refused(
+        &hub,
+        get("/events?topic=a"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backend down",
+    )
+    .await;
+    assert_eq!(
+        hub.subscriber_count(),
+        0,
+        "a failed subscribe holds no slot"
+    );
+}
+
+#[tokio::test]
+async fn expired_resume_point_opens_with_a_resync_event_and_header() {
+    let hub = Hub::builder()
+        .broker(MemoryBroker::builder().history_per_topic(2).build())
+        .build()
+        .expect("valid hub");
+    let publisher = hub.publisher();
+    let first = publisher.publish_text("a", "0").await.expect("publish");
+    for i in 1..5 {
+        publisher
+            .publish_text("a", i.to_string())
+            .await
+            .expect("publish");
+    }
+    let mut request = get("/events?topic=a");
+    request.headers_mut().insert(
+        "last-event-id",
+        HeaderValue::from_str(first.as_str()).expect("valid"),
+    );
+    let response = call(&hub, request).await;
+    assert_eq!(response.headers()["sse-resume"], "expired");
+    let mut body = response.into_body();
+    let opening = next_chunk(&mut body).await.expect("opening");
+    assert_eq!(
+        opening,
+        format!(
+            ": ok\n\nevent: resync\ndata: {{\"lastEventId\":\"{first}\",\"reason\":\"expired\"}}\n\n"
+        )
+    );
+    // Then what is retained: the last two.
+    assert!(
+        next_chunk(&mut body)
+            .await
+            .expect("replay")
+            .contains("data: 3\n")
+    );
+    assert!(
+        next_chunk(&mut body)
+            .await
+            .expect("replay")
+            .contains("data: 4\n")
+    );
+}
+
+#[tokio::test]
+async fn unknown_resume_point_is_flagged_too() {
+    let hub = open_hub();
+    let response = call(&hub, get("/events?topic=a&lastEventID=from-elsewhere")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["sse-resume"], "unknown");
+    let mut body = response.into_body();
+    assert!(
+        next_chunk(&mut body)
+            .await
+            .expect("opening")
+            .contains("event: resync\n")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_comments_fill_silence_but_not_busy_streams() {
+    let hub = Hub::builder()
+        .keep_alive(Duration::from_secs(15))
+        .build()
+        .expect("valid hub");
+    let started = tokio::time::Instant::now();
+    let mut body = call(&hub, get("/events?topic=a")).await.into_body();
+    assert_eq!(
+        next_chunk_within(&mut body, Duration::from_secs(100))
+            .await
+            .as_deref(),
+        Some(": ok\n\n")
+    );
+    // Idle: a keep-alive after exactly one interval, and again after the next.
+    assert_eq!(
+        next_chunk_within(&mut body, Duration::from_secs(100))
+            .await
+            .as_deref(),
+        Some(": keep-alive\n\n")
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(15));
+    assert_eq!(
+        next_chunk_within(&mut body, Duration::from_secs(100))
+            .await
+            .as_deref(),
+        Some(": keep-alive\n\n")
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    // Busy: an event in the interval means the tick at 45 s sends nothing.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    hub.publisher()
+        .publish_text("a", "x")
+        .await
+        .expect("publish");
+    assert!(
+        next_chunk_within(&mut body, Duration::from_secs(100))
+            .await
+            .expect("event")
+            .contains("data: x")
+    );
+    assert_eq!(
+        next_chunk_within(&mut body, Duration::from_secs(100))
+            .await
+            .as_deref(),
+        Some(": keep-alive\n\n")
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_stream_with_a_jittered_retry_and_refuses_new_ones() {
+    let hub = Hub::builder()
+        .shutdown_retry(Duration::from_secs(4))
+        .build()
+        .expect("valid hub");
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let mut body = call(&hub, get("/events?topic=a")).await.into_body();
+        assert_eq!(next_chunk(&mut body).await.as_deref(), Some(": ok\n\n"));
+        bodies.push(body);
+    }
+    hub.shutdown();
+    for mut body in bodies {
+        let last = next_chunk(&mut body).await.expect("a closing frame");
+        let retry: u64 = last
+            .strip_prefix("retry: ")
+            .and_then(|rest| rest.split('\n').next())
+            .and_then(|ms| ms.parse().ok())
+            .expect("the closing frame starts with retry");
+        assert!(
+            (2000..=6000).contains(&retry),
+            "retry {retry} within 2..=6 s"
+        );
+        assert!(!last.contains("id:"), "control frames carry no id");
+        assert_eq!(next_chunk(&mut body).await, None, "then the stream ends");
+    }
+    assert_eq!(hub.subscriber_count(), 0);
+    assert_refused(
+        &hub,
+        get("/events?topic=a"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting down",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_gets_a_final_comment_and_its_stream_ends() {
+    let broker = MemoryBroker::builder().subscriber_queue(8).build();
+    let hub = Hub::builder()
+        .broker(broker.clone())
+        .build()
+        .expect("valid hub");
+    let mut slow = call(&hub, get("/events?topic=a")).await.into_body();
+    let mut fast = call(&hub, get("/events?topic=a")).await.into_body();
+    assert_eq!(next_chunk(&mut fast).await.as_deref(), Some(": ok\n\n"));
+    for i in 0..100 {
+        hub.publisher()
+            .publish_text("a", format!("{i}"))
+            .await
+            .expect("publish");
+        assert!(
+            next_chunk(&mut fast)
+                .await
+                .expect("event")
+                .contains(&format!("data: {i}\n"))
+        );
+    }
+    // The slow one was dropped from the fan-out as soon as its queue overflowed.
+    assert_eq!(broker.subscriber_count(), 1);
+    let mut chunks = Vec::new();
+    while let Some(chunk) = next_chunk(&mut slow).await {
+        chunks.push(chunk);
+    }
+    assert_eq!(chunks.first().map(String::as_str), Some(": ok\n\n"));
+    assert_eq!(
+        chunks.len(),
+        1 + 8 + 1,
+        "opening, the queued events, the final comment"
+    );
+    assert!(chunks.last().expect("final").contains("fell behind"));
+}
+
+#[tokio::test]
+async fn builder_rejects_settings_that_cannot_work() {
+    assert!(Hub::builder().events_path("events").build().is_err());
+    assert!(Hub::builder().publish_path("/p?x=1").build().is_err());
+    let error = Hub::builder()
+        .max_body_bytes(0)
+        .build()
+        .expect_err("zero limit");
+    assert_eq!(
+        error.to_string(),
+        "max_body_bytes must be greater than zero"
+    );
+}

@@ -1,0 +1,220 @@
+//! End to end over real TCP: an axum app with its own routes, state and the layer, a hyper
+//! client, and a spec-compliant SSE parser on the receiving side.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::http::{TestServer, get_text, next_event, post_form, subscribe};
+use futures::StreamExt;
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_sse_pubsub::{Hub, MemoryBroker, Publisher};
+
+#[derive(Clone)]
+struct AppState {
+    visits: Arc<AtomicUsize>,
+    publisher: Publisher,
+}
+
+fn app(hub: &Hub) -> Router {
+    let state = AppState {
+        visits: Arc::new(AtomicUsize::new(0)),
+        publisher: hub.publisher(),
+    };
+    Router::new()
+        .route(
+            "/visits",
+            get(|State(state): State<AppState>| async move {
+                (state.visits.fetch_add(1, Ordering::SeqCst) + 1).to_string()
+            }),
+        )
+        .route(
+            "/announce",
+            post(
+                |State(state): State<AppState>, Json(body): Json<serde_json::Value>| async move {
+                    match state.publisher.publish_json("news", &body).await {
+                        Ok(id) => (StatusCode::CREATED, id.to_string()),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    }
+                },
+            ),
+        )
+        .with_state(state)
+        .layer(hub.layer())
+}
+
+fn open_hub() -> Hub {
+    Hub::builder()
+        .allow_anonymous_publish()
+        .build()
+        .expect("valid hub")
+}
+
+#[tokio::test]
+async fn app_routes_state_and_the_layer_work_side_by_side() {
+    let hub = open_hub();
+    let server = TestServer::start(&hub, app(&hub)).await;
+    assert_eq!(get_text(&server.url("/visits")).await, (StatusCode::OK, "1".into()));
+    assert_eq!(get_text(&server.url("/visits")).await, (StatusCode::OK, "2".into()));
+    assert_eq!(get_text(&server.url("/nope")).await.0, StatusCode::NOT_FOUND);
+
+    let mut news = subscribe(&server.url("/events?topic=news"), None).await;
+    // Over HTTP, through the publish endpoint.
+    let (status, id) = post_form(&server.url("/publish"), "topic=news&data=hello&event=note").await;
+    assert_eq!(status, StatusCode::OK);
+    let event = next_event(&mut news).await;
+    assert_eq!((event.event.as_str(), event.data.as_str(), event.id.as_str()), ("note", "hello", id.as_str()));
+
+    // From a handler of the app, through the publisher in its state.
+    let request = http::Request::post(server.url("/announce"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(br#"{"headline":"hi"}"#)))
+        .expect("valid request");
+    let response = common::http::client().request(request).await.expect("announce");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let event = next_event(&mut news).await;
+    assert_eq!(event.data, r#"{"headline":"hi"}"#);
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_resumes_without_gaps_or_duplicates() {
+    let hub = open_hub();
+    let server = TestServer::start(&hub, app(&hub)).await;
+    let publish = |data: &'static str| {
+        let url = server.url("/publish");
+        async move {
+            let (status, id) = post_form(&url, &format!("topic=feed&data={data}")).await;
+            assert_eq!(status, StatusCode::OK);
+            id
+        }
+    };
+    let url = server.url("/events?topic=feed");
+    let mut first = subscribe(&url, None).await;
+    publish("one").await;
+    publish("two").await;
+    assert_eq!(next_event(&mut first).await.data, "one");
+    let seen = next_event(&mut first).await;
+    assert_eq!(seen.data, "two");
+    drop(first);
+
+    publish("three").await;
+    publish("four").await;
+    // The header, as EventSource sends it on reconnect.
+    let mut resumed = subscribe(&url, Some(&seen.id)).await;
+    publish("five").await;
+    let data: Vec<String> = [
+        next_event(&mut resumed).await,
+        next_event(&mut resumed).await,
+        next_event(&mut resumed).await,
+    ]
+    .into_iter()
+    .map(|e| e.data)
+    .collect();
+    assert_eq!(data, ["three", "four", "five"]);
+
+    // The query parameter, for a first connect that cannot set headers.
+    let mut by_query = subscribe(&format!("{url}&lastEventID={}", seen.id), None).await;
+    assert_eq!(next_event(&mut by_query).await.data, "three");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_completes_while_streams_are_open() {
+    let hub = open_hub();
+    let mut server = TestServer::start(&hub, app(&hub)).await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(subscribe(&server.url("/events?topic=a"), None).await);
+    }
+    assert_eq!(hub.subscriber_count(), 5);
+    server.stop();
+    let finished = tokio::time::timeout(Duration::from_secs(10), &mut server.task).await;
+    let served = finished.expect("graceful shutdown completes promptly");
+    served.expect("server task").expect("server ran cleanly");
+    for mut stream in streams {
+        let end = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+        assert!(end.expect("the stream ends").is_none(), "no more events after shutdown");
+    }
+    assert_eq!(hub.subscriber_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
+    const QUEUE: usize = 64;
+    const EVENTS: usize = 2_048;
+    let broker = MemoryBroker::builder().subscriber_queue(QUEUE).build();
+    let hub = Hub::builder()
+        .broker(broker.clone())
+        .allow_anonymous_publish()
+        .build()
+        .expect("valid hub");
+    let server = TestServer::start(&hub, app(&hub)).await;
+
+    // A client that sends its request and never reads, with a small receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small receive buffer");
+    let mut stalled = socket.connect(server.addr).await.expect("connect");
+    stalled
+        .write_all(b"GET /events?topic=load HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("request sent");
+    // Read the response head and the opening comment, which the server sends only once the
+    // subscription is registered; after that, never read again.
+    let mut head = Vec::new();
+    while !head.ends_with(b": ok\n\n") {
+        let mut byte = [0u8; 1];
+        stalled.read_exact(&mut byte).await.expect("response head");
+        head.push(byte[0]);
+    }
+
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        readers.push(subscribe(&server.url("/events?topic=load"), None).await);
+    }
+    assert_eq!(broker.subscriber_count(), 4);
+
+    // The publisher runs in batches of half a queue and waits for the fast readers after each,
+    // so they never fall behind; only the stalled client does.
+    let batch = QUEUE / 2;
+    let batch_done = Arc::new(tokio::sync::Barrier::new(readers.len() + 1));
+    let payload = "x".repeat(4 * 1024);
+    let publisher = hub.publisher();
+    let consumers: Vec<_> = readers
+        .into_iter()
+        .map(|mut events| {
+            let batch_done = batch_done.clone();
+            tokio::spawn(async move {
+                let mut received = 0;
+                while received < EVENTS {
+                    next_event(&mut events).await;
+                    received += 1;
+                    if received % batch == 0 {
+                        batch_done.wait().await;
+                    }
+                }
+                (received, events)
+            })
+        })
+        .collect();
+    for published in 1..=EVENTS {
+        publisher.publish_text("load", payload.as_str()).await.expect("publish");
+        if published % batch == 0 {
+            batch_done.wait().await;
+        }
+    }
+    let mut still_open = Vec::new();
+    for consumer in consumers {
+        let (received, events) = consumer.await.expect("reader");
+        assert_eq!(received, EVENTS, "every fast reader got every event");
+        still_open.push(events);
+    }
+    // 8 MiB went out; the stalled client could hold about half of that in socket buffers. It was dropped from the fan-out
+    // when its bounded queue overflowed, so what it pins is at most QUEUE shared frames.
+    assert_eq!(broker.subscriber_count(), 3, "only the fast readers are still subscribed");
+    drop(stalled);
+}
