@@ -24,7 +24,7 @@ pub const MAX_EVENT_TYPE_LEN: usize = 256;
 /// A named channel that events are published to and subscribed from.
 ///
 /// A `Topic` that exists is valid: 1..=256 bytes of UTF-8 with no control characters
-/// (so it is safe in logs, headers and Redis key names).
+/// (so it cannot break a log line, a query string or a Redis key name).
 ///
 /// ```
 /// use tower_sse_pubsub::Topic;
@@ -230,9 +230,10 @@ impl std::error::Error for EventIdError {}
 /// An event to publish: its data, and optionally an event type and a reconnection time.
 ///
 /// The id is not part of an `Event`: the broker assigns it at publish, so ids stay unique and
-/// ordered. Data may contain anything, line breaks included (CRLF, CR and LF each become a new
-/// `data:` line, and subscribers read back exactly the original text); it must not be empty,
-/// because browsers silently drop events whose data is empty.
+/// ordered. Data may contain anything, line breaks included: CRLF, CR and LF each become a new
+/// `data:` line, and subscribers read back the original text with every line break as LF (the
+/// SSE format has no way to tell them apart). Data must not be empty, because browsers silently
+/// drop events whose data is empty.
 ///
 /// ```
 /// use std::time::Duration;

@@ -95,3 +95,8 @@ pub use publisher::{PublishError, Publisher};
 pub use service::SsePubSub;
 pub use stream::RESYNC_EVENT;
 pub use subscribe::RESUME_HEADER;
+
+/// Compiles and runs the README's Rust examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

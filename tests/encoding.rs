@@ -16,6 +16,11 @@
 //! `u64` (the spec takes any run of ASCII digits), while our encoder writes `Duration::as_millis`,
 //! a `u128`.
 //!
+//! Two other `eventsource-stream` 0.2.3 quirks cannot affect our frames, which start with `id:`
+//! and contain no CR: it panics (slicing inside the 3-byte character) when the first chunk of
+//! a stream starts with a BOM, and it holds back a line ended by a lone CR until the next byte
+//! arrives, to see whether it is an LF.
+//!
 //! The decoded data of an event is *not* byte-for-byte the published data: SSE has no way to
 //! carry a CR, so the encoder splits data at every CRLF, lone CR and lone LF into `data:` lines
 //! and the reader joins them with LF. The exact read-back is therefore the original data with
@@ -272,9 +277,11 @@ fn data() -> impl Strategy<Value = String> {
 /// Text of any length (0 to well over 256 bytes) without CR, LF or NUL.
 fn line_text_of_any_length() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => prop::collection::vec(piece(), 0..120).prop_map(|pieces| {
-            pieces.concat().replace(['\r', '\n', '\0'], "")
-        }),
+        3 => prop::collection::vec(
+            prop_oneof![3 => piece(), 1 => Just("x".repeat(24))],
+            0..40,
+        )
+        .prop_map(|pieces| pieces.concat().replace(['\r', '\n', '\0'], "")),
         // Right at the byte limit, with a multi-byte character that may straddle it.
         1 => (250usize..=258, select(&["", "é", "€", "🦀", ":", " "][..]))
             .prop_map(|(n, tail)| format!("{}{tail}", "x".repeat(n))),
@@ -334,23 +341,28 @@ fn published() -> impl Strategy<Value = Published> {
 /// (format characters, separators, NBSP) and multi-byte characters, from empty to well past
 /// 256 bytes.
 fn topic_candidate() -> impl Strategy<Value = String> {
-    const PIECES: &[&str] = &[
+    const CONTROL: &[&str] = &[
         "\0", "\t", "\n", "\r", "\u{1b}", "\u{1f}", "\u{7f}", "\u{80}", "\u{85}", "\u{9f}",
+    ];
+    const NOT_CONTROL: &[&str] = &[
         "\u{a0}", "\u{ad}", "\u{200b}", "\u{2028}", "\u{202e}", "\u{feff}", " ", ":", "/", "é",
         "€", "🦀", "abc",
     ];
     prop_oneof![
         3 => prop::collection::vec(
             prop_oneof![
-                3 => select(PIECES).prop_map(str::to_owned),
-                3 => any::<char>().prop_map(String::from),
-                1 => Just("x".repeat(40)),
+                1 => select(CONTROL).prop_map(str::to_owned),
+                6 => select(NOT_CONTROL).prop_map(str::to_owned),
+                6 => any::<char>().prop_map(String::from),
+                2 => Just("x".repeat(40)),
             ],
-            0..80,
+            0..24,
         )
         .prop_map(|pieces| pieces.concat()),
-        1 => (250usize..=258, select(PIECES))
-            .prop_map(|(n, tail)| format!("{}{tail}", "x".repeat(n))),
+        1 => (250usize..=258, select(CONTROL), select(NOT_CONTROL), any::<bool>())
+            .prop_map(|(n, control, other, with_control)| {
+                format!("{}{}", "x".repeat(n), if with_control { control } else { other })
+            }),
     ]
 }
 
@@ -425,7 +437,12 @@ proptest! {
         let event = event.expect("checked");
         prop_assert_eq!(event.event_type(), Some(event_type.as_str()));
 
-        let p = Published { id: "1".to_owned(), data, event_type: Some(event_type), retry_ms: None };
+        let p = Published {
+            id: "1".to_owned(),
+            data,
+            event_type: Some(event_type),
+            retry_ms: None,
+        };
         let bytes = p.frame(1).bytes().clone();
         let from_spec = spec_parse(std::str::from_utf8(&bytes).expect("UTF-8"));
         assert_reads_back(std::slice::from_ref(&p), &eventsource_parse(vec![bytes]), &from_spec)?;

@@ -60,23 +60,40 @@ fn open_hub() -> Hub {
 async fn app_routes_state_and_the_layer_work_side_by_side() {
     let hub = open_hub();
     let server = TestServer::start(&hub, app(&hub)).await;
-    assert_eq!(get_text(&server.url("/visits")).await, (StatusCode::OK, "1".into()));
-    assert_eq!(get_text(&server.url("/visits")).await, (StatusCode::OK, "2".into()));
-    assert_eq!(get_text(&server.url("/nope")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get_text(&server.url("/visits")).await,
+        (StatusCode::OK, "1".into())
+    );
+    assert_eq!(
+        get_text(&server.url("/visits")).await,
+        (StatusCode::OK, "2".into())
+    );
+    assert_eq!(
+        get_text(&server.url("/nope")).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     let mut news = subscribe(&server.url("/events?topic=news"), None).await;
     // Over HTTP, through the publish endpoint.
     let (status, id) = post_form(&server.url("/publish"), "topic=news&data=hello&event=note").await;
     assert_eq!(status, StatusCode::OK);
     let event = next_event(&mut news).await;
-    assert_eq!((event.event.as_str(), event.data.as_str(), event.id.as_str()), ("note", "hello", id.as_str()));
+    assert_eq!(
+        (event.event.as_str(), event.data.as_str(), event.id.as_str()),
+        ("note", "hello", id.as_str())
+    );
 
     // From a handler of the app, through the publisher in its state.
     let request = http::Request::post(server.url("/announce"))
         .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(br#"{"headline":"hi"}"#)))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"headline":"hi"}"#,
+        )))
         .expect("valid request");
-    let response = common::http::client().request(request).await.expect("announce");
+    let response = common::http::client()
+        .request(request)
+        .await
+        .expect("announce");
     assert_eq!(response.status(), StatusCode::CREATED);
     let event = next_event(&mut news).await;
     assert_eq!(event.data, r#"{"headline":"hi"}"#);
@@ -138,7 +155,10 @@ async fn graceful_shutdown_completes_while_streams_are_open() {
     served.expect("server task").expect("server ran cleanly");
     for mut stream in streams {
         let end = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
-        assert!(end.expect("the stream ends").is_none(), "no more events after shutdown");
+        assert!(
+            end.expect("the stream ends").is_none(),
+            "no more events after shutdown"
+        );
     }
     assert_eq!(hub.subscriber_count(), 0);
 }
@@ -157,7 +177,9 @@ async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
 
     // A client that sends its request and never reads, with a small receive buffer.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("small receive buffer");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
     let mut stalled = socket.connect(server.addr).await.expect("connect");
     stalled
         .write_all(b"GET /events?topic=load HTTP/1.1\r\nhost: test\r\n\r\n")
@@ -202,7 +224,10 @@ async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
         })
         .collect();
     for published in 1..=EVENTS {
-        publisher.publish_text("load", payload.as_str()).await.expect("publish");
+        publisher
+            .publish_text("load", payload.as_str())
+            .await
+            .expect("publish");
         if published % batch == 0 {
             batch_done.wait().await;
         }
@@ -215,6 +240,10 @@ async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
     }
     // 8 MiB went out; the stalled client could hold about half of that in socket buffers. It was dropped from the fan-out
     // when its bounded queue overflowed, so what it pins is at most QUEUE shared frames.
-    assert_eq!(broker.subscriber_count(), 3, "only the fast readers are still subscribed");
+    assert_eq!(
+        broker.subscriber_count(),
+        3,
+        "only the fast readers are still subscribed"
+    );
     drop(stalled);
 }

@@ -111,7 +111,9 @@ pub async fn post_form(url: &str, form: &str) -> (StatusCode, String) {
 
 /// GETs a URL and returns the status and the body text.
 pub async fn get_text(url: &str) -> (StatusCode, String) {
-    let request = Request::get(url).body(Full::default()).expect("valid request");
+    let request = Request::get(url)
+        .body(Full::default())
+        .expect("valid request");
     let response = client().request(request).await.expect("get request");
     let status = response.status();
     let body = response
