@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -31,6 +32,8 @@ struct Options {
     rate: f64,
     size: usize,
     queue: usize,
+    idle: usize,
+    baseline: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -62,10 +65,12 @@ fn options() -> Result<Options, String> {
         rate: take(&mut values, "rate", 2_000.0)?,
         size: take(&mut values, "size", 2_048)?,
         queue: take(&mut values, "queue", 256)?,
+        idle: take(&mut values, "idle", 0)?,
+        baseline: take(&mut values, "baseline", false)?,
     };
     if let Some(name) = values.keys().next() {
         return Err(format!(
-            "unknown option --{name}; known: --clients --stalled --events --rate --size --queue"
+            "unknown option --{name}; known: --clients --stalled --events --rate --size --queue --idle --baseline"
         ));
     }
     if options.rate <= 0.0 || options.size < 32 {
@@ -81,10 +86,45 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .subscriber_queue(options.queue)
         .build();
     let hub = Hub::builder().broker(broker.clone()).build()?;
-    let app = axum::Router::new().layer(hub.layer());
+    // `/hold` answers like an event stream that never sends an event, without the hub: the
+    // baseline of what hyper and axum hold for an idle streaming response.
+    let hold = axum::routing::get(|| async {
+        let opening = futures::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b": ok\n\n"))
+        });
+        axum::body::Body::from_stream(opening.chain(futures::stream::pending()))
+    });
+    let app = axum::Router::new().route("/hold", hold).layer(hub.layer());
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
+
+    if options.idle > 0 {
+        let (_, rss_before) = cpu_and_rss()?;
+        let mut idle = Vec::with_capacity(options.idle);
+        for i in 0..options.idle {
+            // Spread idle subscribers over many topics, as a real app would.
+            let path = if options.baseline {
+                "/hold".to_owned()
+            } else {
+                format!("/events?topic=idle-{}", i % 1000)
+            };
+            idle.push(open_path(addr, &path, None).await?);
+        }
+        let (_, rss_after) = cpu_and_rss()?;
+        println!(
+            "{} idle {} streams: RSS grew {} KiB, {:.0} bytes per stream (server and client side)",
+            options.idle,
+            if options.baseline {
+                "baseline (/hold)"
+            } else {
+                "hub"
+            },
+            rss_after.saturating_sub(rss_before),
+            rss_after.saturating_sub(rss_before) as f64 * 1024.0 / options.idle as f64
+        );
+        drop(idle);
+    }
 
     let start = Instant::now();
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(
@@ -174,16 +214,24 @@ async fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// Opens an event stream and reads up to the opening comment, so the subscription is live.
+/// Opens an event stream on the load topic; see [`open_path`].
 async fn open_stream(addr: SocketAddr, recv_buffer: Option<u32>) -> std::io::Result<TcpStream> {
+    open_path(addr, "/events?topic=load", recv_buffer).await
+}
+
+/// Opens a streaming response and reads up to the opening comment, so the subscription is live.
+async fn open_path(
+    addr: SocketAddr,
+    path: &str,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     if let Some(size) = recv_buffer {
         socket.set_recv_buffer_size(size)?;
     }
     let mut stream = socket.connect(addr).await?;
-    stream
-        .write_all(b"GET /events?topic=load HTTP/1.1\r\nhost: load\r\n\r\n")
-        .await?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: load\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b": ok\n\n") {

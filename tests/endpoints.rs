@@ -718,3 +718,20 @@ async fn builder_rejects_settings_that_cannot_work() {
         "max_body_bytes must be greater than zero"
     );
 }
+
+#[test]
+fn handles_are_clone_send_sync_and_bodies_are_send() {
+    fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    clone_send_sync::<tower_sse_pubsub::SsePubSubLayer>();
+    clone_send_sync::<tower_sse_pubsub::SsePubSub<axum::Router>>();
+    clone_send_sync::<Hub>();
+    clone_send_sync::<tower_sse_pubsub::Publisher>();
+    clone_send_sync::<MemoryBroker>();
+    send::<ResponseBody<axum::body::Body>>();
+    send::<
+        tower_sse_pubsub::ResponseFuture<
+            <axum::Router as Service<Request<axum::body::Body>>>::Future,
+        >,
+    >();
+}
