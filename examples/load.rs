@@ -159,7 +159,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         publisher.publish_text("load", data).await?;
         if stalled_cut_at.is_none()
             && options.stalled > 0
-            && broker.subscriber_count() == options.clients
+            && broker.topic_subscriptions() == options.clients
         {
             stalled_cut_at = Some(publishing.elapsed());
         }
@@ -207,7 +207,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         (_, Some(at)) => println!("stalled streams cut off after {at:.2?} of publishing"),
         (_, None) => println!(
             "stalled streams still subscribed ({} subscribers): socket buffers absorbed all",
-            broker.subscriber_count()
+            broker.topic_subscriptions()
         ),
     }
     drop(stalled);

@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use common::conformance::Limits;
-use tower_sse_pubsub::{Broker, MemoryBroker};
+use std::time::Duration;
+
+use tower_sse_pubsub::{Broker, Event, MemoryBroker, Resume, Topic};
 
 fn memory(limits: Limits) -> Arc<dyn Broker> {
     Arc::new(
@@ -27,34 +29,97 @@ async fn dropping_a_subscription_unsubscribes_from_every_topic() {
         tower_sse_pubsub::Topic::new("b").expect("valid"),
     ];
     let subscription = broker.subscribe(&topics, None).await.expect("subscribe");
-    assert_eq!(broker.subscriber_count(), 2);
+    assert_eq!(broker.topic_subscriptions(), 2);
     drop(subscription);
-    assert_eq!(broker.subscriber_count(), 0);
+    assert_eq!(broker.topic_subscriptions(), 0);
+    assert_eq!(
+        broker.topic_count(),
+        0,
+        "a topic with no history or subscriber is forgotten"
+    );
+}
+
+fn topic(name: &str) -> Topic {
+    Topic::new(name).expect("valid topic")
+}
+
+fn text(data: &str) -> Event {
+    Event::text(data).expect("valid event")
 }
 
 #[tokio::test(start_paused = true)]
-async fn history_older_than_max_age_is_dropped() {
-    use std::time::Duration;
-    use tower_sse_pubsub::{Event, Resume, Topic};
+async fn age_limit_reaches_topics_nobody_touches_again() {
     let broker = MemoryBroker::builder()
-        .history_max_age(Duration::from_secs(60))
+        .history_max_age(Duration::from_secs(1))
         .build();
-    let topic = [Topic::new("a").expect("valid")];
-    let first = broker
-        .publish(&topic, &Event::text("old").expect("valid"))
-        .await
-        .expect("publish");
+    for i in 0..100 {
+        broker
+            .publish(&[topic(&format!("order-{i}"))], &text("placed"))
+            .await
+            .expect("publish");
+    }
+    assert_eq!((broker.retained_count(), broker.topic_count()), (100, 100));
+    tokio::time::advance(Duration::from_secs(2)).await;
     broker
-        .publish(&topic, &Event::text("older").expect("valid"))
+        .publish(&[topic("other")], &text("x"))
         .await
         .expect("publish");
-    assert_eq!(broker.retained_count(), 2);
-    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!((broker.retained_count(), broker.topic_count()), (1, 1));
+}
+
+#[tokio::test]
+async fn byte_limit_evicts_the_oldest_events_across_topics() {
+    let frame_len = {
+        let probe = MemoryBroker::new();
+        probe
+            .publish(&[topic("a")], &text("0123456789"))
+            .await
+            .expect("publish");
+        probe.retained_bytes()
+    };
+    let broker = MemoryBroker::builder()
+        // Later ids have more digits, so leave room for that, though not for a sixth frame.
+        .history_max_bytes(frame_len * 5 + 10)
+        .build();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let name = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(
+            broker
+                .publish(&[topic(name)], &text("0123456789"))
+                .await
+                .expect("publish"),
+        );
+    }
+    assert_eq!(broker.retained_count(), 5);
+    assert!(broker.retained_bytes() <= frame_len * 5 + 10);
+    // The newest five survive, whatever their topic.
     let subscription = broker
-        .subscribe(&topic, Some(&first))
+        .subscribe(&[topic("even"), topic("odd")], Some(&ids[14]))
+        .await
+        .expect("subscribe");
+    assert_eq!(subscription.resume(), &Resume::Complete);
+    assert_eq!(subscription.replay_remaining(), 5);
+    let subscription = broker
+        .subscribe(&[topic("even")], Some(&ids[0]))
         .await
         .expect("subscribe");
     assert_eq!(subscription.resume(), &Resume::Expired);
-    assert_eq!(subscription.replay_remaining(), 0);
-    assert_eq!(broker.retained_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forgotten_topic_still_reports_what_it_lost() {
+    let broker = MemoryBroker::builder()
+        .history_max_age(Duration::from_secs(10))
+        .build();
+    let a = [topic("a")];
+    let seen = broker.publish(&a, &text("seen")).await.expect("publish");
+    broker.publish(&a, &text("missed")).await.expect("publish");
+    tokio::time::advance(Duration::from_secs(11)).await;
+    // Another client comes and goes: its subscribe expires both events and the topic is
+    // forgotten when it leaves.
+    drop(broker.subscribe(&a, None).await.expect("subscribe"));
+    assert_eq!(broker.topic_count(), 0);
+    let resumed = broker.subscribe(&a, Some(&seen)).await.expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Expired);
 }

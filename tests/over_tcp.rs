@@ -198,7 +198,7 @@ async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
     for _ in 0..3 {
         readers.push(subscribe(&server.url("/events?topic=load"), None).await);
     }
-    assert_eq!(broker.subscriber_count(), 4);
+    assert_eq!(broker.topic_subscriptions(), 4);
 
     // The publisher runs in batches of half a queue and waits for the fast readers after each,
     // so they never fall behind; only the stalled client does.
@@ -241,7 +241,7 @@ async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
     // 8 MiB went out; the stalled client could hold about half of that in socket buffers. It was dropped from the fan-out
     // when its bounded queue overflowed, so what it pins is at most QUEUE shared frames.
     assert_eq!(
-        broker.subscriber_count(),
+        broker.topic_subscriptions(),
         3,
         "only the fast readers are still subscribed"
     );

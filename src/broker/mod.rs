@@ -17,8 +17,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use memory::{MemoryBroker, MemoryBrokerBuilder};
-pub use subscription::{Resume, Subscription, SubscriptionEnd};
+pub use memory::{MAX_SUBSCRIBER_QUEUE, MemoryBroker, MemoryBrokerBuilder};
+pub use subscription::{Inbox, Mailbox, Resume, Subscription, SubscriptionEnd};
 
 use crate::event::{Event, EventId, Topic};
 
@@ -95,7 +95,8 @@ pub enum BrokerError {
     /// The call named no topic; publish and subscribe need at least one.
     NoTopics,
     /// The backend cannot be reached or did not confirm the operation; nothing was stored.
-    /// Retrying later may succeed (HTTP: 503).
+    /// Retrying later may succeed (HTTP: 503). Build it with [`BrokerError::unavailable`].
+    #[non_exhaustive]
     Unavailable {
         /// What failed, for people.
         reason: String,

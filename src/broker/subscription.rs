@@ -1,10 +1,11 @@
 //! The subscriber side of a broker: a replay followed by a bounded live queue.
 //!
-//! A broker fills a subscriber's queue with [`Mailbox::deliver`], which never blocks and never
+//! A broker makes a queue with [`Mailbox::new`], keeps the [`Mailbox`] in its fan-out and puts
+//! the [`Inbox`] in the [`Subscription`] it returns. [`Mailbox::deliver`] never blocks and never
 //! grows the queue past its capacity: when the queue is full the subscriber is told it fell
-//! behind (in the one slot kept free for that) and is dropped from the fan-out. Its
-//! [`Subscription`] then ends with [`SubscriptionEnd::Lagged`], and the client resumes from
-//! history when it reconnects.
+//! behind (in the one slot kept free for that) and the broker drops it from the fan-out. The
+//! subscription then ends with [`SubscriptionEnd::Lagged`], and the client resumes from history
+//! when it reconnects.
 
 use std::fmt;
 use std::pin::Pin;
@@ -61,28 +62,36 @@ pub enum SubscriptionEnd {
 
 /// What a broker puts in a subscriber's queue.
 #[derive(Debug)]
-pub(crate) enum Delivery {
+enum Delivery {
     Frame(Frame),
     Lagged,
 }
 
-/// The broker's end of one subscriber's bounded queue.
+/// The largest queue capacity; larger requests are lowered to it.
+const MAX_CAPACITY: usize = 1 << 20;
+
+/// The broker's end of one subscriber's bounded live queue.
 #[derive(Debug, Clone)]
-pub(crate) struct Mailbox(mpsc::Sender<Delivery>);
+pub struct Mailbox(mpsc::Sender<Delivery>);
+
+/// The subscriber's end of its live queue; goes into [`Subscription::from_parts`].
+#[derive(Debug)]
+pub struct Inbox(mpsc::Receiver<Delivery>);
 
 impl Mailbox {
-    /// A queue that holds `capacity` frames (at least one), plus a slot for the lag notice.
-    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Delivery>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1) + 1);
-        (Self(tx), rx)
+    /// A queue that holds `capacity` frames (1 to 2^20; values outside are clamped), plus a slot
+    /// for the lag notice.
+    pub fn new(capacity: usize) -> (Self, Inbox) {
+        let (tx, rx) = mpsc::channel(capacity.clamp(1, MAX_CAPACITY) + 1);
+        (Self(tx), Inbox(rx))
     }
 
     /// Queues `frame` without waiting. Returns `false` when the subscriber is gone or has just
-    /// been told it lagged; the caller then drops this mailbox from its fan-out.
+    /// been told it lagged; the broker then drops this mailbox from its fan-out.
     ///
-    /// Callers serialize deliveries to one mailbox (the broker's lock), so the free capacity
-    /// seen here can only grow before the send.
-    pub(crate) fn deliver(&self, frame: &Frame) -> bool {
+    /// Deliveries to one mailbox must not race each other (a broker delivers under its lock):
+    /// then the free capacity seen here can only grow before the send.
+    pub fn deliver(&self, frame: &Frame) -> bool {
         if self.0.capacity() <= 1 {
             let _ = self.0.try_send(Delivery::Lagged);
             return false;
@@ -97,7 +106,7 @@ impl Mailbox {
 /// Dropping it unsubscribes. When the stream ends, [`Subscription::end`] says why.
 pub struct Subscription {
     replay: std::vec::IntoIter<Frame>,
-    live: mpsc::Receiver<Delivery>,
+    live: Inbox,
     /// Live frames at or below this sequence were already replayed and are skipped.
     replayed_through: u64,
     resume: Resume,
@@ -106,13 +115,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Assembles a subscription from its replay and its live queue. `on_drop` runs when the
-    /// subscription is dropped, to unsubscribe.
-    pub(crate) fn new(
+    /// Assembles a subscription, for [`Broker`](super::Broker) implementations.
+    ///
+    /// `replay` holds the retained frames after the resume point in sequence order; `live` is the
+    /// inbox of the mailbox registered in the fan-out *before* the replay was read, so nothing
+    /// falls between the two. Live frames at or below the last replayed sequence are skipped, so
+    /// an overlap costs nothing. `on_drop` runs when the subscription is dropped, to unsubscribe.
+    pub fn from_parts(
         replay: Vec<Frame>,
-        live: mpsc::Receiver<Delivery>,
+        live: Inbox,
         resume: Resume,
-        on_drop: Box<dyn FnOnce() + Send>,
+        on_drop: impl FnOnce() + Send + 'static,
     ) -> Self {
         let replayed_through = replay.last().map_or(0, Frame::sequence);
         Self {
@@ -121,7 +134,7 @@ impl Subscription {
             replayed_through,
             resume,
             end: None,
-            on_drop: Some(on_drop),
+            on_drop: Some(Box::new(on_drop)),
         }
     }
 
@@ -153,7 +166,7 @@ impl Stream for Subscription {
             return Poll::Ready(None);
         }
         loop {
-            match this.live.poll_recv(cx) {
+            match this.live.0.poll_recv(cx) {
                 Poll::Ready(Some(Delivery::Frame(frame))) => {
                     if frame.sequence() > this.replayed_through {
                         return Poll::Ready(Some(frame));
@@ -161,7 +174,7 @@ impl Stream for Subscription {
                 }
                 Poll::Ready(Some(Delivery::Lagged)) => {
                     this.end = Some(SubscriptionEnd::Lagged);
-                    this.live.close();
+                    this.live.0.close();
                     return Poll::Ready(None);
                 }
                 Poll::Ready(None) => {

@@ -392,6 +392,25 @@ pub async fn event_published_to_no_subscriber_is_still_retained(make: &impl Fact
     assert_eq!(data_of(&next(&mut subscription).await), "nobody listening");
 }
 
+pub async fn missed_events_are_reported_even_when_a_topic_kept_no_history(make: &impl Factory) {
+    let broker = make(Limits {
+        history_per_topic: 0,
+        ..Limits::default()
+    });
+    let mut subscription = subscribe(&*broker, &["a"], None).await;
+    publish(&*broker, &["a"], "seen").await;
+    let seen = next(&mut subscription).await.id().clone();
+    drop(subscription);
+    publish(&*broker, &["a"], "missed while away").await;
+    let resumed = subscribe(&*broker, &["a"], Some(&seen)).await;
+    assert_eq!(
+        resumed.resume(),
+        &Resume::Expired,
+        "a missed event is never silent"
+    );
+    assert_eq!(resumed.replay_remaining(), 0);
+}
+
 /// Generates one `#[tokio::test]` per conformance check for the broker that `$factory` makes.
 #[macro_export]
 macro_rules! broker_conformance {
@@ -412,6 +431,7 @@ macro_rules! broker_conformance {
             lagged_subscriber_resumes_from_history_without_loss,
             publish_and_subscribe_need_a_topic,
             event_published_to_no_subscriber_is_still_retained,
+            missed_events_are_reported_even_when_a_topic_kept_no_history,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
