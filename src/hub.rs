@@ -221,8 +221,8 @@ impl HubBuilder {
     }
 
     /// How long a stream may stay silent before a keep-alive comment is sent (default 15 s,
-    /// below the 60 s read timeout of common proxies). A stream that carries events sends no
-    /// keep-alives; an idle one sends one per interval.
+    /// below the 60 s read timeout of common proxies; at least 1 s). A stream that carries
+    /// events often enough sends no keep-alives; no stream is silent for longer than this.
     pub fn keep_alive(mut self, interval: Duration) -> Self {
         self.config.keep_alive = Some(interval);
         self
@@ -267,7 +267,8 @@ impl HubBuilder {
     }
 
     /// The reconnection delay sent to clients when the hub shuts down their stream; each client
-    /// gets a random value between half and one and a half times this (default 3 s).
+    /// gets a random value between half and one and a half times this (default 3 s, at most
+    /// 1 hour).
     pub fn shutdown_retry(mut self, retry: Duration) -> Self {
         self.config.shutdown_retry = retry;
         self
@@ -294,8 +295,21 @@ impl HubBuilder {
                 return Err(BuildError::ZeroLimit(name));
             }
         }
-        if config.keep_alive == Some(Duration::ZERO) {
-            return Err(BuildError::ZeroLimit("keep_alive"));
+        if let Some(interval) = config.keep_alive {
+            if interval < MIN_KEEP_ALIVE {
+                return Err(BuildError::OutOfRange {
+                    setting: "keep_alive",
+                    expected: "at least 1 s (or without_keep_alive())",
+                    got: interval,
+                });
+            }
+        }
+        if config.shutdown_retry > MAX_SHUTDOWN_RETRY {
+            return Err(BuildError::OutOfRange {
+                setting: "shutdown_retry",
+                expected: "at most 1 hour",
+                got: config.shutdown_retry,
+            });
         }
         let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
         Ok(Hub::from_parts(broker, config, self.authorizer))
@@ -311,6 +325,11 @@ impl fmt::Debug for HubBuilder {
     }
 }
 
+/// The shortest keep-alive interval accepted.
+const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// The longest shutdown retry accepted.
+const MAX_SHUTDOWN_RETRY: Duration = Duration::from_secs(60 * 60);
+
 /// A hub setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -319,6 +338,15 @@ pub enum BuildError {
     InvalidPath(String),
     /// A limit set to zero, which would refuse every request; names the setting.
     ZeroLimit(&'static str),
+    /// A duration outside the range that works.
+    OutOfRange {
+        /// The setting.
+        setting: &'static str,
+        /// The range it must be in.
+        expected: &'static str,
+        /// What it was set to.
+        got: Duration,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -329,6 +357,11 @@ impl fmt::Display for BuildError {
                 "endpoint path must start with '/' and have no query or fragment, got {path:?}"
             ),
             Self::ZeroLimit(name) => write!(f, "{name} must be greater than zero"),
+            Self::OutOfRange {
+                setting,
+                expected,
+                got,
+            } => write!(f, "{setting} must be {expected}, got {got:?}"),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::body::{Reply, refuse, text};
 use crate::broker::BrokerError;
 use crate::event::{Event, Topic};
 use crate::hub::HubShared;
+use crate::stream::RESYNC_EVENT;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -59,11 +60,12 @@ where
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
+    let max_topics = shared.config.max_topics;
     let parsed = match format {
-        Format::Form => parse_form(&bytes),
-        Format::Json => parse_json(&bytes),
+        Format::Form => parse_form(&bytes, max_topics),
+        Format::Json => parse_json(&bytes, max_topics),
     };
-    let request = match parsed.and_then(|r| check_topic_count(r, shared.config.max_topics)) {
+    let request = match parsed {
         Ok(request) => request,
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
@@ -134,19 +136,9 @@ where
     }
 }
 
-fn check_topic_count(request: PublishRequest, max: usize) -> Result<PublishRequest, String> {
-    if request.topics.len() > max {
-        return Err(format!(
-            "too many topics: {} given, at most {max} per request",
-            request.topics.len()
-        ));
-    }
-    Ok(request)
-}
-
 /// Collects the fields both formats share, with the same checks and messages.
-#[derive(Default)]
 struct Fields {
+    max_topics: usize,
     topics: Vec<Topic>,
     data: Option<String>,
     event_type: Option<String>,
@@ -154,9 +146,26 @@ struct Fields {
 }
 
 impl Fields {
+    fn new(max_topics: usize) -> Self {
+        Self {
+            max_topics,
+            topics: Vec::new(),
+            data: None,
+            event_type: None,
+            retry: None,
+        }
+    }
+
     fn add_topic(&mut self, name: &str) -> Result<(), String> {
         let topic = Topic::new(name).map_err(|e| format!("invalid topic {name:?}: {e}"))?;
         if !self.topics.contains(&topic) {
+            // Refuse as soon as the limit is passed, so a huge body costs no more than that.
+            if self.topics.len() == self.max_topics {
+                return Err(format!(
+                    "too many topics: at most {} per request",
+                    self.max_topics
+                ));
+            }
             self.topics.push(topic);
         }
         Ok(())
@@ -178,6 +187,11 @@ impl Fields {
             .ok_or_else(|| "no data: the \"data\" field is required".to_owned())?;
         let mut event = Event::text(data).map_err(|e| e.to_string())?;
         if let Some(event_type) = self.event_type {
+            if event_type == RESYNC_EVENT {
+                return Err(format!(
+                    "event type {RESYNC_EVENT:?} is reserved for the hub's own notices"
+                ));
+            }
             event = event
                 .with_event_type(event_type)
                 .map_err(|e| e.to_string())?;
@@ -199,8 +213,8 @@ fn parse_retry(value: &str) -> Result<Duration, String> {
         .map_err(|_| format!("invalid retry {value:?}: expected whole milliseconds"))
 }
 
-fn parse_form(body: &[u8]) -> Result<PublishRequest, String> {
-    let mut fields = Fields::default();
+fn parse_form(body: &[u8], max_topics: usize) -> Result<PublishRequest, String> {
+    let mut fields = Fields::new(max_topics);
     for (key, value) in form_urlencoded::parse(body) {
         match &*key {
             "topic" => fields.add_topic(&value)?,
@@ -217,14 +231,15 @@ fn parse_form(body: &[u8]) -> Result<PublishRequest, String> {
     fields.into_request()
 }
 
-fn parse_json(body: &[u8]) -> Result<PublishRequest, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
-    let serde_json::Value::Object(object) = value else {
-        return Err("JSON body must be an object".to_owned());
-    };
-    let mut fields = Fields::default();
-    for (key, value) in object {
+fn parse_json(body: &[u8], max_topics: usize) -> Result<PublishRequest, String> {
+    let Members(members) = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            "JSON body must be an object with \"topic\" or \"topics\" and \"data\"".to_owned()
+        }
+        _ => format!("invalid JSON body: {e}"),
+    })?;
+    let mut fields = Fields::new(max_topics);
+    for (key, value) in members {
         match (key.as_str(), value) {
             ("topic", serde_json::Value::String(topic)) => fields.add_topic(&topic)?,
             ("topics", serde_json::Value::Array(topics)) => {
@@ -235,14 +250,18 @@ fn parse_json(body: &[u8]) -> Result<PublishRequest, String> {
                     fields.add_topic(&topic)?;
                 }
             }
-            ("data", serde_json::Value::String(data)) => fields.data = Some(data),
-            ("data", other) => fields.data = Some(other.to_string()),
-            ("event", serde_json::Value::String(event)) => fields.event_type = Some(event),
+            ("data", serde_json::Value::String(data)) => {
+                Fields::set_once(&mut fields.data, "data", data)?;
+            }
+            ("data", other) => Fields::set_once(&mut fields.data, "data", other.to_string())?,
+            ("event", serde_json::Value::String(event)) => {
+                Fields::set_once(&mut fields.event_type, "event", event)?;
+            }
             ("retry", serde_json::Value::Number(ms)) => {
                 let ms = ms.as_u64().ok_or_else(|| {
                     format!("invalid retry {ms}: expected whole, non-negative milliseconds")
                 })?;
-                fields.retry = Some(Duration::from_millis(ms));
+                Fields::set_once(&mut fields.retry, "retry", Duration::from_millis(ms))?;
             }
             (field @ ("topic" | "topics" | "event" | "retry"), other) => {
                 return Err(format!("field {field:?} has the wrong type: {other}"));
@@ -257,13 +276,44 @@ fn parse_json(body: &[u8]) -> Result<PublishRequest, String> {
     fields.into_request()
 }
 
+/// A JSON object's members in document order, duplicates kept, so a repeated field is refused
+/// instead of silently keeping the last one (as `serde_json::Value` would).
+struct Members(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn form_reads_repeated_topics_and_optional_fields() {
-        let request = parse_form(b"topic=a&topic=b&data=hi%0Athere&event=msg&retry=1500")
+        let request = parse_form(b"topic=a&topic=b&data=hi%0Athere&event=msg&retry=1500", 8)
             .expect("valid form");
         let names: Vec<_> = request.topics.iter().map(Topic::as_str).collect();
         assert_eq!(names, ["a", "b"]);
@@ -274,17 +324,17 @@ mod tests {
 
     #[test]
     fn json_data_is_sent_as_is_when_a_string_and_as_json_otherwise() {
-        let request = parse_json(br#"{"topic":"a","data":"plain"}"#).expect("valid json");
+        let request = parse_json(br#"{"topic":"a","data":"plain"}"#, 8).expect("valid json");
         assert_eq!(request.event.data(), "plain");
         let request =
-            parse_json(br#"{"topics":["a","b"],"data":{"x":[1,2]}}"#).expect("valid json");
+            parse_json(br#"{"topics":["a","b"],"data":{"x":[1,2]}}"#, 8).expect("valid json");
         assert_eq!(request.event.data(), r#"{"x":[1,2]}"#);
         assert_eq!(request.topics.len(), 2);
     }
 
     #[test]
     fn malformed_bodies_are_explained() {
-        let cases: [(&[u8], &str, bool); 9] = [
+        let cases: [(&[u8], &str, bool); 14] = [
             (b"data=x", "no topic", false),
             (b"topic=a", "no data", false),
             (b"topic=a&data=", "must not be empty", false),
@@ -294,12 +344,25 @@ mod tests {
             (b"topic=a&data=x&event=a%0Ab", "event type", false),
             (br#"{"topic":1,"data":"x"}"#, "wrong type", true),
             (br#"["a"]"#, "must be an object", true),
+            (
+                br#"{"topic":"a","data":"1","data":"2"}"#,
+                "more than once",
+                true,
+            ),
+            (
+                br#"{"topic":"a","data":"1","event":"resync"}"#,
+                "reserved",
+                true,
+            ),
+            (b"topic=a&data=x&event=resync", "reserved", false),
+            (b"topic=a&topic=b&topic=c&data=x", "at most 2", false),
+            (br#"{"topics":["a","b","c"],"data":"x"}"#, "at most 2", true),
         ];
         for (body, expected, json) in cases {
             let error = if json {
-                parse_json(body)
+                parse_json(body, 2)
             } else {
-                parse_form(body)
+                parse_form(body, 2)
             }
             .expect_err("malformed body");
             assert!(

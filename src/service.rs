@@ -21,6 +21,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// those paths get 405 with `Allow`, and every other request reaches the inner service exactly as
 /// it came (method, headers, body, extensions). The inner service's error type is kept: our own
 /// failures are HTTP responses, never errors.
+///
+/// Readiness is the inner service's, as with every tower-http middleware: the service cannot
+/// know which path the next request has. So a load-shedding or concurrency-limiting layer
+/// *inside* this one also holds back the hub's endpoints; put such layers outside it to spare
+/// them.
 #[derive(Clone)]
 pub struct SsePubSub<S> {
     inner: S,

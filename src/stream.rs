@@ -56,8 +56,9 @@ impl Drop for SubscriberSlot {
 struct KeepAlive {
     sleep: Pin<Box<Sleep>>,
     interval: Duration,
-    /// Whether anything was written since the last tick; an active stream needs no keep-alive.
-    active: bool,
+    /// When the stream last sent anything; the timer is only re-armed from it when it fires, so
+    /// a busy stream pays a clock read per frame and no timer update.
+    last_write: Instant,
 }
 
 /// The byte stream of one open SSE response.
@@ -84,10 +85,11 @@ impl SseStream {
             // An error means the hub is gone, which also ends the stream.
             let _ = shutdown.wait_for(|down| *down).await;
         });
+        let now = Instant::now();
         let keep_alive = shared.config.keep_alive.map(|interval| KeepAlive {
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + interval)),
+            sleep: Box::pin(tokio::time::sleep_until(deadline(now, interval))),
             interval,
-            active: false,
+            last_write: now,
         });
         let pending = match notice {
             None => Bytes::from_static(OPENING),
@@ -135,7 +137,7 @@ impl Stream for SseStream {
         match Pin::new(&mut this.subscription).poll_next(cx) {
             Poll::Ready(Some(frame)) => {
                 if let Some(keep_alive) = &mut this.keep_alive {
-                    keep_alive.active = true;
+                    keep_alive.last_write = Instant::now();
                 }
                 return Poll::Ready(Some(frame.bytes().clone()));
             }
@@ -151,15 +153,28 @@ impl Stream for SseStream {
         }
         if let Some(keep_alive) = &mut this.keep_alive {
             while keep_alive.sleep.as_mut().poll(cx).is_ready() {
-                let next = Instant::now() + keep_alive.interval;
-                keep_alive.sleep.as_mut().reset(next);
-                if !std::mem::take(&mut keep_alive.active) {
+                let now = Instant::now();
+                let due = deadline(keep_alive.last_write, keep_alive.interval);
+                if now >= due {
+                    keep_alive.last_write = now;
+                    keep_alive
+                        .sleep
+                        .as_mut()
+                        .reset(deadline(now, keep_alive.interval));
                     return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
                 }
+                // Something was sent since the timer was armed: wait out the rest of the silence.
+                keep_alive.sleep.as_mut().reset(due);
             }
         }
         Poll::Pending
     }
+}
+
+/// `after` past `from`, or a far-future instant where that overflows (as tokio's `sleep` does).
+fn deadline(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .unwrap_or_else(|| from + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
 /// A random duration between half and one and a half times `base`.

@@ -610,7 +610,8 @@ async fn keep_alive_comments_fill_silence_but_not_busy_streams() {
         Some(": keep-alive\n\n")
     );
     assert_eq!(started.elapsed(), Duration::from_secs(30));
-    // Busy: an event in the interval means the tick at 45 s sends nothing.
+    // Busy: an event at 35 s means the tick at 45 s sends nothing; the next keep-alive comes one
+    // full interval after the event, so no silence is ever longer than the interval.
     tokio::time::advance(Duration::from_secs(5)).await;
     hub.publisher()
         .publish_text("a", "x")
@@ -628,7 +629,7 @@ async fn keep_alive_comments_fill_silence_but_not_busy_streams() {
             .as_deref(),
         Some(": keep-alive\n\n")
     );
-    assert_eq!(started.elapsed(), Duration::from_secs(60));
+    assert_eq!(started.elapsed(), Duration::from_secs(50));
 }
 
 #[tokio::test]
@@ -717,6 +718,36 @@ async fn builder_rejects_settings_that_cannot_work() {
         error.to_string(),
         "max_body_bytes must be greater than zero"
     );
+    let error = Hub::builder()
+        .keep_alive(Duration::from_millis(1))
+        .build()
+        .expect_err("keep-alive too short");
+    assert_eq!(
+        error.to_string(),
+        "keep_alive must be at least 1 s (or without_keep_alive()), got 1ms"
+    );
+    assert!(
+        Hub::builder()
+            .shutdown_retry(Duration::MAX)
+            .build()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn extreme_but_valid_settings_do_not_panic() {
+    let hub = Hub::builder()
+        .keep_alive(Duration::MAX)
+        .shutdown_retry(Duration::from_secs(3600))
+        .broker(MemoryBroker::builder().subscriber_queue(usize::MAX).build())
+        .build()
+        .expect("valid hub");
+    let mut body = call(&hub, get("/events?topic=a")).await.into_body();
+    assert_eq!(next_chunk(&mut body).await.as_deref(), Some(": ok\n\n"));
+    hub.publisher().publish_text("a", "x").await.expect("publish");
+    assert!(next_chunk(&mut body).await.expect("event").contains("data: x"));
+    hub.shutdown();
+    assert!(next_chunk(&mut body).await.expect("closing").starts_with("retry: "));
 }
 
 #[test]
