@@ -38,8 +38,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 
-use http::StatusCode;
 use http::request::Parts;
+use http::{HeaderValue, StatusCode};
 
 use crate::broker::BoxFuture;
 use crate::event::Topic;
@@ -59,6 +59,7 @@ pub enum Access {
 pub struct Denied {
     status: StatusCode,
     reason: Cow<'static, str>,
+    challenge: Option<HeaderValue>,
 }
 
 impl Denied {
@@ -67,15 +68,38 @@ impl Denied {
         Self {
             status: StatusCode::FORBIDDEN,
             reason: reason.into(),
+            challenge: None,
         }
     }
 
-    /// 401 Unauthorized: the client must authenticate first.
+    /// 401 Unauthorized: the client must authenticate first. HTTP asks a 401 to name how, with a
+    /// `WWW-Authenticate` challenge: add one with [`Denied::with_challenge`].
     pub fn unauthorized(reason: impl Into<Cow<'static, str>>) -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
             reason: reason.into(),
+            challenge: None,
         }
+    }
+
+    /// Sends `challenge` as the `WWW-Authenticate` header, e.g. `Bearer realm="events"`.
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    /// use tower_sse_pubsub::Denied;
+    ///
+    /// let denied = Denied::unauthorized("log in first")
+    ///     .with_challenge(HeaderValue::from_static("Bearer realm=\"events\""));
+    /// assert_eq!(denied.challenge().map(|c| c.as_bytes()), Some(&b"Bearer realm=\"events\""[..]));
+    /// ```
+    pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// The `WWW-Authenticate` challenge, if any.
+    pub fn challenge(&self) -> Option<&HeaderValue> {
+        self.challenge.as_ref()
     }
 
     /// The HTTP status the client receives.

@@ -112,6 +112,17 @@ pub(crate) fn refuse(status: StatusCode, reason: impl std::fmt::Display) -> Resp
     text(status, format!("{reason}\n"))
 }
 
+/// The refusal an authorizer decided on, with its challenge if it gave one.
+pub(crate) fn denied(denied: &crate::auth::Denied) -> Response<Reply> {
+    let mut response = refuse(denied.status(), denied.reason());
+    if let Some(challenge) = denied.challenge() {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge.clone());
+    }
+    response
+}
+
 /// A plain-text response, sent as it is.
 pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response<Reply> {
     let message = message.into();

@@ -16,7 +16,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::auth::Access;
-use crate::body::{Reply, refuse, text};
+use crate::body::{Reply, denied as denied_response, refuse, text};
 use crate::broker::BrokerError;
 use crate::event::{Event, Topic};
 use crate::hub::HubShared;
@@ -74,7 +74,7 @@ where
             .authorize(&parts, Access::Publish, &request.topics)
             .await
         {
-            return refuse(denied.status(), denied.reason());
+            return denied_response(&denied);
         }
     }
     match shared.broker.publish(&request.topics, &request.event).await {

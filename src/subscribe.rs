@@ -11,7 +11,7 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::auth::Access;
-use crate::body::{Reply, refuse};
+use crate::body::{Reply, denied as denied_response, refuse};
 use crate::broker::Resume;
 use crate::event::{Event, EventId, Topic};
 use crate::hub::HubShared;
@@ -50,7 +50,7 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
             .authorize(&parts, Access::Subscribe, &request.topics)
             .await
         {
-            return refuse(denied.status(), denied.reason());
+            return denied_response(&denied);
         }
     }
     let subscription = match shared
@@ -61,6 +61,10 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
         Ok(subscription) => subscription,
         Err(error) => return unavailable(error),
     };
+    // Shutdown may have begun while the authorizer or the broker was working.
+    if *shared.shutdown.borrow() {
+        return unavailable("the server is shutting down; reconnect to another instance");
+    }
 
     let resume = subscription.resume().clone();
     let notice = resume

@@ -397,7 +397,8 @@ async fn the_authorizer_sees_the_apps_extensions_and_the_topics() {
                 let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
                 async move {
                     match (access, user) {
-                        (_, None) => Err(Denied::unauthorized("log in first")),
+                        (_, None) => Err(Denied::unauthorized("log in first")
+                            .with_challenge(HeaderValue::from_static("Cookie"))),
                         (Access::Publish, Some("admin")) => Ok(()),
                         (Access::Publish, Some(_)) => {
                             Err(Denied::forbidden("only admin publishes"))
@@ -416,6 +417,8 @@ async fn the_authorizer_sees_the_apps_extensions_and_the_topics() {
         request.extensions_mut().insert(User(user));
         request
     };
+    let response = call(&hub, get("/events?topic=a")).await;
+    assert_eq!(response.headers()["www-authenticate"], "Cookie");
     assert_refused(
         &hub,
         get("/events?topic=a"),
@@ -744,10 +747,23 @@ async fn extreme_but_valid_settings_do_not_panic() {
         .expect("valid hub");
     let mut body = call(&hub, get("/events?topic=a")).await.into_body();
     assert_eq!(next_chunk(&mut body).await.as_deref(), Some(": ok\n\n"));
-    hub.publisher().publish_text("a", "x").await.expect("publish");
-    assert!(next_chunk(&mut body).await.expect("event").contains("data: x"));
+    hub.publisher()
+        .publish_text("a", "x")
+        .await
+        .expect("publish");
+    assert!(
+        next_chunk(&mut body)
+            .await
+            .expect("event")
+            .contains("data: x")
+    );
     hub.shutdown();
-    assert!(next_chunk(&mut body).await.expect("closing").starts_with("retry: "));
+    assert!(
+        next_chunk(&mut body)
+            .await
+            .expect("closing")
+            .starts_with("retry: ")
+    );
 }
 
 #[test]
