@@ -111,11 +111,10 @@ impl SseStream {
     }
 
     fn closing_frame(&self) -> Bytes {
-        let retry = jitter(self.slot.0.config.shutdown_retry);
-        Bytes::from(format!(
-            "retry: {}\n: server shutting down; reconnect to resume\n\n",
-            retry.as_millis()
-        ))
+        retry_frame(
+            self.slot.0.config.shutdown_retry,
+            "server shutting down; reconnect to resume",
+        )
     }
 }
 
@@ -175,6 +174,16 @@ impl Stream for SseStream {
 fn deadline(from: Instant, after: Duration) -> Instant {
     from.checked_add(after)
         .unwrap_or_else(|| from + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
+/// A frame that sets the client's reconnection delay to a jittered `base` and says why in a
+/// comment; no `id:`, and no data, so no event is dispatched.
+pub(crate) fn retry_frame(base: Duration, reason: &str) -> Bytes {
+    let reason = reason.replace(['\r', '\n'], " ");
+    Bytes::from(format!(
+        "retry: {}\n: {reason}\n\n",
+        jitter(base).as_millis()
+    ))
 }
 
 /// A random duration between half and one and a half times `base`.

@@ -15,7 +15,7 @@ use crate::body::{Reply, denied as denied_response, refuse};
 use crate::broker::Resume;
 use crate::event::{Event, EventId, Topic};
 use crate::hub::HubShared;
-use crate::stream::{RESYNC_EVENT, SseStream, SubscriberSlot};
+use crate::stream::{RESYNC_EVENT, SseStream, SubscriberSlot, retry_frame};
 
 /// The response header that reports a resume point that could not be honoured in full:
 /// `expired` (events were missed) or `unknown` (the id was not issued by this broker).
@@ -37,13 +37,17 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
     if *shared.shutdown.borrow() {
-        return unavailable("the server is shutting down; reconnect to another instance");
+        return unavailable(&shared, &parts, "the server is shutting down; reconnect");
     }
     let Some(slot) = SubscriberSlot::acquire(&shared) else {
-        return unavailable(format!(
-            "this server has reached its limit of {} open event streams; retry later",
-            shared.config.max_subscribers
-        ));
+        return unavailable(
+            &shared,
+            &parts,
+            format!(
+                "this server has reached its limit of {} open event streams; retry later",
+                shared.config.max_subscribers
+            ),
+        );
     };
     if let Some(authorizer) = &shared.authorizer {
         if let Err(denied) = authorizer
@@ -59,11 +63,11 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
         .await
     {
         Ok(subscription) => subscription,
-        Err(error) => return unavailable(error),
+        Err(error) => return unavailable(&shared, &parts, error),
     };
     // Shutdown may have begun while the authorizer or the broker was working.
     if *shared.shutdown.borrow() {
-        return unavailable("the server is shutting down; reconnect to another instance");
+        return unavailable(&shared, &parts, "the server is shutting down; reconnect");
     }
 
     let resume = subscription.resume().clone();
@@ -74,15 +78,7 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
     let stream = SseStream::new(slot, subscription, notice);
     let mut response = Response::new(Reply::Events(Box::new(stream)));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
+    set_stream_headers(headers);
     if resume.is_gap() {
         headers.insert(
             HeaderName::from_static(RESUME_HEADER),
@@ -92,12 +88,55 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
     response
 }
 
-fn unavailable(reason: impl std::fmt::Display) -> Response<Reply> {
+/// The answer when the stream cannot be served right now.
+///
+/// A browser's EventSource treats any status but 200 as final and never reconnects, so a
+/// client that accepts `text/event-stream` gets a 200 stream holding only a jittered `retry:` and
+/// the reason, and ends: it reconnects on its own after the delay. Other clients get 503 with
+/// `Retry-After` and the reason.
+fn unavailable(
+    shared: &HubShared,
+    parts: &Parts,
+    reason: impl std::fmt::Display,
+) -> Response<Reply> {
+    if accepts_event_stream(parts) {
+        let frame = retry_frame(shared.config.shutdown_retry, &reason.to_string());
+        let mut response = Response::new(Reply::Full(frame));
+        set_stream_headers(response.headers_mut());
+        return response;
+    }
     let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, reason);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
+}
+
+fn accepts_event_stream(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+fn set_stream_headers(headers: &mut http::HeaderMap) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
 }
 
 fn parse(parts: &Parts, max_topics: usize) -> Result<SubscribeRequest, String> {

@@ -782,3 +782,67 @@ fn handles_are_clone_send_sync_and_bodies_are_send() {
         >,
     >();
 }
+
+/// A subscribe request as a browser's EventSource sends it.
+fn event_source(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("accept", "text/event-stream")
+        .body(Body::default())
+        .expect("valid request")
+}
+
+#[tokio::test]
+async fn event_source_clients_are_told_to_retry_instead_of_failing_for_good() {
+    // EventSource gives up for good on any status but 200, so temporary refusals reach it as a
+    // stream that sets a retry delay and ends.
+    let hub = Hub::builder()
+        .max_subscribers(1)
+        .shutdown_retry(Duration::from_secs(2))
+        .build()
+        .expect("valid hub");
+    let _only = call(&hub, get("/events?topic=a")).await;
+    for request in [event_source("/events?topic=a"), {
+        let mut r = event_source("/events?topic=a");
+        r.headers_mut().insert(
+            "accept",
+            HeaderValue::from_static("text/html, text/event-stream;q=0.9"),
+        );
+        r
+    }] {
+        let response = call(&hub, request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let text = text_of(response).await;
+        let retry: u64 = text
+            .strip_prefix("retry: ")
+            .and_then(|rest| rest.split('\n').next())
+            .and_then(|ms| ms.parse().ok())
+            .expect("a retry line first");
+        assert!((1000..=3000).contains(&retry), "{retry}");
+        assert!(text.contains("limit of 1 open event streams"), "{text:?}");
+        assert!(!text.contains("data:"), "no event is dispatched");
+    }
+    // Clients that do not speak EventSource still get the plain 503.
+    assert_refused(
+        &hub,
+        get("/events?topic=a"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "limit of 1",
+    )
+    .await;
+
+    let down = Hub::builder()
+        .broker(DownBroker)
+        .build()
+        .expect("valid hub");
+    let text = text_of(call(&down, event_source("/events?topic=a")).await).await;
+    assert!(
+        text.starts_with("retry: ") && text.contains("backend down"),
+        "{text:?}"
+    );
+
+    hub.shutdown();
+    let response = call(&hub, event_source("/events?topic=b")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(text_of(response).await.contains("shutting down"));
+}
