@@ -98,15 +98,7 @@ pub async fn post_form(url: &str, form: &str) -> (StatusCode, String) {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(form.to_owned())))
         .expect("valid request");
-    let response = client().request(request).await.expect("publish request");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("reply body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    status_and_text(client().request(request).await.expect("publish request")).await
 }
 
 /// GETs a URL and returns the status and the body text.
@@ -114,7 +106,10 @@ pub async fn get_text(url: &str) -> (StatusCode, String) {
     let request = Request::get(url)
         .body(Full::default())
         .expect("valid request");
-    let response = client().request(request).await.expect("get request");
+    status_and_text(client().request(request).await.expect("get request")).await
+}
+
+async fn status_and_text(response: http::Response<hyper::body::Incoming>) -> (StatusCode, String) {
     let status = response.status();
     let body = response
         .into_body()

@@ -41,6 +41,18 @@ impl TopicState {
     }
 }
 
+/// The state of `topic`, created from the forgotten floor if the broker does not know it.
+fn topic_entry<'a>(
+    topics: &'a mut HashMap<Topic, TopicState>,
+    topic: &Topic,
+    forgotten_through: u64,
+) -> &'a mut TopicState {
+    topics.entry(topic.clone()).or_insert_with(|| TopicState {
+        evicted_through: forgotten_through,
+        ..TopicState::default()
+    })
+}
+
 /// What a subscribe found: the replay and how the resume point was placed.
 pub(super) struct Placement {
     pub(super) replay: Vec<Frame>,
@@ -114,14 +126,7 @@ impl State {
         // A subscriber of several of these topics must get the frame once.
         let mut delivered: Option<HashSet<u64>> = (topics.len() > 1).then(HashSet::new);
         for topic in topics {
-            let floor = self.forgotten_through;
-            let state = self
-                .topics
-                .entry(topic.clone())
-                .or_insert_with(|| TopicState {
-                    evicted_through: floor,
-                    ..TopicState::default()
-                });
+            let state = topic_entry(&mut self.topics, topic, self.forgotten_through);
             if state.history.back().map(Frame::sequence) == Some(sequence) {
                 continue; // the same topic named twice
             }
@@ -178,14 +183,7 @@ impl State {
         let mut replay = Vec::new();
         let mut distinct = 0;
         for topic in topics {
-            let floor = self.forgotten_through;
-            let state = self
-                .topics
-                .entry(topic.clone())
-                .or_insert_with(|| TopicState {
-                    evicted_through: floor,
-                    ..TopicState::default()
-                });
+            let state = topic_entry(&mut self.topics, topic, self.forgotten_through);
             if state
                 .subscribers
                 .insert(subscriber, mailbox.clone())
