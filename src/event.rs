@@ -452,6 +452,18 @@ impl Frame {
         }))
     }
 
+    /// A frame that was encoded elsewhere (by a Redis script, with the same `id:` line rule as
+    /// [`Frame::new`]) and read back; `bytes` must be a complete frame starting with its id line.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn from_encoded(id: EventId, sequence: u64, topics: &[Topic], bytes: Bytes) -> Self {
+        Self(Arc::new(FrameInner {
+            id,
+            sequence,
+            topics: topics.into(),
+            bytes,
+        }))
+    }
+
     /// The event's id.
     pub fn id(&self) -> &EventId {
         &self.0.id

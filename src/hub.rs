@@ -295,14 +295,14 @@ impl HubBuilder {
                 return Err(BuildError::ZeroLimit(name));
             }
         }
-        if let Some(interval) = config.keep_alive {
-            if interval < MIN_KEEP_ALIVE {
-                return Err(BuildError::OutOfRange {
-                    setting: "keep_alive",
-                    expected: "at least 1 s (or without_keep_alive())",
-                    got: interval,
-                });
-            }
+        if let Some(interval) = config.keep_alive
+            && interval < MIN_KEEP_ALIVE
+        {
+            return Err(BuildError::OutOfRange {
+                setting: "keep_alive",
+                expected: "at least 1 s (or without_keep_alive())",
+                got: interval,
+            });
         }
         if config.shutdown_retry > MAX_SHUTDOWN_RETRY {
             return Err(BuildError::OutOfRange {

@@ -65,6 +65,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
 mod body;
@@ -84,6 +85,8 @@ pub use body::ResponseBody;
 pub use broker::{
     Broker, BrokerError, MemoryBroker, MemoryBrokerBuilder, Resume, Subscription, SubscriptionEnd,
 };
+#[cfg(feature = "redis")]
+pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
 pub use event::{
     Event, EventError, EventId, EventIdError, Frame, MAX_EVENT_ID_LEN, MAX_EVENT_TYPE_LEN,
     MAX_TOPIC_LEN, Topic, TopicError,

@@ -69,13 +69,12 @@ where
         Ok(request) => request,
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
-    if let Some(authorizer) = &shared.authorizer {
-        if let Err(denied) = authorizer
+    if let Some(authorizer) = &shared.authorizer
+        && let Err(denied) = authorizer
             .authorize(&parts, Access::Publish, &request.topics)
             .await
-        {
-            return denied_response(&denied);
-        }
+    {
+        return denied_response(&denied);
     }
     match shared.broker.publish(&request.topics, &request.event).await {
         Ok(id) => text(StatusCode::OK, id.as_str()),

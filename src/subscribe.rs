@@ -49,13 +49,12 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
             ),
         );
     };
-    if let Some(authorizer) = &shared.authorizer {
-        if let Err(denied) = authorizer
+    if let Some(authorizer) = &shared.authorizer
+        && let Err(denied) = authorizer
             .authorize(&parts, Access::Subscribe, &request.topics)
             .await
-        {
-            return denied_response(&denied);
-        }
+    {
+        return denied_response(&denied);
     }
     let subscription = match shared
         .broker

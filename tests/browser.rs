@@ -552,10 +552,10 @@ impl ChromeDriver {
                 let port = line
                     .split_once("started successfully on port ")
                     .and_then(|(_, rest)| rest.trim_end_matches('.').trim().parse().ok());
-                if let Some(port) = port {
-                    if let Some(tx) = port_tx.take() {
-                        let _ = tx.send(port);
-                    }
+                if let Some(port) = port
+                    && let Some(tx) = port_tx.take()
+                {
+                    let _ = tx.send(port);
                 }
             }
         });

@@ -19,7 +19,7 @@ fn memory(limits: Limits) -> Arc<dyn Broker> {
     )
 }
 
-broker_conformance!(memory);
+broker_conformance!(Some(memory));
 
 #[tokio::test]
 async fn dropping_a_subscription_unsubscribes_from_every_topic() {

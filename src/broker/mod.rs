@@ -10,6 +10,8 @@
 //! `Arc<dyn Broker>` and tests and apps swap backends without changing types.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod subscription;
 
 use std::error::Error as StdError;
@@ -17,6 +19,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
 pub use memory::{MAX_SUBSCRIBER_QUEUE, MemoryBroker, MemoryBrokerBuilder};
 pub use subscription::{Inbox, Mailbox, Resume, Subscription, SubscriptionEnd};
 

@@ -107,8 +107,9 @@ impl Mailbox {
 pub struct Subscription {
     replay: std::vec::IntoIter<Frame>,
     live: Inbox,
-    /// Live frames at or below this sequence were already replayed and are skipped.
-    replayed_through: u64,
+    /// The sequence of the last frame yielded. Live frames at or below it were already seen (in
+    /// the replay, or through another of the subscription's topics) and are skipped.
+    last_yielded: u64,
     resume: Resume,
     end: Option<SubscriptionEnd>,
     on_drop: Option<Box<dyn FnOnce() + Send>>,
@@ -119,19 +120,19 @@ impl Subscription {
     ///
     /// `replay` holds the retained frames after the resume point in sequence order; `live` is the
     /// inbox of the mailbox registered in the fan-out *before* the replay was read, so nothing
-    /// falls between the two. Live frames at or below the last replayed sequence are skipped, so
-    /// an overlap costs nothing. `on_drop` runs when the subscription is dropped, to unsubscribe.
+    /// falls between the two. A live frame at or below the sequence of the last frame yielded is
+    /// skipped, so an overlap with the replay, or a frame that arrives once per topic, is
+    /// delivered once. Live frames must therefore arrive in sequence order. `on_drop` runs when the subscription is dropped, to unsubscribe.
     pub fn from_parts(
         replay: Vec<Frame>,
         live: Inbox,
         resume: Resume,
         on_drop: impl FnOnce() + Send + 'static,
     ) -> Self {
-        let replayed_through = replay.last().map_or(0, Frame::sequence);
         Self {
             replay: replay.into_iter(),
             live,
-            replayed_through,
+            last_yielded: 0,
             resume,
             end: None,
             on_drop: Some(Box::new(on_drop)),
@@ -160,6 +161,7 @@ impl Stream for Subscription {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let this = self.get_mut();
         if let Some(frame) = this.replay.next() {
+            this.last_yielded = this.last_yielded.max(frame.sequence());
             return Poll::Ready(Some(frame));
         }
         if this.end.is_some() {
@@ -168,7 +170,8 @@ impl Stream for Subscription {
         loop {
             match this.live.0.poll_recv(cx) {
                 Poll::Ready(Some(Delivery::Frame(frame))) => {
-                    if frame.sequence() > this.replayed_through {
+                    if frame.sequence() > this.last_yielded {
+                        this.last_yielded = frame.sequence();
                         return Poll::Ready(Some(frame));
                     }
                 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use tower_sse_pubsub::broker::BoxFuture;
 use tower_sse_pubsub::{
     Broker, BrokerError, Event, EventId, Frame, Resume, Subscription, SubscriptionEnd, Topic,
 };
@@ -30,9 +31,17 @@ impl Default for Limits {
     }
 }
 
-/// Builds a fresh, empty broker.
-pub trait Factory: Fn(Limits) -> Arc<dyn Broker> {}
-impl<F: Fn(Limits) -> Arc<dyn Broker>> Factory for F {}
+/// Builds a fresh, empty broker; brokers made by one factory must not share ids or topics.
+pub trait Factory {
+    /// A new broker with `limits`.
+    fn make(&self, limits: Limits) -> BoxFuture<'_, Arc<dyn Broker>>;
+}
+
+impl<F: Fn(Limits) -> Arc<dyn Broker>> Factory for F {
+    fn make(&self, limits: Limits) -> BoxFuture<'_, Arc<dyn Broker>> {
+        Box::pin(std::future::ready(self(limits)))
+    }
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -91,7 +100,7 @@ async fn read_until(subscription: &mut Subscription, data: &str) -> Vec<Frame> {
 }
 
 pub async fn live_events_arrive_in_publish_order_with_their_ids(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
     assert_eq!(subscription.resume(), &Resume::Fresh);
     let mut ids = Vec::new();
@@ -108,7 +117,7 @@ pub async fn live_events_arrive_in_publish_order_with_their_ids(make: &impl Fact
 }
 
 pub async fn frames_carry_the_id_line_first(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
     let event = Event::text("x")
         .and_then(|e| e.with_event_type("kind"))
@@ -123,7 +132,7 @@ pub async fn frames_carry_the_id_line_first(make: &impl Factory) {
 }
 
 pub async fn fresh_subscription_gets_no_earlier_events(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     publish(&*broker, &["a"], "before").await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
     assert_eq!(subscription.replay_remaining(), 0);
@@ -132,7 +141,7 @@ pub async fn fresh_subscription_gets_no_earlier_events(make: &impl Factory) {
 }
 
 pub async fn other_topics_are_not_delivered(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
     publish(&*broker, &["b"], "for b").await;
     publish(&*broker, &["a"], "for a").await;
@@ -140,7 +149,7 @@ pub async fn other_topics_are_not_delivered(make: &impl Factory) {
 }
 
 pub async fn resume_replays_every_later_event_then_goes_live(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let mut ids = Vec::new();
     for i in 0..10 {
         ids.push(publish(&*broker, &["a"], &format!("old {i}")).await);
@@ -156,7 +165,7 @@ pub async fn resume_replays_every_later_event_then_goes_live(make: &impl Factory
 }
 
 pub async fn resume_after_the_newest_event_replays_nothing(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let last = publish(&*broker, &["a"], "one").await;
     let mut subscription = subscribe(&*broker, &["a"], Some(&last)).await;
     assert_eq!(subscription.resume(), &Resume::Complete);
@@ -166,7 +175,7 @@ pub async fn resume_after_the_newest_event_replays_nothing(make: &impl Factory) 
 }
 
 pub async fn event_on_several_topics_reaches_a_subscriber_of_several_once(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let mut both = subscribe(&*broker, &["a", "b"], None).await;
     let mut only_b = subscribe(&*broker, &["b"], None).await;
     publish(&*broker, &["a", "b"], "shared").await;
@@ -181,7 +190,7 @@ pub async fn event_on_several_topics_reaches_a_subscriber_of_several_once(make: 
 }
 
 pub async fn multi_topic_replay_is_merged_in_order_without_duplicates(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["c"], "start").await;
     publish(&*broker, &["a"], "1").await;
     publish(&*broker, &["b"], "2").await;
@@ -198,10 +207,12 @@ pub async fn multi_topic_replay_is_merged_in_order_without_duplicates(make: &imp
 }
 
 pub async fn resume_point_older_than_history_is_reported_as_expired(make: &impl Factory) {
-    let broker = make(Limits {
-        history_per_topic: 3,
-        ..Limits::default()
-    });
+    let broker = make
+        .make(Limits {
+            history_per_topic: 3,
+            ..Limits::default()
+        })
+        .await;
     let first = publish(&*broker, &["a"], "0").await;
     for i in 1..6 {
         publish(&*broker, &["a"], &i.to_string()).await;
@@ -222,8 +233,8 @@ pub async fn resume_point_older_than_history_is_reported_as_expired(make: &impl 
 pub async fn unknown_resume_point_is_reported_and_everything_retained_replayed(
     make: &impl Factory,
 ) {
-    let broker = make(Limits::default());
-    let other = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
+    let other = make.make(Limits::default()).await;
     let foreign = publish(&*other, &["a"], "elsewhere").await;
     publish(&*broker, &["a"], "one").await;
     publish(&*broker, &["a"], "two").await;
@@ -244,7 +255,7 @@ pub async fn unknown_resume_point_is_reported_and_everything_retained_replayed(
 }
 
 pub async fn resume_is_gap_free_while_publishers_race_the_subscribe(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     // Each round checks the guarantee; rounds repeat until one has shown a real race (racing
     // events on both sides of the switch from replay to live), so the check cannot pass vacuously.
     for round in 0..50 {
@@ -319,10 +330,12 @@ async fn race_round(broker: &Arc<dyn Broker>, topic_name: &str) -> (usize, usize
 }
 
 pub async fn slow_subscriber_is_ended_as_lagged_without_affecting_others(make: &impl Factory) {
-    let broker = make(Limits {
-        subscriber_queue: 4,
-        ..Limits::default()
-    });
+    let broker = make
+        .make(Limits {
+            subscriber_queue: 4,
+            ..Limits::default()
+        })
+        .await;
     let mut stalled = subscribe(&*broker, &["a"], None).await;
     let mut reader = subscribe(&*broker, &["a"], None).await;
     let mut received = 0;
@@ -348,10 +361,12 @@ pub async fn slow_subscriber_is_ended_as_lagged_without_affecting_others(make: &
 }
 
 pub async fn lagged_subscriber_resumes_from_history_without_loss(make: &impl Factory) {
-    let broker = make(Limits {
-        subscriber_queue: 2,
-        ..Limits::default()
-    });
+    let broker = make
+        .make(Limits {
+            subscriber_queue: 2,
+            ..Limits::default()
+        })
+        .await;
     let mut stalled = subscribe(&*broker, &["a"], None).await;
     for i in 0..10 {
         publish(&*broker, &["a"], &format!("{i}")).await;
@@ -377,7 +392,7 @@ pub async fn lagged_subscriber_resumes_from_history_without_loss(make: &impl Fac
 }
 
 pub async fn publish_and_subscribe_need_a_topic(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let result = broker.publish(&[], &text("x")).await;
     assert!(matches!(result, Err(BrokerError::NoTopics)), "{result:?}");
     let result = broker.subscribe(&[], None).await;
@@ -385,7 +400,7 @@ pub async fn publish_and_subscribe_need_a_topic(make: &impl Factory) {
 }
 
 pub async fn event_published_to_no_subscriber_is_still_retained(make: &impl Factory) {
-    let broker = make(Limits::default());
+    let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["quiet"], "start").await;
     publish(&*broker, &["quiet"], "nobody listening").await;
     let mut subscription = subscribe(&*broker, &["quiet"], Some(&start)).await;
@@ -393,10 +408,12 @@ pub async fn event_published_to_no_subscriber_is_still_retained(make: &impl Fact
 }
 
 pub async fn missed_events_are_reported_even_when_a_topic_kept_no_history(make: &impl Factory) {
-    let broker = make(Limits {
-        history_per_topic: 0,
-        ..Limits::default()
-    });
+    let broker = make
+        .make(Limits {
+            history_per_topic: 0,
+            ..Limits::default()
+        })
+        .await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
     publish(&*broker, &["a"], "seen").await;
     let seen = next(&mut subscription).await.id().clone();
@@ -411,7 +428,8 @@ pub async fn missed_events_are_reported_even_when_a_topic_kept_no_history(make: 
     assert_eq!(resumed.replay_remaining(), 0);
 }
 
-/// Generates one `#[tokio::test]` per conformance check for the broker that `$factory` makes.
+/// Generates one `#[tokio::test]` per conformance check for the brokers that `$factory` (an
+/// expression giving an `Option` of a [`Factory`], evaluated in each test) makes.
 #[macro_export]
 macro_rules! broker_conformance {
     ($factory:expr) => {
@@ -438,7 +456,9 @@ macro_rules! broker_conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                $crate::common::conformance::$name(&$factory).await;
+                // The factory may be unavailable (a tool missing outside CI): then skip.
+                let Some(factory) = $factory else { return };
+                $crate::common::conformance::$name(&factory).await;
             }
         )*
     };

@@ -146,10 +146,10 @@ impl State {
                 }
             }
             state.subscribers.retain(|subscriber, mailbox| {
-                if let Some(seen) = delivered.as_mut() {
-                    if !seen.insert(*subscriber) {
-                        return true;
-                    }
+                if let Some(seen) = delivered.as_mut()
+                    && !seen.insert(*subscriber)
+                {
+                    return true;
                 }
                 mailbox.deliver(&frame)
             });
@@ -217,11 +217,11 @@ impl State {
     }
 
     fn forget_if_unused(&mut self, topic: &Topic) {
-        if let Some(state) = self.topics.get(topic) {
-            if state.is_unused() {
-                self.forgotten_through = self.forgotten_through.max(state.evicted_through);
-                self.topics.remove(topic);
-            }
+        if let Some(state) = self.topics.get(topic)
+            && state.is_unused()
+        {
+            self.forgotten_through = self.forgotten_through.max(state.evicted_through);
+            self.topics.remove(topic);
         }
     }
 
@@ -244,12 +244,12 @@ impl State {
                 return false;
             }
             let topic = entry.topic.clone();
-            if let Some(state) = self.topics.get_mut(&topic) {
-                if let Some(evicted) = state.history.pop_front() {
-                    state.evicted_through = evicted.sequence();
-                    self.live_entries -= 1;
-                    self.live_bytes -= evicted.bytes().len();
-                }
+            if let Some(state) = self.topics.get_mut(&topic)
+                && let Some(evicted) = state.history.pop_front()
+            {
+                state.evicted_through = evicted.sequence();
+                self.live_entries -= 1;
+                self.live_bytes -= evicted.bytes().len();
             }
             self.forget_if_unused(&topic);
         }

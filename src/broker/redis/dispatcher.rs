@@ -1,0 +1,382 @@
+//! The one task per process that owns the Redis pub/sub connection.
+//!
+//! It keeps a reference count per topic: a channel is SUBSCRIBEd when its first local subscriber
+//! arrives and UNSUBSCRIBEd when its last leaves. Each message is read once into a [`Frame`] and
+//! the same bytes go to every local subscriber of the topic.
+//!
+//! When the connection drops, `redis`'s connection manager reconnects; the dispatcher then
+//! resubscribes every channel, reads what each topic published since the last frame it
+//! forwarded, and delivers that in sequence order before any newer live message, so subscribers
+//! see no gap and no duplicate. If the gap cannot be filled (history was trimmed meanwhile) or
+//! the store was reset (a new epoch), the affected subscriptions end, and their clients reconnect
+//! and are told what they missed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Script, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{self, Keys};
+use crate::broker::BrokerError;
+use crate::broker::subscription::Mailbox;
+use crate::event::{Frame, Topic};
+
+/// What the broker asks of the dispatcher.
+pub(super) enum Command {
+    /// Add a subscriber to topics; answers once every topic's channel is subscribed in Redis.
+    Register {
+        subscriber: u64,
+        topics: Vec<Topic>,
+        mailbox: Mailbox,
+        done: oneshot::Sender<Result<(), BrokerError>>,
+    },
+    /// Remove a subscriber.
+    Unregister { subscriber: u64, topics: Vec<Topic> },
+    /// Answers with the topics that have local subscribers, after every earlier command.
+    Topics { done: oneshot::Sender<Vec<Topic>> },
+}
+
+struct Channel {
+    topic: Topic,
+    subscribers: HashMap<u64, Mailbox>,
+    /// The highest sequence forwarded (or known to predate every subscriber).
+    last_sequence: u64,
+}
+
+pub(super) struct Dispatcher {
+    pub(super) connection: ConnectionManager,
+    pub(super) keys: Keys,
+    pub(super) replay: Script,
+    pub(super) pushes: mpsc::UnboundedReceiver<PushInfo>,
+    pub(super) commands: mpsc::UnboundedReceiver<Command>,
+    channels: HashMap<String, Channel>,
+    epoch: Option<String>,
+    needs_recovery: bool,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+impl Dispatcher {
+    pub(super) fn new(
+        connection: ConnectionManager,
+        keys: Keys,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        Self {
+            connection,
+            keys,
+            replay: Script::new(wire::REPLAY),
+            pushes,
+            commands,
+            channels: HashMap::new(),
+            epoch: None,
+            needs_recovery: false,
+        }
+    }
+
+    /// Runs until the broker is dropped.
+    pub(super) async fn run(mut self) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            if self.needs_recovery {
+                match self.recover().await {
+                    Ok(()) => {
+                        self.needs_recovery = false;
+                        retry = FIRST_RETRY;
+                    }
+                    Err(_) => {
+                        if !self.wait(retry).await {
+                            return;
+                        }
+                        retry = (retry * 2).min(MAX_RETRY);
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => return,
+                },
+                push = self.pushes.recv() => match push {
+                    Some(push) => self.on_push(push),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Waits `delay` before the next recovery attempt while still answering commands: new
+    /// subscribers are refused at once rather than kept waiting. Returns `false` when the broker
+    /// is gone.
+    async fn wait(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return true,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Register {
+                subscriber,
+                topics,
+                mailbox,
+                done,
+            } => {
+                let result = self.register(subscriber, topics, mailbox).await;
+                let _ = done.send(result);
+            }
+            Command::Unregister { subscriber, topics } => {
+                self.unregister(subscriber, &topics).await;
+            }
+            Command::Topics { done } => {
+                let topics = self.channels.values().map(|c| c.topic.clone()).collect();
+                let _ = done.send(topics);
+            }
+        }
+    }
+
+    async fn register(
+        &mut self,
+        subscriber: u64,
+        topics: Vec<Topic>,
+        mailbox: Mailbox,
+    ) -> Result<(), BrokerError> {
+        let new: Vec<(String, Topic)> = topics
+            .iter()
+            .map(|topic| (self.keys.channel(topic), topic.clone()))
+            .filter(|(name, _)| !self.channels.contains_key(name))
+            .collect();
+        if !new.is_empty() {
+            if self.needs_recovery {
+                return Err(unavailable_now());
+            }
+            // Read the counter before subscribing: every message that then arrives is newer, and
+            // anything older is for the subscriber's replay.
+            let (epoch, sequence): (Option<String>, Option<u64>) = redis::pipe()
+                .get(&self.keys.epoch)
+                .get(&self.keys.sequence)
+                .query_async(&mut self.connection)
+                .await
+                .map_err(|e| BrokerError::unavailable("cannot read the Redis counter", e))?;
+            let names: Vec<&String> = new.iter().map(|(name, _)| name).collect();
+            self.connection
+                .subscribe(&names)
+                .await
+                .map_err(|e| BrokerError::unavailable("Redis did not confirm SUBSCRIBE", e))?;
+            if let Some(epoch) = epoch {
+                self.note_epoch(&epoch);
+            }
+            for (name, topic) in new {
+                self.channels.insert(
+                    name,
+                    Channel {
+                        topic,
+                        subscribers: HashMap::new(),
+                        last_sequence: sequence.unwrap_or(0),
+                    },
+                );
+            }
+        }
+        for topic in &topics {
+            if let Some(channel) = self.channels.get_mut(&self.keys.channel(topic)) {
+                channel.subscribers.insert(subscriber, mailbox.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn unregister(&mut self, subscriber: u64, topics: &[Topic]) {
+        let mut empty = Vec::new();
+        for topic in topics {
+            let name = self.keys.channel(topic);
+            if let Some(channel) = self.channels.get_mut(&name) {
+                channel.subscribers.remove(&subscriber);
+                if channel.subscribers.is_empty() {
+                    self.channels.remove(&name);
+                    empty.push(name);
+                }
+            }
+        }
+        if !empty.is_empty() && !self.needs_recovery {
+            // A failure here means the connection dropped; recovery subscribes only to the
+            // channels still in use, so the stale subscription goes away with it.
+            let _ = self.connection.unsubscribe(&empty).await;
+        }
+    }
+
+    fn on_push(&mut self, push: PushInfo) {
+        match push.kind {
+            PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (data.next(), data.next())
+                else {
+                    return;
+                };
+                let Ok(name) = String::from_utf8(channel) else {
+                    return;
+                };
+                self.on_message(&name, Bytes::from(payload));
+            }
+            PushKind::Disconnection => self.needs_recovery = true,
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, name: &str, payload: Bytes) {
+        let Some(channel) = self.channels.get(name) else {
+            return; // a message that crossed our UNSUBSCRIBE
+        };
+        let Some(read) = wire::read_frame(payload, &channel.topic) else {
+            return; // not written by our publish script
+        };
+        if !self.note_epoch(&read.epoch) {
+            return;
+        }
+        if let Some(channel) = self.channels.get_mut(name) {
+            forward(channel, &read.frame);
+        }
+    }
+
+    /// Records the store's epoch. A different epoch than before means the store was reset: every
+    /// subscription ends, so its client reconnects and learns its resume point is unknown.
+    /// Returns `false` in that case.
+    fn note_epoch(&mut self, epoch: &str) -> bool {
+        match &self.epoch {
+            Some(known) if known == epoch => true,
+            Some(_) => {
+                self.epoch = Some(epoch.to_owned());
+                let names: Vec<String> = self.channels.drain().map(|(name, _)| name).collect();
+                let mut connection = self.connection.clone();
+                tokio::spawn(async move {
+                    let _ = connection.unsubscribe(&names).await;
+                });
+                false
+            }
+            None => {
+                self.epoch = Some(epoch.to_owned());
+                true
+            }
+        }
+    }
+
+    /// Resubscribes every channel after a reconnect and fills the gap from history.
+    async fn recover(&mut self) -> Result<(), BrokerError> {
+        if self.channels.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = self.channels.keys().cloned().collect();
+        self.connection
+            .subscribe(&names)
+            .await
+            .map_err(|e| BrokerError::unavailable("cannot resubscribe after reconnecting", e))?;
+
+        let mut gap: Vec<(String, Frame)> = Vec::new();
+        let mut lost: Vec<String> = Vec::new();
+        for name in &names {
+            let Some(channel) = self.channels.get(name) else {
+                continue;
+            };
+            let topic = channel.topic.clone();
+            let after = channel.last_sequence;
+            let reply: Value = self
+                .replay
+                .key(&self.keys.epoch)
+                .key(&self.keys.sequence)
+                .key(self.keys.history(&topic))
+                .arg(self.epoch.as_deref().unwrap_or(""))
+                .arg(after)
+                .invoke_async(&mut self.connection)
+                .await
+                .map_err(|e| BrokerError::unavailable("cannot read history to fill a gap", e))?;
+            let Some(replay) = wire::read_replay(reply, std::slice::from_ref(&topic)) else {
+                lost.push(name.clone());
+                continue;
+            };
+            if !replay.epoch.is_empty() && !self.note_epoch(&replay.epoch) {
+                return Ok(()); // the store was reset; every subscription has ended
+            }
+            let Some(part) = replay.topics.into_iter().next() else {
+                continue;
+            };
+            if !replay.placed || part.trimmed_through > after {
+                // Events this topic's subscribers never got are gone from history.
+                lost.push(name.clone());
+                continue;
+            }
+            gap.extend(part.frames.into_iter().map(|r| (name.clone(), r.frame)));
+        }
+        self.end_subscribers_of(&lost);
+        gap.sort_by_key(|(_, frame)| frame.sequence());
+        for (name, frame) in gap {
+            if let Some(channel) = self.channels.get_mut(&name) {
+                forward(channel, &frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every subscription that listens on one of `names` (on all its topics), so its
+    /// client reconnects and resumes from what history still holds.
+    fn end_subscribers_of(&mut self, names: &[String]) {
+        let mut ended = Vec::new();
+        for name in names {
+            if let Some(channel) = self.channels.get(name) {
+                ended.extend(channel.subscribers.keys().copied());
+            }
+        }
+        if ended.is_empty() {
+            return;
+        }
+        for channel in self.channels.values_mut() {
+            for subscriber in &ended {
+                channel.subscribers.remove(subscriber);
+            }
+        }
+        let unused: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(_, channel)| channel.subscribers.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &unused {
+            self.channels.remove(name);
+        }
+        let mut connection = self.connection.clone();
+        tokio::spawn(async move {
+            let _ = connection.unsubscribe(&unused).await;
+        });
+    }
+}
+
+/// Delivers `frame` to the channel's subscribers unless it was already forwarded.
+fn forward(channel: &mut Channel, frame: &Frame) {
+    if frame.sequence() <= channel.last_sequence {
+        return;
+    }
+    channel.last_sequence = frame.sequence();
+    channel
+        .subscribers
+        .retain(|_, mailbox| mailbox.deliver(frame));
+}
+
+fn unavailable_now() -> BrokerError {
+    BrokerError::unavailable(
+        "the Redis pub/sub connection is down and reconnecting",
+        std::io::Error::from(std::io::ErrorKind::NotConnected),
+    )
+}

@@ -1,0 +1,434 @@
+//! [`RedisBroker`]: many app instances, one topic space, through Redis (feature `redis`).
+//!
+//! Publishing runs one Lua script on a pooled connection (`deadpool-redis`): it takes the next id
+//! from one counter, appends the encoded frame to each topic's history (a Redis stream trimmed
+//! to the retention) and PUBLISHes it, atomically. Every instance holds one pub/sub connection
+//! for all its subscribers (see the dispatcher), so ten thousand browsers do not mean ten
+//! thousand Redis connections. A client resumes on any instance: history and ids live in Redis.
+//!
+//! Requires Redis 7 or newer (RESP3 pub/sub, and streams that record what they trimmed). Redis
+//! Cluster is not supported: the publish script touches keys of several topics at once.
+
+mod dispatcher;
+mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, ProtocolVersion, Script, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use self::dispatcher::{Command, Dispatcher};
+use self::wire::Keys;
+use super::subscription::{Mailbox, Resume, Subscription};
+use super::{BoxFuture, Broker, BrokerError};
+use crate::event::{Event, EventId, Frame, Topic};
+
+/// A broker that shares topics, ids and history between processes through Redis.
+///
+/// ```no_run
+/// use tower_sse_pubsub::{Hub, RedisBroker};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = RedisBroker::builder("redis://127.0.0.1:6379")
+///     .key_prefix("myapp:sse")
+///     .history_per_topic(500)
+///     .build()
+///     .await?;
+/// let hub = Hub::builder().broker(broker).build()?;
+/// # drop(hub);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: deadpool_redis::Pool,
+    keys: Keys,
+    publish: Script,
+    replay: Script,
+    history_per_topic: usize,
+    subscriber_queue: usize,
+    next_subscriber: AtomicU64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl RedisBroker {
+    /// A builder for a broker on the Redis at `url` (e.g. `redis://127.0.0.1:6379/0`).
+    pub fn builder(url: impl Into<String>) -> RedisBrokerBuilder {
+        RedisBrokerBuilder {
+            url: url.into(),
+            pool: None,
+            key_prefix: "sse".to_owned(),
+            history_per_topic: 1_000,
+            subscriber_queue: 256,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The topics this process holds a Redis subscription for (those with local subscribers),
+    /// as of after every subscribe and unsubscribe made before the call.
+    pub async fn subscribed_topics(&self) -> Vec<Topic> {
+        let (done, topics) = oneshot::channel();
+        if self.shared.commands.send(Command::Topics { done }).is_err() {
+            return Vec::new();
+        }
+        topics.await.unwrap_or_default()
+    }
+
+    async fn publish_now(&self, topics: &[Topic], event: &Event) -> Result<EventId, BrokerError> {
+        let topics = distinct(topics);
+        if topics.is_empty() {
+            return Err(BrokerError::NoTopics);
+        }
+        let shared = &*self.shared;
+        let mut connection = shared
+            .pool
+            .get()
+            .await
+            .map_err(|e| BrokerError::unavailable("no Redis connection for publishing", e))?;
+        let mut invocation = shared.publish.prepare_invoke();
+        invocation
+            .key(&shared.keys.sequence)
+            .key(&shared.keys.epoch);
+        for topic in &topics {
+            invocation.key(shared.keys.history(topic));
+        }
+        invocation
+            .arg(event.encode_fields().as_ref())
+            .arg(shared.history_per_topic)
+            .arg(nonce());
+        for topic in &topics {
+            invocation.arg(shared.keys.channel(topic));
+        }
+        let id: String = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| BrokerError::unavailable("Redis did not confirm the publish", e))?;
+        EventId::new(id).map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e))
+    }
+
+    async fn subscribe_now(
+        &self,
+        topics: &[Topic],
+        after: Option<&EventId>,
+    ) -> Result<Subscription, BrokerError> {
+        let topics = distinct(topics);
+        if topics.is_empty() {
+            return Err(BrokerError::NoTopics);
+        }
+        let shared = &self.shared;
+        let subscriber = shared.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let (mailbox, inbox) = Mailbox::new(shared.subscriber_queue);
+        let (done, registered) = oneshot::channel();
+        shared
+            .commands
+            .send(Command::Register {
+                subscriber,
+                topics: topics.clone(),
+                mailbox,
+                done,
+            })
+            .map_err(|_| closed())?;
+        // From here on the subscriber is registered (or the attempt failed); unregister on every
+        // way out, including an error below.
+        let registration = Registration {
+            commands: shared.commands.clone(),
+            subscriber,
+            topics: topics.clone(),
+        };
+        registered.await.map_err(|_| closed())??;
+
+        let (replay, resume) = match after {
+            None => (Vec::new(), Resume::Fresh),
+            Some(after) => self.read_replay(&topics, after).await?,
+        };
+        Ok(Subscription::from_parts(replay, inbox, resume, move || {
+            drop(registration);
+        }))
+    }
+
+    /// Reads the retained events after `after` on `topics`, merged in sequence order.
+    async fn read_replay(
+        &self,
+        topics: &[Topic],
+        after: &EventId,
+    ) -> Result<(Vec<Frame>, Resume), BrokerError> {
+        let shared = &*self.shared;
+        // An id that is not `<epoch>-<sequence>` gets an epoch no store has ("-" is never hex),
+        // so the script reports it unknown.
+        let (epoch, sequence) = after
+            .as_str()
+            .rsplit_once('-')
+            .and_then(|(epoch, sequence)| Some((epoch, sequence.parse::<u64>().ok()?)))
+            .unwrap_or(("-", 0));
+        let mut invocation = shared.replay.prepare_invoke();
+        invocation
+            .key(&shared.keys.epoch)
+            .key(&shared.keys.sequence);
+        for topic in topics {
+            invocation.key(shared.keys.history(topic));
+        }
+        invocation.arg(epoch).arg(sequence);
+        let mut connection = shared
+            .pool
+            .get()
+            .await
+            .map_err(|e| BrokerError::unavailable("no Redis connection to read history", e))?;
+        let reply: Value = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| BrokerError::unavailable("cannot read history from Redis", e))?;
+        let replay = wire::read_replay(reply, topics).ok_or_else(|| {
+            BrokerError::unavailable(
+                "Redis returned history in an unexpected shape",
+                std::io::Error::from(std::io::ErrorKind::InvalidData),
+            )
+        })?;
+        let mut resume = if replay.placed {
+            Resume::Complete
+        } else {
+            Resume::Unknown
+        };
+        let mut frames = Vec::new();
+        for part in replay.topics {
+            if resume == Resume::Complete && part.trimmed_through > sequence {
+                resume = Resume::Expired;
+            }
+            frames.extend(
+                part.frames
+                    .into_iter()
+                    // Entries from before a store reset belong to another epoch.
+                    .filter(|read| read.epoch == replay.epoch)
+                    .map(|read| read.frame),
+            );
+        }
+        frames.sort_by_key(Frame::sequence);
+        frames.dedup_by_key(|frame| frame.sequence());
+        Ok((frames, resume))
+    }
+}
+
+/// Unregisters a subscriber from the dispatcher when dropped.
+struct Registration {
+    commands: mpsc::UnboundedSender<Command>,
+    subscriber: u64,
+    topics: Vec<Topic>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Unregister {
+            subscriber: self.subscriber,
+            topics: std::mem::take(&mut self.topics),
+        });
+    }
+}
+
+/// Eight random hex digits; with the server's clock they make a new epoch unique.
+fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+fn distinct(topics: &[Topic]) -> Vec<Topic> {
+    let mut topics = topics.to_vec();
+    topics.sort_unstable();
+    topics.dedup();
+    topics
+}
+
+fn closed() -> BrokerError {
+    BrokerError::unavailable(
+        "the Redis broker's pub/sub task has stopped",
+        std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+    )
+}
+
+impl Broker for RedisBroker {
+    fn publish<'a>(
+        &'a self,
+        topics: &'a [Topic],
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<EventId, BrokerError>> {
+        Box::pin(self.publish_now(topics, event))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        topics: &'a [Topic],
+        after: Option<&'a EventId>,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
+        Box::pin(self.subscribe_now(topics, after))
+    }
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("keys", &self.shared.keys)
+            .field("history_per_topic", &self.shared.history_per_topic)
+            .field("subscriber_queue", &self.shared.subscriber_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`RedisBroker`]; see [`RedisBroker::builder`].
+#[must_use = "call .build().await to connect"]
+pub struct RedisBrokerBuilder {
+    url: String,
+    pool: Option<deadpool_redis::Pool>,
+    key_prefix: String,
+    history_per_topic: usize,
+    subscriber_queue: usize,
+    connect_timeout: Duration,
+}
+
+impl RedisBrokerBuilder {
+    /// Publishes through this existing pool instead of one made from the URL. The URL is still
+    /// used for the pub/sub connection, so both should reach the same Redis.
+    pub fn pool(mut self, pool: deadpool_redis::Pool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The prefix of every key and channel (default `sse`), so several apps share one Redis.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// How many events each topic's history keeps (default 1,000; 0 keeps none).
+    pub fn history_per_topic(mut self, events: usize) -> Self {
+        self.history_per_topic = events;
+        self
+    }
+
+    /// How many frames a local subscriber may have waiting before it is ended as too slow
+    /// (default 256).
+    pub fn subscriber_queue(mut self, frames: usize) -> Self {
+        self.subscriber_queue = frames.clamp(1, super::MAX_SUBSCRIBER_QUEUE);
+        self
+    }
+
+    /// How long connecting to Redis may take before it counts as unreachable (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects the pub/sub connection and starts the task that owns it.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisConnectError`] when the URL is invalid, the pool cannot be made, or Redis cannot
+    /// be reached (or does not speak RESP3, which needs Redis 6 or newer).
+    pub async fn build(self) -> Result<RedisBroker, RedisConnectError> {
+        let info =
+            self.url.as_str().into_connection_info().map_err(|e| {
+                RedisConnectError::new(format!("invalid Redis URL {:?}", self.url), e)
+            })?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(resp3);
+        let client = redis::Client::open(info.clone())
+            .map_err(|e| RedisConnectError::new("invalid Redis connection settings", e))?;
+        let (push_sender, pushes) = mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(push_sender)
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.connect_timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| {
+                RedisConnectError::new(format!("cannot connect to Redis at {}", self.url), e)
+            })?;
+
+        let pool = match self.pool {
+            Some(pool) => pool,
+            None => {
+                let mut config = deadpool_redis::Config::from_connection_info(info);
+                let mut pool_config = deadpool_redis::PoolConfig::default();
+                pool_config.timeouts.wait = Some(self.connect_timeout);
+                pool_config.timeouts.create = Some(self.connect_timeout);
+                pool_config.timeouts.recycle = Some(self.connect_timeout);
+                config.pool = Some(pool_config);
+                config
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .map_err(|e| RedisConnectError::new("cannot create the Redis pool", e))?
+            }
+        };
+
+        let keys = Keys::new(&self.key_prefix);
+        let (commands, command_receiver) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher::new(connection, keys.clone(), pushes, command_receiver);
+        tokio::spawn(dispatcher.run());
+        Ok(RedisBroker {
+            shared: Arc::new(Shared {
+                pool,
+                keys,
+                publish: Script::new(wire::PUBLISH),
+                replay: Script::new(wire::REPLAY),
+                history_per_topic: self.history_per_topic,
+                subscriber_queue: self.subscriber_queue,
+                next_subscriber: AtomicU64::new(0),
+                commands,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for RedisBrokerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBrokerBuilder")
+            .field("url", &self.url)
+            .field("key_prefix", &self.key_prefix)
+            .field("history_per_topic", &self.history_per_topic)
+            .field("subscriber_queue", &self.subscriber_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a [`RedisBroker`] could not be built.
+#[derive(Debug)]
+pub struct RedisConnectError {
+    reason: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl RedisConnectError {
+    fn new(
+        reason: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            reason: reason.into(),
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for RedisConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.source)
+    }
+}
+
+impl std::error::Error for RedisConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}

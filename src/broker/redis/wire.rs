@@ -1,0 +1,260 @@
+//! What travels through Redis: key and channel names, the Lua scripts, and reading frames and
+//! script replies back.
+//!
+//! Keys, under a configurable prefix `P` so several apps can share one Redis:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:seq` | string | the last sequence issued (one counter for all topics) |
+//! | `P:epoch` | string | fixed when the counter is created; in every id, so ids from before a store reset are recognised |
+//! | `P:h:<topic>` | stream | the topic's history: entry id `<sequence>-0`, field `f` = the encoded frame, trimmed to the retention |
+//! | `P:c:<topic>` | channel | the encoded frame of every event published to the topic |
+
+use bytes::Bytes;
+use redis::Value;
+
+use crate::event::{EventId, Frame, Topic};
+
+/// Publishes one event atomically: takes the next sequence (creating the counter and a new
+/// epoch if the store lost them), builds the frame by putting the `id:` line in front of the
+/// event's encoded fields (the rule of `Frame::new`), appends it to every topic's history,
+/// recording the newest entry trimmed away, and publishes it on every topic's channel. Returns
+/// the id.
+///
+/// KEYS: `P:seq`, `P:epoch`, then one history key per topic.
+/// ARGV: the encoded fields, the history length, a random nonce (hex, used only when a new
+/// epoch is made), then one channel per topic (in KEYS order).
+pub(super) const PUBLISH: &str = r"
+local epoch = redis.call('GET', KEYS[2])
+if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
+  local now = redis.call('TIME')
+  epoch = string.format('%x', tonumber(now[1])) .. ARGV[3]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[1], 0)
+end
+local sequence = redis.call('INCR', KEYS[1])
+local id = epoch .. '-' .. sequence
+local frame = 'id: ' .. id .. '\n' .. ARGV[1]
+local entry = sequence .. '-0'
+local max = tonumber(ARGV[2])
+for i = 3, #KEYS do
+  local key = KEYS[i]
+  -- Trimming does not record what it removed, so note the newest entry that goes, for
+  -- resuming clients to learn they missed it (XINFO's max-deleted-entry-id).
+  local length = redis.call('XLEN', key)
+  local trimmed = nil
+  if length + 1 > max then
+    if max == 0 then
+      trimmed = entry
+    else
+      local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length + 1 - max)
+      trimmed = oldest[#oldest][1]
+    end
+  end
+  local added = redis.pcall('XADD', key, 'MAXLEN', max, entry, 'f', frame)
+  if type(added) == 'table' and added.err then
+    -- History left from before a store reset holds larger ids: it is stale, start afresh.
+    redis.call('DEL', key)
+    redis.call('XADD', key, 'MAXLEN', max, entry, 'f', frame)
+    trimmed = nil
+    if max == 0 then trimmed = entry end
+  end
+  if trimmed then
+    redis.call('XSETID', key, entry, 'MAXDELETEDID', trimmed)
+  end
+  redis.call('PUBLISH', ARGV[i + 1], frame)
+end
+return id
+";
+
+/// Reads what a resuming subscriber needs: the epoch, whether the resume point is ours, and per
+/// topic the highest sequence trimmed from its history and the entries after the resume point.
+///
+/// KEYS: `P:epoch`, `P:seq`, then one history key per topic.
+/// ARGV: the resume point's epoch and sequence.
+/// Returns `{epoch, status, trimmed_1, entries_1, trimmed_2, entries_2, ...}` where status is
+/// `complete` or `unknown` (then every retained entry is returned).
+pub(super) const REPLAY: &str = r"
+local epoch = redis.call('GET', KEYS[1]) or ''
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local after = tonumber(ARGV[2]) or 0
+local status = 'complete'
+if ARGV[1] ~= epoch or after > last then
+  status = 'unknown'
+  after = 0
+end
+local out = {epoch, status}
+for i = 3, #KEYS do
+  local trimmed = '0-0'
+  local entries = {}
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local info = redis.call('XINFO', 'STREAM', KEYS[i])
+    for j = 1, #info, 2 do
+      if info[j] == 'max-deleted-entry-id' then trimmed = info[j + 1] end
+    end
+    entries = redis.call('XRANGE', KEYS[i], '(' .. after .. '-0', '+')
+  end
+  out[#out + 1] = trimmed
+  out[#out + 1] = entries
+end
+return out
+";
+
+/// Key and channel names under one prefix.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    prefix: String,
+    pub(super) sequence: String,
+    pub(super) epoch: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            sequence: format!("{prefix}:seq"),
+            epoch: format!("{prefix}:epoch"),
+        }
+    }
+
+    pub(super) fn history(&self, topic: &Topic) -> String {
+        format!("{}:h:{topic}", self.prefix)
+    }
+
+    pub(super) fn channel(&self, topic: &Topic) -> String {
+        format!("{}:c:{topic}", self.prefix)
+    }
+}
+
+/// A frame read back from Redis, with the epoch of its id.
+pub(super) struct ReadFrame {
+    pub(super) epoch: String,
+    pub(super) frame: Frame,
+}
+
+/// Reads a frame that starts with `id: <epoch>-<sequence>\n`, as the publish script writes it.
+pub(super) fn read_frame(bytes: Bytes, topic: &Topic) -> Option<ReadFrame> {
+    let line_end = bytes.iter().position(|&b| b == b'\n')?;
+    let id = std::str::from_utf8(bytes.get(..line_end)?)
+        .ok()?
+        .strip_prefix("id: ")?;
+    let (epoch, sequence) = id.rsplit_once('-')?;
+    let sequence: u64 = sequence.parse().ok()?;
+    let epoch = epoch.to_owned();
+    let id = EventId::new(id).ok()?;
+    Some(ReadFrame {
+        epoch,
+        frame: Frame::from_encoded(id, sequence, std::slice::from_ref(topic), bytes),
+    })
+}
+
+/// The sequence in a stream entry id `<sequence>-0`.
+pub(super) fn entry_sequence(entry_id: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(entry_id).ok()?;
+    text.split_once('-')?.0.parse().ok()
+}
+
+/// One topic's part of a replay reply.
+pub(super) struct TopicReplay {
+    /// The highest sequence trimmed from the topic's history, 0 when none was.
+    pub(super) trimmed_through: u64,
+    pub(super) frames: Vec<ReadFrame>,
+}
+
+/// A parsed reply of the replay script.
+pub(super) struct Replay {
+    pub(super) epoch: String,
+    /// Whether the resume point was placed (`false`: unknown, everything retained follows).
+    pub(super) placed: bool,
+    pub(super) topics: Vec<TopicReplay>,
+}
+
+/// Parses the replay script's reply for `topics` (in the order they were passed as keys).
+pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let epoch = string(items.next()?)?;
+    let placed = string(items.next()?)? == "complete";
+    let mut replays = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let trimmed = string(items.next()?)?;
+        let trimmed_through = entry_sequence(trimmed.as_bytes())?;
+        let Value::Array(entries) = items.next()? else {
+            return None;
+        };
+        let mut frames = Vec::with_capacity(entries.len());
+        for entry in entries {
+            frames.push(read_entry(entry, topic)?);
+        }
+        replays.push(TopicReplay {
+            trimmed_through,
+            frames,
+        });
+    }
+    Some(Replay {
+        epoch,
+        placed,
+        topics: replays,
+    })
+}
+
+/// Reads one stream entry `[id, [field, frame]]`.
+fn read_entry(entry: Value, topic: &Topic) -> Option<ReadFrame> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let mut parts = parts.into_iter();
+    let _entry_id = parts.next()?;
+    let Value::Array(fields) = parts.next()? else {
+        return None;
+    };
+    let Value::BulkString(frame) = fields.into_iter().nth(1)? else {
+        return None;
+    };
+    read_frame(Bytes::from(frame), topic)
+}
+
+fn string(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    #[test]
+    fn frames_read_back_as_the_encoder_wrote_them() {
+        let topic = Topic::new("a").expect("valid topic");
+        let id = EventId::new("18f2a3b4c-42").expect("valid id");
+        let event = Event::text("x\ny").expect("valid event");
+        let written = Frame::new(id.clone(), 42, std::slice::from_ref(&topic), &event);
+        let read = read_frame(written.bytes().clone(), &topic).expect("readable frame");
+        assert_eq!(read.epoch, "18f2a3b4c");
+        assert_eq!(read.frame.id(), &id);
+        assert_eq!(read.frame.sequence(), 42);
+        assert_eq!(read.frame.bytes(), written.bytes());
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        let topic = Topic::new("a").expect("valid topic");
+        for bytes in [
+            &b"data: x\n\n"[..],
+            b"id: nodash\n",
+            b"id: e-notanumber\n",
+            b"id: e-1",
+        ] {
+            assert!(
+                read_frame(Bytes::from_static(bytes), &topic).is_none(),
+                "{bytes:?}"
+            );
+        }
+    }
+}

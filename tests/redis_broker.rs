@@ -1,0 +1,216 @@
+//! `RedisBroker` against real `redis-server`s that each test spawns on a free port: the broker
+//! conformance suite, one pub/sub connection per process, resuming on another instance, and
+//! what happens when Redis connections fail.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::conformance::{Factory, Limits};
+use common::redis_server::RedisServer;
+use futures::StreamExt;
+use tower_sse_pubsub::broker::BoxFuture;
+use tower_sse_pubsub::{Broker, Event, EventId, RedisBroker, Resume, Subscription, Topic};
+
+/// Brokers on one spawned server, each under its own key prefix.
+struct RedisFactory {
+    server: RedisServer,
+    brokers: AtomicUsize,
+}
+
+impl RedisFactory {
+    fn start() -> Option<Self> {
+        Some(Self {
+            server: RedisServer::start()?,
+            brokers: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Factory for RedisFactory {
+    fn make(&self, limits: Limits) -> BoxFuture<'_, Arc<dyn Broker>> {
+        let prefix = format!("test{}", self.brokers.fetch_add(1, Ordering::SeqCst));
+        Box::pin(async move {
+            let broker = RedisBroker::builder(self.server.url())
+                .key_prefix(prefix)
+                .history_per_topic(limits.history_per_topic)
+                .subscriber_queue(limits.subscriber_queue)
+                .build()
+                .await
+                .expect("broker connects to the test server");
+            Arc::new(broker) as Arc<dyn Broker>
+        })
+    }
+}
+
+broker_conformance!(RedisFactory::start());
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn topic(name: &str) -> Topic {
+    Topic::new(name).expect("valid topic")
+}
+
+async fn broker_on(server: &RedisServer, prefix: &str) -> RedisBroker {
+    RedisBroker::builder(server.url())
+        .key_prefix(prefix)
+        .build()
+        .await
+        .expect("broker connects")
+}
+
+async fn publish(broker: &RedisBroker, name: &str, data: &str) -> EventId {
+    broker
+        .publish(&[topic(name)], &Event::text(data).expect("valid event"))
+        .await
+        .expect("publish succeeds")
+}
+
+async fn next_data(subscription: &mut Subscription) -> String {
+    let frame = tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("a frame in time")
+        .expect("the subscription is open");
+    let text = std::str::from_utf8(frame.bytes()).expect("UTF-8 frame");
+    text.lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .expect("a data line")
+        .to_owned()
+}
+
+/// The number of clients of `kind` (`pubsub` or `normal`) connected to `server`.
+fn clients(server: &RedisServer, kind: &str) -> usize {
+    server
+        .command(&["CLIENT", "LIST", "TYPE", kind])
+        .lines()
+        .filter(|line| line.contains("addr="))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_share_one_pubsub_connection() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "app").await;
+    let topics: Vec<Topic> = (0..10).map(|i| topic(&format!("room-{i}"))).collect();
+    let mut subscriptions = Vec::new();
+    for i in 0..1_000 {
+        let subscription = broker
+            .subscribe(std::slice::from_ref(&topics[i % 10]), None)
+            .await
+            .expect("subscribe");
+        subscriptions.push(subscription);
+    }
+    assert_eq!(
+        clients(&server, "pubsub"),
+        1,
+        "one pub/sub connection for all"
+    );
+    let channels = server.command(&["PUBSUB", "NUMSUB", "app:c:room-0", "app:c:room-9"]);
+    assert!(channels.contains("app:c:room-0"), "{channels}");
+
+    for topic in &topics {
+        broker
+            .publish(
+                std::slice::from_ref(topic),
+                &Event::text(topic.as_str()).expect("event"),
+            )
+            .await
+            .expect("publish");
+    }
+    for (i, subscription) in subscriptions.iter_mut().enumerate() {
+        assert_eq!(next_data(subscription).await, format!("room-{}", i % 10));
+    }
+
+    drop(subscriptions);
+    // The dispatcher answers after handling every earlier unsubscribe.
+    assert!(broker.subscribed_topics().await.is_empty());
+    let remaining = server.command(&["PUBSUB", "CHANNELS", "app:c:*"]);
+    assert!(
+        remaining.starts_with("*0"),
+        "every channel unsubscribed: {remaining}"
+    );
+    assert_eq!(
+        clients(&server, "pubsub"),
+        0,
+        "no connection is left subscribed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_instance() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let first = broker_on(&server, "shared").await;
+    let second = broker_on(&server, "shared").await;
+
+    let mut on_second = second
+        .subscribe(&[topic("news")], None)
+        .await
+        .expect("subscribe");
+    let seen = publish(&first, "news", "one").await;
+    assert_eq!(
+        next_data(&mut on_second).await,
+        "one",
+        "live across instances"
+    );
+    drop(on_second);
+
+    publish(&first, "news", "two").await;
+    publish(&second, "news", "three").await;
+    let mut resumed = second
+        .subscribe(&[topic("news")], Some(&seen))
+        .await
+        .expect("resume");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    publish(&first, "news", "four").await;
+    let data = [
+        next_data(&mut resumed).await,
+        next_data(&mut resumed).await,
+        next_data(&mut resumed).await,
+    ];
+    assert_eq!(data, ["two", "three", "four"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pubsub_connection_is_restored_without_loss_or_duplicates() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "fault").await;
+    let mut subscription = broker
+        .subscribe(&[topic("feed")], None)
+        .await
+        .expect("subscribe");
+    publish(&broker, "feed", "before").await;
+    assert_eq!(next_data(&mut subscription).await, "before");
+
+    let killed = server.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(
+        killed.starts_with(":1"),
+        "one pub/sub connection killed: {killed}"
+    );
+    // Published while the pub/sub connection is down: these come back from history.
+    for i in 0..20 {
+        publish(&broker, "feed", &format!("gap {i}")).await;
+    }
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received.push(next_data(&mut subscription).await);
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("gap {i}")).collect();
+    assert_eq!(received, expected, "every event once, in order");
+    publish(&broker, "feed", "after").await;
+    assert_eq!(next_data(&mut subscription).await, "after", "live again");
+    assert_eq!(
+        clients(&server, "pubsub"),
+        1,
+        "reconnected with one connection"
+    );
+}
