@@ -72,6 +72,7 @@ fn memory_broker(subscribers: usize) -> Duration {
                 .next()
                 .now_or_never()
                 .flatten()
+                .and_then(|delivery| delivery.into_event())
                 .expect("queued frame");
             black_box(frame.bytes());
         }

@@ -83,7 +83,8 @@ mod subscribe;
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::ResponseBody;
 pub use broker::{
-    Broker, BrokerError, MemoryBroker, MemoryBrokerBuilder, Resume, Subscription, SubscriptionEnd,
+    Broker, BrokerError, Delivery, MemoryBroker, MemoryBrokerBuilder, Resume, Subscription,
+    SubscriptionEnd,
 };
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
-use crate::broker::{Subscription, SubscriptionEnd};
+use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
+use crate::event::{Event, EventId};
 use crate::hub::HubShared;
 
 /// Sent as soon as the stream opens, so clients and proxies see it open at once.
@@ -134,11 +135,15 @@ impl Stream for SseStream {
             return Poll::Ready(Some(this.closing_frame()));
         }
         match Pin::new(&mut this.subscription).poll_next(cx) {
-            Poll::Ready(Some(frame)) => {
+            Poll::Ready(Some(delivery)) => {
                 if let Some(keep_alive) = &mut this.keep_alive {
                     keep_alive.last_write = Instant::now();
                 }
-                return Poll::Ready(Some(frame.bytes().clone()));
+                let bytes = match delivery {
+                    Delivery::Event(frame) => frame.bytes().clone(),
+                    Delivery::Resync(reason) => resync_notice(&reason, None),
+                };
+                return Poll::Ready(Some(bytes));
             }
             Poll::Ready(None) => {
                 this.finished = true;
@@ -174,6 +179,21 @@ impl Stream for SseStream {
 fn deadline(from: Instant, after: Duration) -> Instant {
     from.checked_add(after)
         .unwrap_or_else(|| from + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
+/// The named event that tells a client it may have missed events: at the start of a stream
+/// whose resume point could not be honoured in full (with that point), or within a stream whose
+/// broker lost track.
+pub(crate) fn resync_notice(reason: &Resume, last_event_id: Option<&EventId>) -> Bytes {
+    let body = serde_json::json!({
+        "reason": reason.as_str(),
+        "lastEventId": last_event_id.map(EventId::as_str),
+    });
+    // Both steps only fail on empty data or a bad event type, which these are not.
+    match Event::json(&body).and_then(|event| event.with_event_type(RESYNC_EVENT)) {
+        Ok(event) => event.encode_fields(),
+        Err(_) => Bytes::new(),
+    }
 }
 
 /// A frame that sets the client's reconnection delay to a jittered `base` and says why in a

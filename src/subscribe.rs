@@ -6,16 +6,14 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::auth::Access;
 use crate::body::{Reply, denied as denied_response, refuse};
-use crate::broker::Resume;
-use crate::event::{Event, EventId, Topic};
+use crate::event::{EventId, Topic};
 use crate::hub::HubShared;
-use crate::stream::{RESYNC_EVENT, SseStream, SubscriberSlot, retry_frame};
+use crate::stream::{SseStream, SubscriberSlot, resync_notice, retry_frame};
 
 /// The response header that reports a resume point that could not be honoured in full:
 /// `expired` (events were missed) or `unknown` (the id was not issued by this broker).
@@ -72,8 +70,7 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
     let resume = subscription.resume().clone();
     let notice = resume
         .is_gap()
-        .then(|| resync_notice(&resume, request.after.as_ref()))
-        .flatten();
+        .then(|| resync_notice(&resume, request.after.as_ref()));
     let stream = SseStream::new(slot, subscription, notice);
     let mut response = Response::new(Reply::Events(Box::new(stream)));
     let headers = response.headers_mut();
@@ -174,19 +171,6 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<SubscribeRequest, String> {
         topics,
         after: header_after.or(query_after),
     })
-}
-
-/// The named event that tells a client its resume point could not be honoured in full.
-fn resync_notice(resume: &Resume, after: Option<&EventId>) -> Option<Bytes> {
-    let body = serde_json::json!({
-        "reason": resume.as_str(),
-        "lastEventId": after.map(EventId::as_str),
-    });
-    let event = Event::json(&body)
-        .ok()?
-        .with_event_type(RESYNC_EVENT)
-        .ok()?;
-    Some(event.encode_fields())
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use common::conformance::{Factory, Limits};
 use common::redis_server::RedisServer;
 use futures::StreamExt;
 use tower_sse_pubsub::broker::BoxFuture;
-use tower_sse_pubsub::{Broker, Event, EventId, RedisBroker, Resume, Subscription, Topic};
+use tower_sse_pubsub::{
+    Broker, BrokerError, Delivery, Event, EventId, RedisBroker, Resume, Subscription, Topic,
+};
 
 /// Brokers on one spawned server, each under its own key prefix.
 struct RedisFactory {
@@ -74,7 +76,9 @@ async fn next_data(subscription: &mut Subscription) -> String {
     let frame = tokio::time::timeout(WAIT, subscription.next())
         .await
         .expect("a frame in time")
-        .expect("the subscription is open");
+        .expect("the subscription is open")
+        .into_event()
+        .expect("an event, not a resync");
     let text = std::str::from_utf8(frame.bytes()).expect("UTF-8 frame");
     text.lines()
         .find_map(|line| line.strip_prefix("data: "))
@@ -213,4 +217,156 @@ async fn a_killed_pubsub_connection_is_restored_without_loss_or_duplicates() {
         1,
         "reconnected with one connection"
     );
+}
+
+async fn next_delivery(subscription: &mut Subscription) -> Delivery {
+    tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the subscription is open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_redis_keeps_streams_open_and_says_what_was_lost() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let broker = RedisBroker::builder(server.url())
+        .key_prefix("restart")
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("broker connects");
+    let mut subscription = broker
+        .subscribe(&[topic("feed")], None)
+        .await
+        .expect("subscribe");
+    let before = publish(&broker, "feed", "before").await;
+    assert_eq!(next_data(&mut subscription).await, "before");
+
+    server.kill();
+    let failed = broker
+        .publish(&[topic("feed")], &Event::text("during").expect("event"))
+        .await
+        .expect_err("nothing can be stored while Redis is down");
+    assert!(
+        matches!(failed, BrokerError::Unavailable { .. }),
+        "{failed:?}"
+    );
+    assert!(failed.to_string().contains("retry later"), "{failed}");
+
+    // Back, but empty: it kept nothing on disk.
+    server.restart();
+    // The stream stays open; it is told that history before the restart is gone.
+    assert!(matches!(
+        next_delivery(&mut subscription).await,
+        Delivery::Resync(Resume::Unknown)
+    ));
+    publish(&broker, "feed", "after").await;
+    assert_eq!(
+        next_data(&mut subscription).await,
+        "after",
+        "delivery resumes"
+    );
+
+    // A client resuming from before the restart learns its id is unknown.
+    let resumed = broker
+        .subscribe(&[topic("feed")], Some(&before))
+        .await
+        .expect("subscribe after restart");
+    assert_eq!(resumed.resume(), &Resume::Unknown);
+}
+
+#[tokio::test]
+async fn unreachable_redis_at_start_is_a_clear_error() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    server.kill();
+    let error = RedisBroker::builder(server.url())
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .expect_err("nothing listens there");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!(
+            "cannot connect to Redis at redis://127.0.0.1:{}",
+            server.port()
+        )),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazily_connected_broker_works_once_redis_comes_up() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    server.kill();
+    let broker = RedisBroker::builder(server.url())
+        .key_prefix("lazy")
+        .connect_timeout(Duration::from_secs(1))
+        .connect_lazily()
+        .build()
+        .await
+        .expect("a lazy broker builds without Redis");
+    let error = broker
+        .publish(&[topic("feed")], &Event::text("early").expect("event"))
+        .await
+        .expect_err("Redis is not there yet");
+    assert!(
+        matches!(error, BrokerError::Unavailable { .. }),
+        "{error:?}"
+    );
+
+    server.restart();
+    let mut subscription = broker
+        .subscribe(&[topic("feed")], None)
+        .await
+        .expect("subscribe");
+    publish(&broker, "feed", "now").await;
+    assert_eq!(next_data(&mut subscription).await, "now");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_pubsub_connection_is_noticed_and_its_gap_filled() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], server.port()).into()).await;
+    // Publishing goes straight to Redis; the pub/sub connection goes through the proxy.
+    let pool = deadpool_redis::Config::from_url(server.url())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .expect("pool");
+    let health_interval = Duration::from_millis(200);
+    let broker = RedisBroker::builder(format!("redis://{}/", proxy.addr()))
+        .pool(pool)
+        .key_prefix("silent")
+        .health_check(health_interval, Duration::from_millis(200))
+        .build()
+        .await
+        .expect("broker connects through the proxy");
+    let mut subscription = broker
+        .subscribe(&[topic("feed")], None)
+        .await
+        .expect("subscribe");
+    publish(&broker, "feed", "before").await;
+    assert_eq!(next_data(&mut subscription).await, "before");
+
+    proxy.freeze_open_connections();
+    let frozen_at = tokio::time::Instant::now();
+    for i in 0..10 {
+        publish(&broker, "feed", &format!("unseen {i}")).await;
+    }
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        received.push(next_data(&mut subscription).await);
+    }
+    let recovered_in = frozen_at.elapsed();
+    let expected: Vec<String> = (0..10).map(|i| format!("unseen {i}")).collect();
+    assert_eq!(received, expected, "filled in from history, in order, once");
+    eprintln!("silently dead connection replaced and gap filled in {recovered_in:?}");
+    publish(&broker, "feed", "live").await;
+    assert_eq!(next_data(&mut subscription).await, "live");
 }

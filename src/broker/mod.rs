@@ -22,7 +22,7 @@ use std::pin::Pin;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
 pub use memory::{MAX_SUBSCRIBER_QUEUE, MemoryBroker, MemoryBrokerBuilder};
-pub use subscription::{Inbox, Mailbox, Resume, Subscription, SubscriptionEnd};
+pub use subscription::{Delivery, Inbox, Mailbox, Resume, Subscription, SubscriptionEnd};
 
 use crate::event::{Event, EventId, Topic};
 
@@ -49,7 +49,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// // A subscriber that resumes after `first` sees only what came later.
 /// let mut subscription = broker.subscribe(&chat, Some(&first)).await?;
 /// let second = broker.publish(&chat, &Event::text("two")?).await?;
-/// let frame = subscription.next().await.expect("live event");
+/// let frame = subscription.next().await.and_then(|d| d.into_event()).expect("live event");
 /// assert_eq!(frame.id(), &second);
 /// # Ok(())
 /// # }

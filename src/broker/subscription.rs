@@ -60,10 +60,33 @@ pub enum SubscriptionEnd {
     Closed,
 }
 
+/// What a subscription yields: an event, or the news that some were missed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// A published event, in id order.
+    Event(Frame),
+    /// Events may have been missed while the subscription stayed open: its broker lost
+    /// history it had not yet delivered ([`Resume::Expired`]) or its store was reset
+    /// ([`Resume::Unknown`]). Clients should reload their state; events follow as usual.
+    Resync(Resume),
+}
+
+impl Delivery {
+    /// The event, if this is one.
+    pub fn into_event(self) -> Option<Frame> {
+        match self {
+            Self::Event(frame) => Some(frame),
+            Self::Resync(_) => None,
+        }
+    }
+}
+
 /// What a broker puts in a subscriber's queue.
 #[derive(Debug)]
-enum Delivery {
+enum Queued {
     Frame(Frame),
+    Resync(Resume),
     Lagged,
 }
 
@@ -72,11 +95,11 @@ const MAX_CAPACITY: usize = 1 << 20;
 
 /// The broker's end of one subscriber's bounded live queue.
 #[derive(Debug, Clone)]
-pub struct Mailbox(mpsc::Sender<Delivery>);
+pub struct Mailbox(mpsc::Sender<Queued>);
 
 /// The subscriber's end of its live queue; goes into [`Subscription::from_parts`].
 #[derive(Debug)]
-pub struct Inbox(mpsc::Receiver<Delivery>);
+pub struct Inbox(mpsc::Receiver<Queued>);
 
 impl Mailbox {
     /// A queue that holds `capacity` frames (1 to 2^20; values outside are clamped), plus a slot
@@ -92,16 +115,29 @@ impl Mailbox {
     /// Deliveries to one mailbox must not race each other (a broker delivers under its lock):
     /// then the free capacity seen here can only grow before the send.
     pub fn deliver(&self, frame: &Frame) -> bool {
+        self.send(Queued::Frame(frame.clone()))
+    }
+
+    /// Tells the subscriber it may have missed events (see [`Delivery::Resync`]); `reason` is
+    /// [`Resume::Expired`] or [`Resume::Unknown`]. After [`Resume::Unknown`] (a store reset,
+    /// whose sequences start again) the subscription accepts sequences from the start.
+    /// Returns `false` as [`Mailbox::deliver`] does.
+    pub fn resync(&self, reason: Resume) -> bool {
+        self.send(Queued::Resync(reason))
+    }
+
+    fn send(&self, item: Queued) -> bool {
         if self.0.capacity() <= 1 {
-            let _ = self.0.try_send(Delivery::Lagged);
+            let _ = self.0.try_send(Queued::Lagged);
             return false;
         }
-        self.0.try_send(Delivery::Frame(frame.clone())).is_ok()
+        self.0.try_send(item).is_ok()
     }
 }
 
-/// A stream of [`Frame`]s for one subscriber: the replay after the resume point, then live
-/// events, in id order, each once.
+/// A stream of [`Delivery`]s for one subscriber: the replay after the resume point, then live
+/// events, in id order, each once; and, should the broker lose track while the subscription is
+/// open, a [`Delivery::Resync`] in place of a silent gap.
 ///
 /// Dropping it unsubscribes. When the stream ends, [`Subscription::end`] says why.
 pub struct Subscription {
@@ -156,26 +192,32 @@ impl Subscription {
 }
 
 impl Stream for Subscription {
-    type Item = Frame;
+    type Item = Delivery;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         let this = self.get_mut();
         if let Some(frame) = this.replay.next() {
             this.last_yielded = this.last_yielded.max(frame.sequence());
-            return Poll::Ready(Some(frame));
+            return Poll::Ready(Some(Delivery::Event(frame)));
         }
         if this.end.is_some() {
             return Poll::Ready(None);
         }
         loop {
             match this.live.0.poll_recv(cx) {
-                Poll::Ready(Some(Delivery::Frame(frame))) => {
+                Poll::Ready(Some(Queued::Frame(frame))) => {
                     if frame.sequence() > this.last_yielded {
                         this.last_yielded = frame.sequence();
-                        return Poll::Ready(Some(frame));
+                        return Poll::Ready(Some(Delivery::Event(frame)));
                     }
                 }
-                Poll::Ready(Some(Delivery::Lagged)) => {
+                Poll::Ready(Some(Queued::Resync(reason))) => {
+                    if reason == Resume::Unknown {
+                        this.last_yielded = 0;
+                    }
+                    return Poll::Ready(Some(Delivery::Resync(reason)));
+                }
+                Poll::Ready(Some(Queued::Lagged)) => {
                     this.end = Some(SubscriptionEnd::Lagged);
                     this.live.0.close();
                     return Poll::Ready(None);

@@ -75,6 +75,8 @@ async fn next(subscription: &mut Subscription) -> Frame {
         .await
         .expect("a frame arrives in time")
         .expect("the subscription is still open")
+        .into_event()
+        .expect("an event, not a resync")
 }
 
 /// The data of an event as subscribers read it back from the frame.
@@ -376,6 +378,7 @@ pub async fn lagged_subscriber_resumes_from_history_without_loss(make: &impl Fac
         .await
         .expect("the stalled stream ends")
     {
+        let frame = frame.into_event().expect("an event, not a resync");
         last_seen = Some(frame.id().clone());
     }
     assert_eq!(stalled.end(), Some(SubscriptionEnd::Lagged));

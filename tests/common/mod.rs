@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod http;
+pub mod proxy;
 pub mod redis_server;
 
 /// Whether `tool` is on `PATH`. When it is not: in CI (the `CI` variable is set), the test

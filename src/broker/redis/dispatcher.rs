@@ -8,20 +8,21 @@
 //! resubscribes every channel, reads what each topic published since the last frame it
 //! forwarded, and delivers that in sequence order before any newer live message, so subscribers
 //! see no gap and no duplicate. If the gap cannot be filled (history was trimmed meanwhile) or
-//! the store was reset (a new epoch), the affected subscriptions end, and their clients reconnect
-//! and are told what they missed.
+//! the store was reset (a new epoch: Redis restarted without persistence), the affected
+//! subscriptions stay open and receive a [`Delivery::Resync`](crate::Delivery::Resync) in place
+//! of the missing events, then carry on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
-use redis::{PushInfo, PushKind, Script, Value};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, PushInfo, PushKind, RedisResult, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, Keys};
 use crate::broker::BrokerError;
-use crate::broker::subscription::Mailbox;
+use crate::broker::subscription::{Mailbox, Resume};
 use crate::event::{Frame, Topic};
 
 /// What the broker asks of the dispatcher.
@@ -46,12 +47,58 @@ struct Channel {
     last_sequence: u64,
 }
 
+/// How the dispatcher makes (and remakes) its pub/sub connection.
+pub(super) struct Link {
+    pub(super) client: Client,
+    pub(super) timeout: Duration,
+}
+
+impl Link {
+    fn config(&self) -> (ConnectionManagerConfig, mpsc::UnboundedReceiver<PushInfo>) {
+        let (push_sender, pushes) = mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(push_sender)
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        (config, pushes)
+    }
+
+    /// Connects now, failing if Redis cannot be reached.
+    pub(super) async fn connect(
+        &self,
+    ) -> RedisResult<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>)> {
+        let (config, pushes) = self.config();
+        let connection = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        Ok((connection, pushes))
+    }
+
+    /// Connects on first use.
+    pub(super) fn connect_lazily(
+        &self,
+    ) -> RedisResult<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>)> {
+        let (config, pushes) = self.config();
+        let connection = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        Ok((connection, pushes))
+    }
+}
+
+/// How often the pub/sub connection is checked, and how long a PING may take.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HealthCheck {
+    pub(super) interval: Duration,
+    pub(super) timeout: Duration,
+}
+
 pub(super) struct Dispatcher {
-    pub(super) connection: ConnectionManager,
-    pub(super) keys: Keys,
-    pub(super) replay: Script,
-    pub(super) pushes: mpsc::UnboundedReceiver<PushInfo>,
-    pub(super) commands: mpsc::UnboundedReceiver<Command>,
+    link: Link,
+    connection: ConnectionManager,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    keys: Keys,
+    replay: Script,
+    commands: mpsc::UnboundedReceiver<Command>,
+    health: HealthCheck,
     channels: HashMap<String, Channel>,
     epoch: Option<String>,
     needs_recovery: bool,
@@ -62,17 +109,20 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
     pub(super) fn new(
-        connection: ConnectionManager,
+        link: Link,
+        (connection, pushes): (ConnectionManager, mpsc::UnboundedReceiver<PushInfo>),
         keys: Keys,
-        pushes: mpsc::UnboundedReceiver<PushInfo>,
         commands: mpsc::UnboundedReceiver<Command>,
+        health: HealthCheck,
     ) -> Self {
         Self {
+            link,
             connection,
+            pushes,
             keys,
             replay: Script::new(wire::REPLAY),
-            pushes,
             commands,
+            health,
             channels: HashMap::new(),
             epoch: None,
             needs_recovery: false,
@@ -82,6 +132,8 @@ impl Dispatcher {
     /// Runs until the broker is dropped.
     pub(super) async fn run(mut self) {
         let mut retry = FIRST_RETRY;
+        let mut health = tokio::time::interval(self.health.interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.needs_recovery {
                 match self.recover().await {
@@ -105,10 +157,31 @@ impl Dispatcher {
                 },
                 push = self.pushes.recv() => match push {
                     Some(push) => self.on_push(push),
-                    None => return,
+                    // The connection manager is gone; only a replaced one ends like this.
+                    None => self.needs_recovery = true,
                 },
+                _ = health.tick() => self.check_health().await,
             }
         }
+    }
+
+    /// PINGs the pub/sub connection. One that does not answer in time is silently dead (a
+    /// dropped NAT entry, a half-open socket): it is replaced, and the new one resubscribes and
+    /// fills the gap from history.
+    async fn check_health(&mut self) {
+        if self.channels.is_empty() || self.needs_recovery {
+            return;
+        }
+        let ping = redis::cmd("PING");
+        let answer = ping.query_async::<String>(&mut self.connection);
+        if let Ok(Ok(_)) = tokio::time::timeout(self.health.timeout, answer).await {
+            return;
+        }
+        if let Ok((connection, pushes)) = self.link.connect_lazily() {
+            self.connection = connection;
+            self.pushes = pushes;
+        }
+        self.needs_recovery = true;
     }
 
     /// Waits `delay` before the next recovery attempt while still answering commands: new
@@ -180,6 +253,8 @@ impl Dispatcher {
             if let Some(epoch) = epoch {
                 self.note_epoch(&epoch);
             }
+            // (A reset noticed here resynced the existing subscribers; the new channels start
+            // from the counter read above, which belongs to the current epoch.)
             for (name, topic) in new {
                 self.channels.insert(
                     name,
@@ -244,32 +319,51 @@ impl Dispatcher {
         let Some(read) = wire::read_frame(payload, &channel.topic) else {
             return; // not written by our publish script
         };
-        if !self.note_epoch(&read.epoch) {
-            return;
-        }
+        self.note_epoch(&read.epoch);
         if let Some(channel) = self.channels.get_mut(name) {
             forward(channel, &read.frame);
         }
     }
 
-    /// Records the store's epoch. A different epoch than before means the store was reset: every
-    /// subscription ends, so its client reconnects and learns its resume point is unknown.
-    /// Returns `false` in that case.
-    fn note_epoch(&mut self, epoch: &str) -> bool {
+    /// Records the store's epoch. A different epoch than before means the store was reset and
+    /// its sequences start again: every subscriber is told to resync, and every channel accepts
+    /// sequences from the start.
+    fn note_epoch(&mut self, epoch: &str) {
         match &self.epoch {
-            Some(known) if known == epoch => true,
-            Some(_) => {
-                self.epoch = Some(epoch.to_owned());
-                let names: Vec<String> = self.channels.drain().map(|(name, _)| name).collect();
-                let mut connection = self.connection.clone();
-                tokio::spawn(async move {
-                    let _ = connection.unsubscribe(&names).await;
-                });
-                false
+            Some(known) if known == epoch => {}
+            Some(_) => self.reset(Some(epoch.to_owned())),
+            None => self.epoch = Some(epoch.to_owned()),
+        }
+    }
+
+    fn reset(&mut self, epoch: Option<String>) {
+        self.epoch = epoch;
+        let names: Vec<String> = self.channels.keys().cloned().collect();
+        self.resync(&names, Resume::Unknown);
+        for channel in self.channels.values_mut() {
+            channel.last_sequence = 0;
+        }
+    }
+
+    /// Tells every subscriber of the channels `names` (once each) that it may have missed
+    /// events. A subscriber whose queue is full lags out instead.
+    fn resync(&mut self, names: &[String], reason: Resume) {
+        let mut told = HashSet::new();
+        let mut lagged = HashSet::new();
+        for name in names {
+            if let Some(channel) = self.channels.get(name) {
+                for (subscriber, mailbox) in &channel.subscribers {
+                    if told.insert(*subscriber) && !mailbox.resync(reason.clone()) {
+                        lagged.insert(*subscriber);
+                    }
+                }
             }
-            None => {
-                self.epoch = Some(epoch.to_owned());
-                true
+        }
+        if !lagged.is_empty() {
+            for channel in self.channels.values_mut() {
+                channel
+                    .subscribers
+                    .retain(|subscriber, _| !lagged.contains(subscriber));
             }
         }
     }
@@ -284,9 +378,18 @@ impl Dispatcher {
             .subscribe(&names)
             .await
             .map_err(|e| BrokerError::unavailable("cannot resubscribe after reconnecting", e))?;
+        let epoch: Option<String> = redis::cmd("GET")
+            .arg(&self.keys.epoch)
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|e| BrokerError::unavailable("cannot read the Redis epoch", e))?;
+        if self.epoch.is_some() && self.epoch != epoch {
+            // Restarted without its data (or flushed): nothing from before can be placed.
+            self.reset(epoch.clone());
+        }
 
         let mut gap: Vec<(String, Frame)> = Vec::new();
-        let mut lost: Vec<String> = Vec::new();
+        let mut missed: Vec<String> = Vec::new();
         for name in &names {
             let Some(channel) = self.channels.get(name) else {
                 continue;
@@ -298,29 +401,30 @@ impl Dispatcher {
                 .key(&self.keys.epoch)
                 .key(&self.keys.sequence)
                 .key(self.keys.history(&topic))
-                .arg(self.epoch.as_deref().unwrap_or(""))
+                .arg(epoch.as_deref().unwrap_or(""))
                 .arg(after)
                 .invoke_async(&mut self.connection)
                 .await
                 .map_err(|e| BrokerError::unavailable("cannot read history to fill a gap", e))?;
             let Some(replay) = wire::read_replay(reply, std::slice::from_ref(&topic)) else {
-                lost.push(name.clone());
+                missed.push(name.clone());
                 continue;
             };
-            if !replay.epoch.is_empty() && !self.note_epoch(&replay.epoch) {
-                return Ok(()); // the store was reset; every subscription has ended
-            }
             let Some(part) = replay.topics.into_iter().next() else {
                 continue;
             };
             if !replay.placed || part.trimmed_through > after {
                 // Events this topic's subscribers never got are gone from history.
-                lost.push(name.clone());
-                continue;
+                missed.push(name.clone());
             }
-            gap.extend(part.frames.into_iter().map(|r| (name.clone(), r.frame)));
+            gap.extend(
+                part.frames
+                    .into_iter()
+                    .filter(|read| read.epoch == replay.epoch)
+                    .map(|read| (name.clone(), read.frame)),
+            );
         }
-        self.end_subscribers_of(&lost);
+        self.resync(&missed, Resume::Expired);
         gap.sort_by_key(|(_, frame)| frame.sequence());
         for (name, frame) in gap {
             if let Some(channel) = self.channels.get_mut(&name) {
@@ -328,38 +432,6 @@ impl Dispatcher {
             }
         }
         Ok(())
-    }
-
-    /// Ends every subscription that listens on one of `names` (on all its topics), so its
-    /// client reconnects and resumes from what history still holds.
-    fn end_subscribers_of(&mut self, names: &[String]) {
-        let mut ended = Vec::new();
-        for name in names {
-            if let Some(channel) = self.channels.get(name) {
-                ended.extend(channel.subscribers.keys().copied());
-            }
-        }
-        if ended.is_empty() {
-            return;
-        }
-        for channel in self.channels.values_mut() {
-            for subscriber in &ended {
-                channel.subscribers.remove(subscriber);
-            }
-        }
-        let unused: Vec<String> = self
-            .channels
-            .iter()
-            .filter(|(_, channel)| channel.subscribers.is_empty())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in &unused {
-            self.channels.remove(name);
-        }
-        let mut connection = self.connection.clone();
-        tokio::spawn(async move {
-            let _ = connection.unsubscribe(&unused).await;
-        });
     }
 }
 

@@ -17,11 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use self::dispatcher::{Command, Dispatcher};
+use self::dispatcher::{Command, Dispatcher, HealthCheck, Link};
 use self::wire::Keys;
 use super::subscription::{Mailbox, Resume, Subscription};
 use super::{BoxFuture, Broker, BrokerError};
@@ -70,6 +69,11 @@ impl RedisBroker {
             history_per_topic: 1_000,
             subscriber_queue: 256,
             connect_timeout: Duration::from_secs(5),
+            connect_lazily: false,
+            health_check: HealthCheck {
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(3),
+            },
         }
     }
 
@@ -291,6 +295,8 @@ pub struct RedisBrokerBuilder {
     history_per_topic: usize,
     subscriber_queue: usize,
     connect_timeout: Duration,
+    connect_lazily: bool,
+    health_check: HealthCheck,
 }
 
 impl RedisBrokerBuilder {
@@ -320,9 +326,32 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// How long connecting to Redis may take before it counts as unreachable (default 5 s).
+    /// How long connecting to Redis, or one command, may take before it counts as failed
+    /// (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Builds without waiting for Redis: [`build`](Self::build) then only fails on invalid
+    /// settings, and the broker connects (and reconnects, with backoff) when it is first used.
+    /// Until Redis answers, publishing and subscribing fail with
+    /// [`BrokerError::Unavailable`](crate::BrokerError::Unavailable) (503 over HTTP). Without
+    /// this, `build` fails at once when Redis is unreachable.
+    pub fn connect_lazily(mut self) -> Self {
+        self.connect_lazily = true;
+        self
+    }
+
+    /// How often the pub/sub connection is PINGed, and how long the answer may take (default
+    /// every 5 s, within 3 s). A connection that does not answer is silently dead (a dropped NAT
+    /// entry, a half-open socket): it is replaced, resubscribed, and the missed events are filled
+    /// in from history, so the failure is noticed within `interval + timeout`.
+    pub fn health_check(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.health_check = HealthCheck {
+            interval: interval.max(Duration::from_millis(10)),
+            timeout,
+        };
         self
     }
 
@@ -344,18 +373,18 @@ impl RedisBrokerBuilder {
         let info = info.set_redis_settings(resp3);
         let client = redis::Client::open(info.clone())
             .map_err(|e| RedisConnectError::new("invalid Redis connection settings", e))?;
-        let (push_sender, pushes) = mpsc::unbounded_channel();
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(push_sender)
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.connect_timeout))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| {
+        let link = Link {
+            client,
+            timeout: self.connect_timeout,
+        };
+        let connection = if self.connect_lazily {
+            link.connect_lazily()
+                .map_err(|e| RedisConnectError::new("invalid Redis connection settings", e))?
+        } else {
+            link.connect().await.map_err(|e| {
                 RedisConnectError::new(format!("cannot connect to Redis at {}", self.url), e)
-            })?;
+            })?
+        };
 
         let pool = match self.pool {
             Some(pool) => pool,
@@ -374,7 +403,13 @@ impl RedisBrokerBuilder {
 
         let keys = Keys::new(&self.key_prefix);
         let (commands, command_receiver) = mpsc::unbounded_channel();
-        let dispatcher = Dispatcher::new(connection, keys.clone(), pushes, command_receiver);
+        let dispatcher = Dispatcher::new(
+            link,
+            connection,
+            keys.clone(),
+            command_receiver,
+            self.health_check,
+        );
         tokio::spawn(dispatcher.run());
         Ok(RedisBroker {
             shared: Arc::new(Shared {
