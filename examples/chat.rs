@@ -14,6 +14,13 @@
 //! curl -N 'http://127.0.0.1:3000/events?topic=chat'     # watch the raw stream
 //! ```
 //!
+//! Several servers share one room through Redis (build with the `redis` feature):
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379 PORT=3000 cargo run --features redis --example chat
+//! REDIS_URL=redis://127.0.0.1:6379 PORT=3001 cargo run --features redis --example chat
+//! ```
+//!
 //! Data that is not the page's JSON shows up as plain text. Stop the server with Ctrl-C: the hub
 //! ends every open stream, so graceful shutdown does not wait for them. Start it again and the
 //! pages reconnect on their own; the new in-memory broker does not know their last event id, so
@@ -28,7 +35,7 @@ use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower_sse_pubsub::Hub;
+use tower_sse_pubsub::{Hub, HubBuilder};
 
 /// The chat page; it needs nothing but the hub's two endpoints.
 const PAGE: &str = include_str!("chat/index.html");
@@ -47,7 +54,14 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
 
     // Demo only: anyone who can reach this server may publish to any topic. That is fine on
     // 127.0.0.1; a real app gives the hub an authorizer (HubBuilder::authorizer) instead.
-    let hub = Hub::builder().allow_anonymous_publish().build()?;
+    let builder = match broker_from_env().await {
+        Ok(builder) => builder,
+        Err(message) => {
+            eprintln!("chat: {message}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let hub = builder.allow_anonymous_publish().build()?;
 
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -81,6 +95,40 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
         })
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A hub builder on Redis when `REDIS_URL` is set (so several chat servers share one room), or
+/// on the in-memory default.
+async fn broker_from_env() -> Result<HubBuilder, String> {
+    let url = match env::var("REDIS_URL") {
+        Err(VarError::NotPresent) => {
+            println!("chat: in-memory broker (set REDIS_URL to share the room between servers)");
+            return Ok(Hub::builder());
+        }
+        Err(VarError::NotUnicode(value)) => {
+            return Err(format!("REDIS_URL is not valid text: {value:?}"));
+        }
+        Ok(url) => url,
+    };
+    redis_broker(&url).await
+}
+
+#[cfg(feature = "redis")]
+async fn redis_broker(url: &str) -> Result<HubBuilder, String> {
+    let broker = tower_sse_pubsub::RedisBroker::builder(url)
+        .key_prefix("chat")
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("chat: Redis broker at {url}");
+    Ok(Hub::builder().broker(broker))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_broker(_url: &str) -> Result<HubBuilder, String> {
+    Err("REDIS_URL is set, but this build has no Redis support: \
+         cargo run --features redis --example chat"
+        .to_owned())
 }
 
 /// The port from the `PORT` environment variable, or the default when it is unset.

@@ -370,3 +370,66 @@ async fn a_silently_dead_pubsub_connection_is_noticed_and_its_gap_filled() {
     publish(&broker, "feed", "live").await;
     assert_eq!(next_data(&mut subscription).await, "live");
 }
+
+async fn hub_on(server: &RedisServer, prefix: &str) -> tower_sse_pubsub::Hub {
+    tower_sse_pubsub::Hub::builder()
+        .broker(broker_on(server, prefix).await)
+        .allow_anonymous_publish()
+        .build()
+        .expect("valid hub")
+}
+
+fn app(hub: &tower_sse_pubsub::Hub) -> axum::Router {
+    axum::Router::new().layer(hub.layer())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_app_instances_share_topics_and_resume_points_over_http() {
+    use common::http::{TestServer, next_event, post_form, subscribe};
+    let Some(server) = RedisServer::start() else { return };
+    let (hub_a, hub_b) = (hub_on(&server, "web").await, hub_on(&server, "web").await);
+    let instance_a = TestServer::start(&hub_a, app(&hub_a)).await;
+    let instance_b = TestServer::start(&hub_b, app(&hub_b)).await;
+
+    let events_on_b = instance_b.url("/events?topic=chat");
+    let mut on_b = subscribe(&events_on_b, None).await;
+    let (status, id) = post_form(&instance_a.url("/publish"), "topic=chat&data=one").await;
+    assert_eq!(status, http::StatusCode::OK);
+    let event = next_event(&mut on_b).await;
+    assert_eq!((event.id.as_str(), event.data.as_str()), (id.as_str(), "one"));
+    drop(on_b);
+
+    post_form(&instance_a.url("/publish"), "topic=chat&data=two").await;
+    post_form(&instance_b.url("/publish"), "topic=chat&data=three").await;
+    // The browser reconnects to the other instance with the id it saw on the first.
+    let mut resumed = subscribe(&instance_a.url("/events?topic=chat"), Some(&id)).await;
+    post_form(&instance_b.url("/publish"), "topic=chat&data=four").await;
+    let data = [
+        next_event(&mut resumed).await.data,
+        next_event(&mut resumed).await.data,
+        next_event(&mut resumed).await.data,
+    ];
+    assert_eq!(data, ["two", "three", "four"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_reaches_browsers_as_a_resync_event_in_the_open_stream() {
+    use common::http::{TestServer, next_event, post_form, subscribe};
+    let Some(mut server) = RedisServer::start() else { return };
+    let hub = hub_on(&server, "web").await;
+    let instance = TestServer::start(&hub, app(&hub)).await;
+    let mut events = subscribe(&instance.url("/events?topic=chat"), None).await;
+    post_form(&instance.url("/publish"), "topic=chat&data=before").await;
+    let before = next_event(&mut events).await;
+    assert_eq!(before.data, "before");
+
+    server.restart();
+    let notice = next_event(&mut events).await;
+    assert_eq!(notice.event, "resync");
+    assert!(notice.data.contains(r#""reason":"unknown""#), "{}", notice.data);
+    // The parser reports the last id it saw: the notice carried none, so it did not move.
+    assert_eq!(notice.id, before.id, "a notice never moves the client's resume point");
+    let (status, _) = post_form(&instance.url("/publish"), "topic=chat&data=after").await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(next_event(&mut events).await.data, "after");
+}
