@@ -11,6 +11,9 @@
 //! readers, throughput, the process's CPU time per delivery (server and readers share the process,
 //! so this is an upper bound for the server), resident memory, and when the stalled streams were
 //! cut off. Run it with `--stalled 0` and then with stalled clients to see their cost.
+//!
+//! With `--redis redis://127.0.0.1:6379` (and `--features redis`) events go through a
+//! `RedisBroker`: the latency then includes the Lua publish and the pub/sub round trip.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -34,6 +37,7 @@ struct Options {
     queue: usize,
     idle: usize,
     baseline: bool,
+    redis: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -67,10 +71,11 @@ fn options() -> Result<Options, String> {
         queue: take(&mut values, "queue", 256)?,
         idle: take(&mut values, "idle", 0)?,
         baseline: take(&mut values, "baseline", false)?,
+        redis: values.remove("redis"),
     };
     if let Some(name) = values.keys().next() {
         return Err(format!(
-            "unknown option --{name}; known: --clients --stalled --events --rate --size --queue --idle --baseline"
+            "unknown option --{name}; known: --clients --stalled --events --rate --size --queue --idle --baseline --redis"
         ));
     }
     if options.rate <= 0.0 || options.size < 32 {
@@ -85,7 +90,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let broker = MemoryBroker::builder()
         .subscriber_queue(options.queue)
         .build();
-    let hub = Hub::builder().broker(broker.clone()).build()?;
+    let hub = match &options.redis {
+        None => Hub::builder().broker(broker.clone()).build()?,
+        Some(url) => redis_hub(url, options.queue).await?,
+    };
     // `/hold` answers like an event stream that never sends an event, without the hub: the
     // baseline of what hyper and axum hold for an idle streaming response.
     let hold = axum::routing::get(|| async {
@@ -158,6 +166,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         ));
         publisher.publish_text("load", data).await?;
         if stalled_cut_at.is_none()
+            && options.redis.is_none()
             && options.stalled > 0
             && broker.topic_subscriptions() == options.clients
         {
@@ -180,8 +189,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let cpu = cpu_after - cpu_before;
     println!(
-        "clients {} stalled {} events {} rate {}/s size {} B queue {}",
-        options.clients, options.stalled, options.events, options.rate, options.size, options.queue
+        "broker {} clients {} stalled {} events {} rate {}/s size {} B queue {}",
+        options.redis.as_deref().unwrap_or("memory"),
+        options.clients,
+        options.stalled,
+        options.events,
+        options.rate,
+        options.size,
+        options.queue
     );
     println!(
         "published in {:.2?}, all fast readers done in {:.2?}; {deliveries} deliveries, {:.0}/s",
@@ -204,6 +219,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
     match (options.stalled, stalled_cut_at) {
         (0, _) => {}
+        (_, None) if options.redis.is_some() => {}
         (_, Some(at)) => println!("stalled streams cut off after {at:.2?} of publishing"),
         (_, None) => println!(
             "stalled streams still subscribed ({} subscribers): socket buffers absorbed all",
@@ -212,6 +228,24 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     drop(stalled);
     Ok(())
+}
+
+#[cfg(feature = "redis")]
+async fn redis_hub(url: &str, queue: usize) -> Result<Hub, Box<dyn Error>> {
+    let broker = tower_sse_pubsub::RedisBroker::builder(url)
+        .key_prefix("load")
+        .subscriber_queue(queue)
+        .build()
+        .await?;
+    Ok(Hub::builder().broker(broker).build()?)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_hub(_url: &str, _queue: usize) -> Result<Hub, Box<dyn Error>> {
+    Err(
+        "--redis needs the redis feature: cargo run --release --features redis --example load"
+            .into(),
+    )
 }
 
 /// Opens an event stream on the load topic; see [`open_path`].

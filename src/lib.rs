@@ -100,7 +100,7 @@ pub use service::SsePubSub;
 pub use stream::RESYNC_EVENT;
 pub use subscribe::RESUME_HEADER;
 
-/// Compiles and runs the README's Rust examples as doctests.
-#[cfg(doctest)]
+/// Compiles and runs the README's Rust examples as doctests (they use every feature).
+#[cfg(all(doctest, feature = "redis"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -130,6 +130,10 @@ async fn a_thousand_subscribers_share_one_pubsub_connection() {
     for (i, subscription) in subscriptions.iter_mut().enumerate() {
         assert_eq!(next_data(subscription).await, format!("room-{}", i % 10));
     }
+    // Besides it: the publishing pool (one connection was enough for these sequential
+    // publishes), and this check's own.
+    let normal = clients(&server, "normal");
+    assert!((1..=2).contains(&normal), "{normal} normal connections");
 
     drop(subscriptions);
     // The dispatcher answers after handling every earlier unsubscribe.
@@ -386,7 +390,9 @@ fn app(hub: &tower_sse_pubsub::Hub) -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_app_instances_share_topics_and_resume_points_over_http() {
     use common::http::{TestServer, next_event, post_form, subscribe};
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let (hub_a, hub_b) = (hub_on(&server, "web").await, hub_on(&server, "web").await);
     let instance_a = TestServer::start(&hub_a, app(&hub_a)).await;
     let instance_b = TestServer::start(&hub_b, app(&hub_b)).await;
@@ -396,7 +402,10 @@ async fn two_app_instances_share_topics_and_resume_points_over_http() {
     let (status, id) = post_form(&instance_a.url("/publish"), "topic=chat&data=one").await;
     assert_eq!(status, http::StatusCode::OK);
     let event = next_event(&mut on_b).await;
-    assert_eq!((event.id.as_str(), event.data.as_str()), (id.as_str(), "one"));
+    assert_eq!(
+        (event.id.as_str(), event.data.as_str()),
+        (id.as_str(), "one")
+    );
     drop(on_b);
 
     post_form(&instance_a.url("/publish"), "topic=chat&data=two").await;
@@ -415,7 +424,9 @@ async fn two_app_instances_share_topics_and_resume_points_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_reaches_browsers_as_a_resync_event_in_the_open_stream() {
     use common::http::{TestServer, next_event, post_form, subscribe};
-    let Some(mut server) = RedisServer::start() else { return };
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
     let hub = hub_on(&server, "web").await;
     let instance = TestServer::start(&hub, app(&hub)).await;
     let mut events = subscribe(&instance.url("/events?topic=chat"), None).await;
@@ -426,9 +437,16 @@ async fn a_redis_restart_reaches_browsers_as_a_resync_event_in_the_open_stream()
     server.restart();
     let notice = next_event(&mut events).await;
     assert_eq!(notice.event, "resync");
-    assert!(notice.data.contains(r#""reason":"unknown""#), "{}", notice.data);
+    assert!(
+        notice.data.contains(r#""reason":"unknown""#),
+        "{}",
+        notice.data
+    );
     // The parser reports the last id it saw: the notice carried none, so it did not move.
-    assert_eq!(notice.id, before.id, "a notice never moves the client's resume point");
+    assert_eq!(
+        notice.id, before.id,
+        "a notice never moves the client's resume point"
+    );
     let (status, _) = post_form(&instance.url("/publish"), "topic=chat&data=after").await;
     assert_eq!(status, http::StatusCode::OK);
     assert_eq!(next_event(&mut events).await.data, "after");

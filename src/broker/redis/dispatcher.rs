@@ -378,13 +378,24 @@ impl Dispatcher {
             .subscribe(&names)
             .await
             .map_err(|e| BrokerError::unavailable("cannot resubscribe after reconnecting", e))?;
-        let epoch: Option<String> = redis::cmd("GET")
-            .arg(&self.keys.epoch)
+        let (epoch, sequence): (Option<String>, Option<u64>) = redis::pipe()
+            .get(&self.keys.epoch)
+            .get(&self.keys.sequence)
             .query_async(&mut self.connection)
             .await
-            .map_err(|e| BrokerError::unavailable("cannot read the Redis epoch", e))?;
+            .map_err(|e| BrokerError::unavailable("cannot read the Redis counter", e))?;
+        let newest_forwarded = self
+            .channels
+            .values()
+            .map(|channel| channel.last_sequence)
+            .max()
+            .unwrap_or(0);
         if self.epoch.is_some() && self.epoch != epoch {
             // Restarted without its data (or flushed): nothing from before can be placed.
+            self.reset(epoch.clone());
+        } else if sequence.unwrap_or(0) < newest_forwarded {
+            // Restored from a snapshot older than what was already delivered: the counter went
+            // back, so sequences will be issued again and cannot be compared with ours.
             self.reset(epoch.clone());
         }
 
