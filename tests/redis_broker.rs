@@ -496,3 +496,45 @@ async fn a_paused_redis_is_noticed_and_delivery_resumes_without_loss() {
     }
     assert_eq!(data, "after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_older_than_the_age_limit_is_neither_kept_nor_replayed() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let age = Duration::from_millis(300);
+    let broker = RedisBroker::builder(server.url())
+        .key_prefix("aged")
+        .history_max_age(age)
+        .build()
+        .await
+        .expect("broker connects");
+    let start = publish(&broker, "busy", "start").await;
+    publish(&broker, "busy", "old").await;
+    let quiet_start = publish(&broker, "quiet", "start").await;
+    publish(&broker, "quiet", "old").await;
+    // Let the events age past the limit: the passing of time is the condition under test.
+    tokio::time::sleep(age + Duration::from_millis(100)).await;
+
+    // A publish trims what aged out of its topic.
+    publish(&broker, "busy", "new").await;
+    let length = server.command(&["XLEN", "aged:h:busy"]);
+    assert!(
+        length.starts_with(":1"),
+        "only the new event is kept: {length}"
+    );
+    let mut resumed = broker
+        .subscribe(&[topic("busy")], Some(&start))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Expired);
+    assert_eq!(next_data(&mut resumed).await, "new");
+
+    // A quiet topic still holds its old events, but they are too old to replay.
+    let resumed = broker
+        .subscribe(&[topic("quiet")], Some(&quiet_start))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Expired);
+    assert_eq!(resumed.replay_remaining(), 0);
+}

@@ -99,6 +99,7 @@ pub(super) struct Dispatcher {
     replay: Script,
     commands: mpsc::UnboundedReceiver<Command>,
     health: HealthCheck,
+    history_max_age_ms: u64,
     channels: HashMap<String, Channel>,
     epoch: Option<String>,
     needs_recovery: bool,
@@ -114,6 +115,7 @@ impl Dispatcher {
         keys: Keys,
         commands: mpsc::UnboundedReceiver<Command>,
         health: HealthCheck,
+        history_max_age_ms: u64,
     ) -> Self {
         Self {
             link,
@@ -123,6 +125,7 @@ impl Dispatcher {
             replay: Script::new(wire::REPLAY),
             commands,
             health,
+            history_max_age_ms,
             channels: HashMap::new(),
             epoch: None,
             needs_recovery: false,
@@ -414,6 +417,7 @@ impl Dispatcher {
                 .key(self.keys.history(&topic))
                 .arg(epoch.as_deref().unwrap_or(""))
                 .arg(after)
+                .arg(self.history_max_age_ms)
                 .invoke_async(&mut self.connection)
                 .await
                 .map_err(|e| BrokerError::unavailable("cannot read history to fill a gap", e))?;

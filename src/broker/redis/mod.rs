@@ -54,6 +54,8 @@ struct Shared {
     publish: Script,
     replay: Script,
     history_per_topic: usize,
+    /// 0: no age limit.
+    history_max_age_ms: u64,
     subscriber_queue: usize,
     next_subscriber: AtomicU64,
     commands: mpsc::UnboundedSender<Command>,
@@ -67,6 +69,7 @@ impl RedisBroker {
             pool: None,
             key_prefix: "sse".to_owned(),
             history_per_topic: 1_000,
+            history_max_age: None,
             subscriber_queue: 256,
             connect_timeout: Duration::from_secs(5),
             connect_lazily: false,
@@ -108,7 +111,8 @@ impl RedisBroker {
         invocation
             .arg(event.encode_fields().as_ref())
             .arg(shared.history_per_topic)
-            .arg(nonce());
+            .arg(nonce())
+            .arg(shared.history_max_age_ms);
         for topic in &topics {
             invocation.arg(shared.keys.channel(topic));
         }
@@ -180,7 +184,10 @@ impl RedisBroker {
         for topic in topics {
             invocation.key(shared.keys.history(topic));
         }
-        invocation.arg(epoch).arg(sequence);
+        invocation
+            .arg(epoch)
+            .arg(sequence)
+            .arg(shared.history_max_age_ms);
         let mut connection = shared
             .pool
             .get()
@@ -293,6 +300,7 @@ pub struct RedisBrokerBuilder {
     pool: Option<deadpool_redis::Pool>,
     key_prefix: String,
     history_per_topic: usize,
+    history_max_age: Option<Duration>,
     subscriber_queue: usize,
     connect_timeout: Duration,
     connect_lazily: bool,
@@ -316,6 +324,13 @@ impl RedisBrokerBuilder {
     /// How many events each topic's history keeps (default 1,000; 0 keeps none).
     pub fn history_per_topic(mut self, events: usize) -> Self {
         self.history_per_topic = events;
+        self
+    }
+
+    /// Drops retained events older than `age` (by the Redis server's clock): trimmed when their
+    /// topic is next published to, and never replayed once too old (default: no age limit).
+    pub fn history_max_age(mut self, age: Duration) -> Self {
+        self.history_max_age = Some(age.max(Duration::from_millis(1)));
         self
     }
 
@@ -403,12 +418,16 @@ impl RedisBrokerBuilder {
 
         let keys = Keys::new(&self.key_prefix);
         let (commands, command_receiver) = mpsc::unbounded_channel();
+        let history_max_age_ms = self
+            .history_max_age
+            .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
         let dispatcher = Dispatcher::new(
             link,
             connection,
             keys.clone(),
             command_receiver,
             self.health_check,
+            history_max_age_ms,
         );
         tokio::spawn(dispatcher.run());
         Ok(RedisBroker {
@@ -418,6 +437,7 @@ impl RedisBrokerBuilder {
                 publish: Script::new(wire::PUBLISH),
                 replay: Script::new(wire::REPLAY),
                 history_per_topic: self.history_per_topic,
+                history_max_age_ms,
                 subscriber_queue: self.subscriber_queue,
                 next_subscriber: AtomicU64::new(0),
                 commands,

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `P:seq` | string | the last sequence issued (one counter for all topics) |
 //! | `P:epoch` | string | fixed when the counter is created; in every id, so ids from before a store reset are recognised |
-//! | `P:h:<topic>` | stream | the topic's history: entry id `<sequence>-0`, field `f` = the encoded frame, trimmed to the retention |
+//! | `P:h:<topic>` | stream | the topic's history: entry id `<sequence>-0`, field `f` = the encoded frame, `t` = the server's time in ms; trimmed to the retention |
 //! | `P:c:<topic>` | channel | the encoded frame of every event published to the topic |
 
 use bytes::Bytes;
@@ -17,17 +17,19 @@ use crate::event::{EventId, Frame, Topic};
 
 /// Publishes one event atomically: takes the next sequence (creating the counter and a new
 /// epoch if the store lost them), builds the frame by putting the `id:` line in front of the
-/// event's encoded fields (the rule of `Frame::new`), appends it to every topic's history,
-/// recording the newest entry trimmed away, and publishes it on every topic's channel. Returns
-/// the id.
+/// event's encoded fields (the rule of `Frame::new`), appends it to every topic's history (with
+/// the server's time, for age limits), trims the history by age and count while recording the
+/// newest entry trimmed away, and publishes the frame on every topic's channel. Returns the id.
 ///
 /// KEYS: `P:seq`, `P:epoch`, then one history key per topic.
 /// ARGV: the encoded fields, the history length, a random nonce (hex, used only when a new
-/// epoch is made), then one channel per topic (in KEYS order).
+/// epoch is made), the history's maximum age in milliseconds (0: none), then one channel per
+/// topic (in KEYS order).
 pub(super) const PUBLISH: &str = r"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local epoch = redis.call('GET', KEYS[2])
 if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
-  local now = redis.call('TIME')
   epoch = string.format('%x', tonumber(now[1])) .. ARGV[3]
   redis.call('SET', KEYS[2], epoch)
   redis.call('SET', KEYS[1], 0)
@@ -37,12 +39,31 @@ local id = epoch .. '-' .. sequence
 local frame = 'id: ' .. id .. '\n' .. ARGV[1]
 local entry = sequence .. '-0'
 local max = tonumber(ARGV[2])
+local max_age = tonumber(ARGV[4])
+local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')) end
 for i = 3, #KEYS do
   local key = KEYS[i]
   -- Trimming does not record what it removed, so note the newest entry that goes, for
   -- resuming clients to learn they missed it (XINFO's max-deleted-entry-id).
-  local length = redis.call('XLEN', key)
   local trimmed = nil
+  if max_age > 0 then
+    local cutoff = now_ms - max_age
+    local start = '-'
+    local expired = nil
+    repeat
+      local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 32)
+      local young = false
+      for _, e in ipairs(batch) do
+        if (tonumber(e[2][4]) or 0) < cutoff then expired = e[1] else young = true break end
+      end
+      if expired then start = '(' .. expired end
+    until young or #batch < 32
+    if expired then
+      redis.call('XTRIM', key, 'MINID', seq_of(expired) .. '-1')
+      trimmed = expired
+    end
+  end
+  local length = redis.call('XLEN', key)
   if length + 1 > max then
     if max == 0 then
       trimmed = entry
@@ -51,33 +72,42 @@ for i = 3, #KEYS do
       trimmed = oldest[#oldest][1]
     end
   end
-  local added = redis.pcall('XADD', key, 'MAXLEN', max, entry, 'f', frame)
+  local added = redis.pcall('XADD', key, 'MAXLEN', max, entry, 'f', frame, 't', now_ms)
   if type(added) == 'table' and added.err then
     -- History left from before a store reset holds larger ids: it is stale, start afresh.
     redis.call('DEL', key)
-    redis.call('XADD', key, 'MAXLEN', max, entry, 'f', frame)
+    redis.call('XADD', key, 'MAXLEN', max, entry, 'f', frame, 't', now_ms)
     trimmed = nil
     if max == 0 then trimmed = entry end
   end
   if trimmed then
     redis.call('XSETID', key, entry, 'MAXDELETEDID', trimmed)
   end
-  redis.call('PUBLISH', ARGV[i + 1], frame)
+  redis.call('PUBLISH', ARGV[i + 2], frame)
 end
 return id
 ";
 
 /// Reads what a resuming subscriber needs: the epoch, whether the resume point is ours, and per
 /// topic the highest sequence trimmed from its history and the entries after the resume point.
+/// Entries older than the age limit count as trimmed (a quiet topic is trimmed only when it is
+/// next published to).
 ///
 /// KEYS: `P:epoch`, `P:seq`, then one history key per topic.
-/// ARGV: the resume point's epoch and sequence.
+/// ARGV: the resume point's epoch and sequence, the history's maximum age in milliseconds (0:
+/// none).
 /// Returns `{epoch, status, trimmed_1, entries_1, trimmed_2, entries_2, ...}` where status is
 /// `complete` or `unknown` (then every retained entry is returned).
 pub(super) const REPLAY: &str = r"
 local epoch = redis.call('GET', KEYS[1]) or ''
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local after = tonumber(ARGV[2]) or 0
+local max_age = tonumber(ARGV[3]) or 0
+local cutoff = 0
+if max_age > 0 then
+  local now = redis.call('TIME')
+  cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age
+end
 local status = 'complete'
 if ARGV[1] ~= epoch or after > last then
   status = 'unknown'
@@ -92,7 +122,9 @@ for i = 3, #KEYS do
     for j = 1, #info, 2 do
       if info[j] == 'max-deleted-entry-id' then trimmed = info[j + 1] end
     end
-    entries = redis.call('XRANGE', KEYS[i], '(' .. after .. '-0', '+')
+    for _, e in ipairs(redis.call('XRANGE', KEYS[i], '(' .. after .. '-0', '+')) do
+      if (tonumber(e[2][4]) or 0) < cutoff then trimmed = e[1] else entries[#entries + 1] = e end
+    end
   end
   out[#out + 1] = trimmed
   out[#out + 1] = entries
