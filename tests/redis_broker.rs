@@ -538,3 +538,163 @@ async fn history_older_than_the_age_limit_is_neither_kept_nor_replayed() {
     assert_eq!(resumed.resume(), &Resume::Expired);
     assert_eq!(resumed.replay_remaining(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_of_many_topics_loses_nothing_when_its_connection_dies_under_load() {
+    use std::collections::HashSet;
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 300;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = RedisBroker::builder(server.url())
+        .key_prefix("many")
+        .subscriber_queue(100_000)
+        .build()
+        .await
+        .expect("broker connects");
+    let topics: Vec<Topic> = (0..30).map(|i| topic(&format!("t{i}"))).collect();
+    let mut subscription = broker.subscribe(&topics, None).await.expect("subscribe");
+
+    // Kill the pub/sub connection once the publishers are well under way.
+    let published = Arc::new(AtomicUsize::new(0));
+    let under_way = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (broker, topics) = (broker.clone(), topics.clone());
+        let (published, under_way) = (published.clone(), under_way.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(EACH);
+            for i in 0..EACH {
+                let target = std::slice::from_ref(&topics[(i * 7 + p) % topics.len()]);
+                let event = Event::text(format!("p{p} {i}")).expect("event");
+                ids.push(broker.publish(target, &event).await.expect("publish"));
+                if published.fetch_add(1, Ordering::SeqCst) == PUBLISHERS * EACH / 4 {
+                    under_way.notify_one();
+                }
+            }
+            ids
+        }));
+    }
+    under_way.notified().await;
+    let killed = server.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(killed.starts_with(":1"), "{killed}");
+    let mut expected = HashSet::new();
+    for task in tasks {
+        expected.extend(task.await.expect("publisher"));
+    }
+    let end = publish(&broker, "t0", "end").await;
+    expected.insert(end.clone());
+
+    let mut received = Vec::new();
+    loop {
+        match next_delivery(&mut subscription).await {
+            Delivery::Event(frame) => {
+                let done = frame.id() == &end;
+                received.push(frame);
+                if done {
+                    break;
+                }
+            }
+            other => panic!("no resync is needed when history holds everything: {other:?}"),
+        }
+    }
+    let ids: HashSet<EventId> = received.iter().map(|f| f.id().clone()).collect();
+    assert_eq!(ids.len(), received.len(), "nothing twice");
+    assert_eq!(ids, expected, "nothing lost");
+    assert!(
+        received
+            .windows(2)
+            .all(|w| w[0].sequence() < w[1].sequence()),
+        "in id order across topics"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_from_an_older_snapshot_never_reissues_ids() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let broker = RedisBroker::builder(server.url())
+        .key_prefix("snapshot")
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("broker connects");
+    let mut subscription = broker
+        .subscribe(&[topic("feed")], None)
+        .await
+        .expect("subscribe");
+    let mut before = Vec::new();
+    for i in 0..3 {
+        before.push(publish(&broker, "feed", &format!("old {i}")).await);
+    }
+    assert!(server.command(&["SAVE"]).contains("OK"));
+    for i in 3..6 {
+        before.push(publish(&broker, "feed", &format!("old {i}")).await);
+    }
+    for _ in 0..6 {
+        next_data(&mut subscription).await;
+    }
+    // A crash, and Redis comes back from the snapshot: three events behind.
+    server.restart();
+    let after = publish(&broker, "feed", "new").await;
+    assert!(
+        !before.contains(&after),
+        "{after} was issued before the restart too"
+    );
+
+    assert!(matches!(
+        next_delivery(&mut subscription).await,
+        Delivery::Resync(Resume::Unknown)
+    ));
+    assert_eq!(next_data(&mut subscription).await, "new");
+    let last_seen = before.last().expect("published");
+    let resumed = broker
+        .subscribe(&[topic("feed")], Some(last_seen))
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        resumed.resume(),
+        &Resume::Unknown,
+        "never told its resume was complete"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_process_replaces_a_silently_dead_connection_for_its_next_subscriber() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], server.port()).into()).await;
+    let pool = deadpool_redis::Config::from_url(server.url())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .expect("pool");
+    let broker = RedisBroker::builder(format!("redis://{}/", proxy.addr()))
+        .pool(pool)
+        .key_prefix("idle")
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("broker connects through the proxy");
+    drop(
+        broker
+            .subscribe(&[topic("warm")], None)
+            .await
+            .expect("subscribe"),
+    );
+    assert!(broker.subscribed_topics().await.is_empty());
+
+    proxy.freeze_open_connections();
+    // The first subscriber may find the connection dead (it then fails with 503 and the
+    // connection is replaced); the next one gets through.
+    if broker.subscribe(&[topic("feed")], None).await.is_err() {
+        eprintln!("first subscribe after the freeze failed, as it may");
+    }
+    let mut subscription = broker
+        .subscribe(&[topic("feed")], None)
+        .await
+        .expect("a replaced connection serves the next subscriber");
+    publish(&broker, "feed", "hello").await;
+    assert_eq!(next_data(&mut subscription).await, "hello");
+}

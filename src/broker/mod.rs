@@ -98,8 +98,10 @@ impl<B: Broker + ?Sized> Broker for std::sync::Arc<B> {
 pub enum BrokerError {
     /// The call named no topic; publish and subscribe need at least one.
     NoTopics,
-    /// The backend cannot be reached or did not confirm the operation; nothing was stored.
-    /// Retrying later may succeed (HTTP: 503). Build it with [`BrokerError::unavailable`].
+    /// The backend cannot be reached or did not confirm the operation. A publish that was not
+    /// confirmed may still have been stored (it timed out after reaching the backend), never the
+    /// reverse. Retrying later may succeed (HTTP: 503). Build it with
+    /// [`BrokerError::unavailable`].
     #[non_exhaustive]
     Unavailable {
         /// What failed, for people.

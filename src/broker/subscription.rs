@@ -175,6 +175,14 @@ impl Subscription {
         }
     }
 
+    /// Skips live frames at or below `sequence`: the client has seen them already, for example
+    /// through another instance whose feed runs ahead of this one's.
+    #[must_use]
+    pub fn skip_through(mut self, sequence: u64) -> Self {
+        self.last_yielded = self.last_yielded.max(sequence);
+        self
+    }
+
     /// Whether the resume point could be placed; check [`Resume::is_gap`] to tell the client.
     pub fn resume(&self) -> &Resume {
         &self.resume
@@ -247,5 +255,54 @@ impl fmt::Debug for Subscription {
             .field("resume", &self.resume)
             .field("end", &self.end)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::event::{Event, EventId};
+
+    fn frame(sequence: u64) -> Frame {
+        let id = EventId::from_trusted(format!("test-{sequence}"));
+        Frame::new(id, sequence, &[], &Event::text("x").expect("valid event"))
+    }
+
+    #[tokio::test]
+    async fn live_frames_the_client_already_saw_are_skipped() {
+        let (mailbox, inbox) = Mailbox::new(8);
+        let mut subscription =
+            Subscription::from_parts(Vec::new(), inbox, Resume::Complete, || {}).skip_through(5);
+        for sequence in [4, 5, 6, 6, 7] {
+            assert!(mailbox.deliver(&frame(sequence)));
+        }
+        drop(mailbox);
+        let mut seen = Vec::new();
+        while let Some(delivery) = subscription.next().await {
+            seen.extend(delivery.into_event().map(|f| f.sequence()));
+        }
+        assert_eq!(seen, [6, 7]);
+        assert_eq!(subscription.end(), Some(SubscriptionEnd::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_store_reset_restarts_the_sequence_filter() {
+        let (mailbox, inbox) = Mailbox::new(8);
+        let mut subscription =
+            Subscription::from_parts(vec![frame(9)], inbox, Resume::Complete, || {});
+        assert!(mailbox.deliver(&frame(9)));
+        assert!(mailbox.resync(Resume::Unknown));
+        assert!(mailbox.deliver(&frame(1)));
+        drop(mailbox);
+        let mut seen = Vec::new();
+        while let Some(delivery) = subscription.next().await {
+            seen.push(match delivery {
+                Delivery::Event(f) => f.sequence().to_string(),
+                Delivery::Resync(reason) => reason.as_str().to_owned(),
+            });
+        }
+        assert_eq!(seen, ["9", "unknown", "1"]);
     }
 }

@@ -431,6 +431,31 @@ pub async fn missed_events_are_reported_even_when_a_topic_kept_no_history(make: 
     assert_eq!(resumed.replay_remaining(), 0);
 }
 
+pub async fn an_event_on_several_topics_takes_one_place_in_the_queue(make: &impl Factory) {
+    let broker = make
+        .make(Limits {
+            subscriber_queue: 4,
+            ..Limits::default()
+        })
+        .await;
+    let topics = ["a", "b", "c", "d"];
+    let mut subscription = subscribe(&*broker, &topics, None).await;
+    for i in 0..3 {
+        publish(&*broker, &topics, &format!("{i}")).await;
+    }
+    publish(&*broker, &["a"], "end").await;
+    let data: Vec<String> = read_until(&mut subscription, "end")
+        .await
+        .iter()
+        .map(data_of)
+        .collect();
+    assert_eq!(
+        data,
+        ["0", "1", "2", "end"],
+        "four events fit a queue of four"
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance check for the brokers that `$factory` (an
 /// expression giving an `Option` of a [`Factory`], evaluated in each test) makes.
 #[macro_export]
@@ -453,6 +478,7 @@ macro_rules! broker_conformance {
             publish_and_subscribe_need_a_topic,
             event_published_to_no_subscriber_is_still_retained,
             missed_events_are_reported_even_when_a_topic_kept_no_history,
+            an_event_on_several_topics_takes_one_place_in_the_queue,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

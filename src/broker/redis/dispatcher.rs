@@ -60,8 +60,10 @@ impl Link {
             .set_push_sender(push_sender)
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
+            // One attempt per command: the dispatcher does its own backoff, and keeps answering
+            // subscribers between attempts instead of stalling them in retries.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
         (config, pushes)
     }
 
@@ -101,6 +103,9 @@ pub(super) struct Dispatcher {
     health: HealthCheck,
     history_max_age_ms: u64,
     channels: HashMap<String, Channel>,
+    /// The last sequence forwarded to each subscriber of several topics, so an event published
+    /// to several of them takes one place in its queue, not one per topic.
+    multi_topic: HashMap<u64, u64>,
     epoch: Option<String>,
     needs_recovery: bool,
 }
@@ -127,6 +132,7 @@ impl Dispatcher {
             health,
             history_max_age_ms,
             channels: HashMap::new(),
+            multi_topic: HashMap::new(),
             epoch: None,
             needs_recovery: false,
         }
@@ -139,18 +145,16 @@ impl Dispatcher {
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.needs_recovery {
-                match self.recover().await {
-                    Ok(()) => {
-                        self.needs_recovery = false;
-                        retry = FIRST_RETRY;
+                let attempt = tokio::time::timeout(self.link.timeout, self.recover()).await;
+                if let Ok(Ok(())) = attempt {
+                    self.needs_recovery = false;
+                    retry = FIRST_RETRY;
+                } else {
+                    if !self.wait(retry).await {
+                        return;
                     }
-                    Err(_) => {
-                        if !self.wait(retry).await {
-                            return;
-                        }
-                        retry = (retry * 2).min(MAX_RETRY);
-                        continue;
-                    }
+                    retry = (retry * 2).min(MAX_RETRY);
+                    continue;
                 }
             }
             tokio::select! {
@@ -172,7 +176,7 @@ impl Dispatcher {
     /// dropped NAT entry, a half-open socket): it is replaced, and the new one resubscribes and
     /// fills the gap from history.
     async fn check_health(&mut self) {
-        if self.channels.is_empty() || self.needs_recovery {
+        if self.needs_recovery {
             return;
         }
         let ping = redis::cmd("PING");
@@ -180,6 +184,12 @@ impl Dispatcher {
         if let Ok(Ok(_)) = tokio::time::timeout(self.health.timeout, answer).await {
             return;
         }
+        self.replace_connection();
+    }
+
+    /// Drops the pub/sub connection for a new one (connected on first use) and schedules the
+    /// resubscription and gap fill.
+    fn replace_connection(&mut self) {
         if let Ok((connection, pushes)) = self.link.connect_lazily() {
             self.connection = connection;
             self.pushes = pushes;
@@ -188,7 +198,7 @@ impl Dispatcher {
     }
 
     /// Waits `delay` before the next recovery attempt while still answering commands: new
-    /// subscribers are refused at once rather than kept waiting. Returns `false` when the broker
+    /// topics are refused at once rather than kept waiting. Returns `false` when the broker
     /// is gone.
     async fn wait(&mut self, delay: Duration) -> bool {
         let sleep = tokio::time::sleep(delay);
@@ -240,33 +250,11 @@ impl Dispatcher {
             if self.needs_recovery {
                 return Err(unavailable_now());
             }
-            // Read the counter before subscribing: every message that then arrives is newer, and
-            // anything older is for the subscriber's replay.
-            let (epoch, sequence): (Option<String>, Option<u64>) = redis::pipe()
-                .get(&self.keys.epoch)
-                .get(&self.keys.sequence)
-                .query_async(&mut self.connection)
-                .await
-                .map_err(|e| BrokerError::unavailable("cannot read the Redis counter", e))?;
-            let names: Vec<&String> = new.iter().map(|(name, _)| name).collect();
-            self.connection
-                .subscribe(&names)
-                .await
-                .map_err(|e| BrokerError::unavailable("Redis did not confirm SUBSCRIBE", e))?;
-            if let Some(epoch) = epoch {
-                self.note_epoch(&epoch);
-            }
-            // (A reset noticed here resynced the existing subscribers; the new channels start
-            // from the counter read above, which belongs to the current epoch.)
-            for (name, topic) in new {
-                self.channels.insert(
-                    name,
-                    Channel {
-                        topic,
-                        subscribers: HashMap::new(),
-                        last_sequence: sequence.unwrap_or(0),
-                    },
-                );
+            if let Err(error) = self.subscribe_new(&new).await {
+                // A connection that failed here may be dead: replace it, and resubscribe the
+                // channels already in use.
+                self.replace_connection();
+                return Err(error);
             }
         }
         for topic in &topics {
@@ -274,10 +262,49 @@ impl Dispatcher {
                 channel.subscribers.insert(subscriber, mailbox.clone());
             }
         }
+        if topics.len() > 1 {
+            self.multi_topic.insert(subscriber, 0);
+        }
+        Ok(())
+    }
+
+    /// SUBSCRIBEs channels that have no local subscriber yet.
+    async fn subscribe_new(&mut self, new: &[(String, Topic)]) -> Result<(), BrokerError> {
+        let timeout = self.link.timeout;
+        // Read the counter before subscribing: every message that then arrives is newer, and
+        // anything older is for the subscriber's replay.
+        let mut pipe = redis::pipe();
+        pipe.get(&self.keys.epoch).get(&self.keys.sequence);
+        let read = pipe.query_async::<(Option<String>, Option<u64>)>(&mut self.connection);
+        let (epoch, sequence) = tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|e| BrokerError::unavailable("Redis did not answer in time", e))?
+            .map_err(|e| BrokerError::unavailable("cannot read the Redis counter", e))?;
+        let names: Vec<&String> = new.iter().map(|(name, _)| name).collect();
+        tokio::time::timeout(timeout, self.connection.subscribe(&names))
+            .await
+            .map_err(|e| BrokerError::unavailable("Redis did not answer in time", e))?
+            .map_err(|e| BrokerError::unavailable("Redis did not confirm SUBSCRIBE", e))?;
+        if let Some(epoch) = epoch {
+            // A reset noticed here resyncs the existing subscribers; the new channels start
+            // from the counter read above, which belongs to the current epoch.
+            self.note_epoch(&epoch);
+        }
+        for (name, topic) in new {
+            self.channels.insert(
+                name.clone(),
+                Channel {
+                    topic: topic.clone(),
+                    subscribers: HashMap::new(),
+                    last_sequence: sequence.unwrap_or(0),
+                },
+            );
+        }
         Ok(())
     }
 
     async fn unregister(&mut self, subscriber: u64, topics: &[Topic]) {
+        self.multi_topic.remove(&subscriber);
         let mut empty = Vec::new();
         for topic in topics {
             let name = self.keys.channel(topic);
@@ -290,9 +317,14 @@ impl Dispatcher {
             }
         }
         if !empty.is_empty() && !self.needs_recovery {
-            // A failure here means the connection dropped; recovery subscribes only to the
-            // channels still in use, so the stale subscription goes away with it.
-            let _ = self.connection.unsubscribe(&empty).await;
+            let unsubscribe = self.connection.unsubscribe(&empty);
+            if !matches!(
+                tokio::time::timeout(self.link.timeout, unsubscribe).await,
+                Ok(Ok(()))
+            ) {
+                // The connection failed; a new one subscribes only to the channels in use.
+                self.replace_connection();
+            }
         }
     }
 
@@ -324,13 +356,13 @@ impl Dispatcher {
         };
         self.note_epoch(&read.epoch);
         if let Some(channel) = self.channels.get_mut(name) {
-            forward(channel, &read.frame);
+            forward(channel, &read.frame, &mut self.multi_topic);
         }
     }
 
-    /// Records the store's epoch. A different epoch than before means the store was reset and
-    /// its sequences start again: every subscriber is told to resync, and every channel accepts
-    /// sequences from the start.
+    /// Records the store's epoch. A different epoch than before means the store was reset or
+    /// restarted: its sequences cannot be compared with the old ones, so every subscriber is
+    /// told to resync and every channel accepts sequences from the start.
     fn note_epoch(&mut self, epoch: &str) {
         match &self.epoch {
             Some(known) if known == epoch => {}
@@ -345,6 +377,9 @@ impl Dispatcher {
         self.resync(&names, Resume::Unknown);
         for channel in self.channels.values_mut() {
             channel.last_sequence = 0;
+        }
+        for last in self.multi_topic.values_mut() {
+            *last = 0;
         }
     }
 
@@ -372,6 +407,11 @@ impl Dispatcher {
     }
 
     /// Resubscribes every channel after a reconnect and fills the gap from history.
+    ///
+    /// History is read for all channels in one atomic step, which also returns the counter:
+    /// every event up to it is in that read (or known to be trimmed), every later one arrives
+    /// live on the new subscription. So the gap is delivered in sequence order across all
+    /// topics, and then each channel goes on from the counter.
     async fn recover(&mut self) -> Result<(), BrokerError> {
         if self.channels.is_empty() {
             return Ok(());
@@ -381,54 +421,22 @@ impl Dispatcher {
             .subscribe(&names)
             .await
             .map_err(|e| BrokerError::unavailable("cannot resubscribe after reconnecting", e))?;
-        let (epoch, sequence): (Option<String>, Option<u64>) = redis::pipe()
-            .get(&self.keys.epoch)
-            .get(&self.keys.sequence)
-            .query_async(&mut self.connection)
-            .await
-            .map_err(|e| BrokerError::unavailable("cannot read the Redis counter", e))?;
-        let newest_forwarded = self
-            .channels
-            .values()
-            .map(|channel| channel.last_sequence)
-            .max()
-            .unwrap_or(0);
-        if self.epoch.is_some() && self.epoch != epoch {
-            // Restarted without its data (or flushed): nothing from before can be placed.
-            self.reset(epoch.clone());
-        } else if sequence.unwrap_or(0) < newest_forwarded {
-            // Restored from a snapshot older than what was already delivered: the counter went
-            // back, so sequences will be issued again and cannot be compared with ours.
-            self.reset(epoch.clone());
+        let mut replay = self.read_history(&names).await?;
+        let placed = self.epoch.is_none() || self.epoch.as_deref() == Some(replay.epoch.as_str());
+        if !placed || !replay.placed {
+            // Restarted, reset or rolled back: nothing from before can be compared.
+            let epoch = (!replay.epoch.is_empty()).then(|| replay.epoch.clone());
+            self.reset(epoch);
+            replay = self.read_history(&names).await?;
+        } else if !replay.epoch.is_empty() {
+            self.epoch = Some(replay.epoch.clone());
         }
 
         let mut gap: Vec<(String, Frame)> = Vec::new();
         let mut missed: Vec<String> = Vec::new();
-        for name in &names {
-            let Some(channel) = self.channels.get(name) else {
-                continue;
-            };
-            let topic = channel.topic.clone();
-            let after = channel.last_sequence;
-            let reply: Value = self
-                .replay
-                .key(&self.keys.epoch)
-                .key(&self.keys.sequence)
-                .key(self.keys.history(&topic))
-                .arg(epoch.as_deref().unwrap_or(""))
-                .arg(after)
-                .arg(self.history_max_age_ms)
-                .invoke_async(&mut self.connection)
-                .await
-                .map_err(|e| BrokerError::unavailable("cannot read history to fill a gap", e))?;
-            let Some(replay) = wire::read_replay(reply, std::slice::from_ref(&topic)) else {
-                missed.push(name.clone());
-                continue;
-            };
-            let Some(part) = replay.topics.into_iter().next() else {
-                continue;
-            };
-            if !replay.placed || part.trimmed_through > after {
+        for (name, part) in names.iter().zip(replay.topics) {
+            let after = self.channels.get(name).map_or(0, |c| c.last_sequence);
+            if part.trimmed_through > after {
                 // Events this topic's subscribers never got are gone from history.
                 missed.push(name.clone());
             }
@@ -443,22 +451,64 @@ impl Dispatcher {
         gap.sort_by_key(|(_, frame)| frame.sequence());
         for (name, frame) in gap {
             if let Some(channel) = self.channels.get_mut(&name) {
-                forward(channel, &frame);
+                forward(channel, &frame, &mut self.multi_topic);
             }
+        }
+        for channel in self.channels.values_mut() {
+            channel.last_sequence = channel.last_sequence.max(replay.counter);
         }
         Ok(())
     }
+
+    /// Reads every channel's history after what it forwarded, in one atomic step.
+    async fn read_history(&mut self, names: &[String]) -> Result<wire::Replay, BrokerError> {
+        let mut invocation = self.replay.prepare_invoke();
+        invocation.key(&self.keys.epoch).key(&self.keys.sequence);
+        let mut topics = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(channel) = self.channels.get(name) {
+                invocation.key(self.keys.history(&channel.topic));
+                topics.push(channel.topic.clone());
+            }
+        }
+        invocation
+            .arg(self.epoch.as_deref().unwrap_or(""))
+            .arg(self.history_max_age_ms);
+        for name in names {
+            if let Some(channel) = self.channels.get(name) {
+                invocation.arg(channel.last_sequence);
+            }
+        }
+        let reply: Value = invocation
+            .invoke_async(&mut self.connection)
+            .await
+            .map_err(|e| BrokerError::unavailable("cannot read history to fill a gap", e))?;
+        wire::read_replay(reply, &topics).ok_or_else(|| {
+            BrokerError::unavailable(
+                "Redis returned history in an unexpected shape",
+                std::io::Error::from(std::io::ErrorKind::InvalidData),
+            )
+        })
+    }
 }
 
-/// Delivers `frame` to the channel's subscribers unless it was already forwarded.
-fn forward(channel: &mut Channel, frame: &Frame) {
-    if frame.sequence() <= channel.last_sequence {
+/// Delivers `frame` to the channel's subscribers unless it was already forwarded, on this
+/// channel or (for a subscriber of several topics) on another.
+fn forward(channel: &mut Channel, frame: &Frame, multi_topic: &mut HashMap<u64, u64>) {
+    let sequence = frame.sequence();
+    if sequence <= channel.last_sequence {
         return;
     }
-    channel.last_sequence = frame.sequence();
-    channel
-        .subscribers
-        .retain(|_, mailbox| mailbox.deliver(frame));
+    channel.last_sequence = sequence;
+    channel.subscribers.retain(|subscriber, mailbox| {
+        if let Some(last) = multi_topic.get_mut(subscriber) {
+            if *last >= sequence {
+                return true;
+            }
+            *last = sequence;
+        }
+        mailbox.deliver(frame)
+    });
 }
 
 fn unavailable_now() -> BrokerError {

@@ -6,8 +6,10 @@
 //! for all its subscribers (see the dispatcher), so ten thousand browsers do not mean ten
 //! thousand Redis connections. A client resumes on any instance: history and ids live in Redis.
 //!
-//! Requires Redis 7 or newer (RESP3 pub/sub, and streams that record what they trimmed). Redis
-//! Cluster is not supported: the publish script touches keys of several topics at once.
+//! Requires Redis 7.0 or newer (RESP3 pub/sub, and streams that record what they trimmed),
+//! checked when the broker connects. Redis Cluster is not supported: the publish script touches
+//! keys of several topics at once. Run Redis with `maxmemory-policy noeviction` (or a
+//! `volatile-*` policy): evicting a history stream would lose events without a trace.
 
 mod dispatcher;
 mod wire;
@@ -104,7 +106,8 @@ impl RedisBroker {
         let mut invocation = shared.publish.prepare_invoke();
         invocation
             .key(&shared.keys.sequence)
-            .key(&shared.keys.epoch);
+            .key(&shared.keys.epoch)
+            .key(&shared.keys.run);
         for topic in &topics {
             invocation.key(shared.keys.history(topic));
         }
@@ -154,21 +157,26 @@ impl RedisBroker {
         };
         registered.await.map_err(|_| closed())??;
 
-        let (replay, resume) = match after {
-            None => (Vec::new(), Resume::Fresh),
+        let (replay, resume, seen_through) = match after {
+            None => (Vec::new(), Resume::Fresh, 0),
             Some(after) => self.read_replay(&topics, after).await?,
         };
-        Ok(Subscription::from_parts(replay, inbox, resume, move || {
-            drop(registration);
-        }))
+        // This instance's pub/sub feed may still carry events the client saw elsewhere (up to
+        // its resume point): skip them.
+        Ok(
+            Subscription::from_parts(replay, inbox, resume, move || drop(registration))
+                .skip_through(seen_through),
+        )
     }
 
-    /// Reads the retained events after `after` on `topics`, merged in sequence order.
+    /// Reads the retained events after `after` on `topics`, merged in sequence order, with how
+    /// the resume point was placed and the sequence the client has seen through (0 when the
+    /// point is unknown).
     async fn read_replay(
         &self,
         topics: &[Topic],
         after: &EventId,
-    ) -> Result<(Vec<Frame>, Resume), BrokerError> {
+    ) -> Result<(Vec<Frame>, Resume, u64), BrokerError> {
         let shared = &*self.shared;
         // An id that is not `<epoch>-<sequence>` gets an epoch no store has ("-" is never hex),
         // so the script reports it unknown.
@@ -184,10 +192,10 @@ impl RedisBroker {
         for topic in topics {
             invocation.key(shared.keys.history(topic));
         }
-        invocation
-            .arg(epoch)
-            .arg(sequence)
-            .arg(shared.history_max_age_ms);
+        invocation.arg(epoch).arg(shared.history_max_age_ms);
+        for _ in topics {
+            invocation.arg(sequence);
+        }
         let mut connection = shared
             .pool
             .get()
@@ -223,7 +231,8 @@ impl RedisBroker {
         }
         frames.sort_by_key(Frame::sequence);
         frames.dedup_by_key(|frame| frame.sequence());
-        Ok((frames, resume))
+        let seen_through = if replay.placed { sequence } else { 0 };
+        Ok((frames, resume, seen_through))
     }
 }
 
@@ -374,8 +383,8 @@ impl RedisBrokerBuilder {
     ///
     /// # Errors
     ///
-    /// [`RedisConnectError`] when the URL is invalid, the pool cannot be made, or Redis cannot
-    /// be reached (or does not speak RESP3, which needs Redis 6 or newer).
+    /// [`RedisConnectError`] when the URL is invalid, the pool cannot be made, Redis cannot be
+    /// reached, or it is older than 7.0.
     pub async fn build(self) -> Result<RedisBroker, RedisConnectError> {
         let info =
             self.url.as_str().into_connection_info().map_err(|e| {
@@ -404,17 +413,23 @@ impl RedisBrokerBuilder {
         let pool = match self.pool {
             Some(pool) => pool,
             None => {
-                let mut config = deadpool_redis::Config::from_connection_info(info);
-                let mut pool_config = deadpool_redis::PoolConfig::default();
-                pool_config.timeouts.wait = Some(self.connect_timeout);
-                pool_config.timeouts.create = Some(self.connect_timeout);
-                pool_config.timeouts.recycle = Some(self.connect_timeout);
-                config.pool = Some(pool_config);
-                config
-                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                let connection = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.connect_timeout));
+                let manager = deadpool_redis::Manager::new_with_config(info, connection)
+                    .map_err(|e| RedisConnectError::new("invalid Redis connection settings", e))?;
+                deadpool_redis::Pool::builder(manager)
+                    .wait_timeout(Some(self.connect_timeout))
+                    .create_timeout(Some(self.connect_timeout))
+                    .recycle_timeout(Some(self.connect_timeout))
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
                     .map_err(|e| RedisConnectError::new("cannot create the Redis pool", e))?
             }
         };
+        if !self.connect_lazily {
+            check_version(&pool).await?;
+        }
 
         let keys = Keys::new(&self.key_prefix);
         let (commands, command_receiver) = mpsc::unbounded_channel();
@@ -444,6 +459,37 @@ impl RedisBrokerBuilder {
             }),
         })
     }
+}
+
+/// Refuses servers older than Redis 7.0, whose streams cannot record what was trimmed.
+async fn check_version(pool: &deadpool_redis::Pool) -> Result<(), RedisConnectError> {
+    let mut connection = pool
+        .get()
+        .await
+        .map_err(|e| RedisConnectError::new("cannot connect to Redis for publishing", e))?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| RedisConnectError::new("cannot read the Redis version", e))?;
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        return Err(RedisConnectError::new(
+            format!("Redis {version} is too old"),
+            "RedisBroker needs Redis 7.0 or newer (streams that record what they trimmed)",
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for RedisBrokerBuilder {

@@ -6,7 +6,8 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `P:seq` | string | the last sequence issued (one counter for all topics) |
-//! | `P:epoch` | string | fixed when the counter is created; in every id, so ids from before a store reset are recognised |
+//! | `P:epoch` | string | made anew when the counter is created or the server restarted; in every id, so ids from before a reset or restart are recognised |
+//! | `P:run` | string | the server `run_id` the epoch was made under |
 //! | `P:h:<topic>` | stream | the topic's history: entry id `<sequence>-0`, field `f` = the encoded frame, `t` = the server's time in ms; trimmed to the retention |
 //! | `P:c:<topic>` | channel | the encoded frame of every event published to the topic |
 
@@ -21,18 +22,24 @@ use crate::event::{EventId, Frame, Topic};
 /// the server's time, for age limits), trims the history by age and count while recording the
 /// newest entry trimmed away, and publishes the frame on every topic's channel. Returns the id.
 ///
-/// KEYS: `P:seq`, `P:epoch`, then one history key per topic.
+/// A new epoch starts whenever the counter is missing or the server's `run_id` changed since the
+/// epoch was made: after a restart, even one that restored data, ids issued before may have
+/// been lost and issued again, so they must not be compared with new ones.
+///
+/// KEYS: `P:seq`, `P:epoch`, `P:run`, then one history key per topic.
 /// ARGV: the encoded fields, the history length, a random nonce (hex, used only when a new
 /// epoch is made), the history's maximum age in milliseconds (0: none), then one channel per
 /// topic (in KEYS order).
 pub(super) const PUBLISH: &str = r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
 local epoch = redis.call('GET', KEYS[2])
-if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
+if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 or redis.call('GET', KEYS[3]) ~= run_id then
   epoch = string.format('%x', tonumber(now[1])) .. ARGV[3]
   redis.call('SET', KEYS[2], epoch)
-  redis.call('SET', KEYS[1], 0)
+  redis.call('SET', KEYS[3], run_id)
+  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], 0) end
 end
 local sequence = redis.call('INCR', KEYS[1])
 local id = epoch .. '-' .. sequence
@@ -41,8 +48,8 @@ local entry = sequence .. '-0'
 local max = tonumber(ARGV[2])
 local max_age = tonumber(ARGV[4])
 local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')) end
-for i = 3, #KEYS do
-  local key = KEYS[i]
+for t = 0, #KEYS - 4 do
+  local key = KEYS[4 + t]
   -- Trimming does not record what it removed, so note the newest entry that goes, for
   -- resuming clients to learn they missed it (XINFO's max-deleted-entry-id).
   local trimmed = nil
@@ -83,46 +90,51 @@ for i = 3, #KEYS do
   if trimmed then
     redis.call('XSETID', key, entry, 'MAXDELETEDID', trimmed)
   end
-  redis.call('PUBLISH', ARGV[i + 2], frame)
+  redis.call('PUBLISH', ARGV[5 + t], frame)
 end
 return id
 ";
 
-/// Reads what a resuming subscriber needs: the epoch, whether the resume point is ours, and per
-/// topic the highest sequence trimmed from its history and the entries after the resume point.
-/// Entries older than the age limit count as trimmed (a quiet topic is trimmed only when it is
-/// next published to).
+/// Reads, in one atomic step, what a resuming subscriber (or the dispatcher filling a gap)
+/// needs: the epoch, the counter, whether the resume points are placeable, and per topic the
+/// highest sequence trimmed from its history and the entries after its resume point. Every entry
+/// issued up to the returned counter is in these histories or counted as trimmed, so the counter
+/// is a clean cut: later events arrive live. Entries older than the age limit count as trimmed (a
+/// quiet topic is trimmed only when it is next published to).
 ///
 /// KEYS: `P:epoch`, `P:seq`, then one history key per topic.
-/// ARGV: the resume point's epoch and sequence, the history's maximum age in milliseconds (0:
-/// none).
-/// Returns `{epoch, status, trimmed_1, entries_1, trimmed_2, entries_2, ...}` where status is
-/// `complete` or `unknown` (then every retained entry is returned).
+/// ARGV: the epoch the resume points belong to, the history's maximum age in milliseconds (0:
+/// none), then one resume sequence per topic (in KEYS order).
+/// Returns `{epoch, counter, status, trimmed_1, entries_1, trimmed_2, entries_2, ...}` where status
+/// is `complete`, or `unknown` when the epoch differs or a resume point is beyond the counter
+/// (then every retained entry is returned).
 pub(super) const REPLAY: &str = r"
 local epoch = redis.call('GET', KEYS[1]) or ''
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local after = tonumber(ARGV[2]) or 0
-local max_age = tonumber(ARGV[3]) or 0
+local max_age = tonumber(ARGV[2]) or 0
 local cutoff = 0
 if max_age > 0 then
   local now = redis.call('TIME')
   cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age
 end
 local status = 'complete'
-if ARGV[1] ~= epoch or after > last then
-  status = 'unknown'
-  after = 0
+if ARGV[1] ~= epoch then status = 'unknown' end
+for t = 0, #KEYS - 3 do
+  if (tonumber(ARGV[3 + t]) or 0) > last then status = 'unknown' end
 end
-local out = {epoch, status}
-for i = 3, #KEYS do
+local out = {epoch, tostring(last), status}
+for t = 0, #KEYS - 3 do
+  local key = KEYS[3 + t]
+  local after = 0
+  if status == 'complete' then after = tonumber(ARGV[3 + t]) or 0 end
   local trimmed = '0-0'
   local entries = {}
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    local info = redis.call('XINFO', 'STREAM', KEYS[i])
+  if redis.call('EXISTS', key) == 1 then
+    local info = redis.call('XINFO', 'STREAM', key)
     for j = 1, #info, 2 do
       if info[j] == 'max-deleted-entry-id' then trimmed = info[j + 1] end
     end
-    for _, e in ipairs(redis.call('XRANGE', KEYS[i], '(' .. after .. '-0', '+')) do
+    for _, e in ipairs(redis.call('XRANGE', key, '(' .. after .. '-0', '+')) do
       if (tonumber(e[2][4]) or 0) < cutoff then trimmed = e[1] else entries[#entries + 1] = e end
     end
   end
@@ -138,6 +150,7 @@ pub(super) struct Keys {
     prefix: String,
     pub(super) sequence: String,
     pub(super) epoch: String,
+    pub(super) run: String,
 }
 
 impl Keys {
@@ -146,6 +159,7 @@ impl Keys {
             prefix: prefix.to_owned(),
             sequence: format!("{prefix}:seq"),
             epoch: format!("{prefix}:epoch"),
+            run: format!("{prefix}:run"),
         }
     }
 
@@ -196,6 +210,8 @@ pub(super) struct TopicReplay {
 /// A parsed reply of the replay script.
 pub(super) struct Replay {
     pub(super) epoch: String,
+    /// The counter when the history was read: every later event arrives live.
+    pub(super) counter: u64,
     /// Whether the resume point was placed (`false`: unknown, everything retained follows).
     pub(super) placed: bool,
     pub(super) topics: Vec<TopicReplay>,
@@ -208,6 +224,7 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
     };
     let mut items = items.into_iter();
     let epoch = string(items.next()?)?;
+    let counter = string(items.next()?)?.parse().ok()?;
     let placed = string(items.next()?)? == "complete";
     let mut replays = Vec::with_capacity(topics.len());
     for topic in topics {
@@ -227,6 +244,7 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
     }
     Some(Replay {
         epoch,
+        counter,
         placed,
         topics: replays,
     })
