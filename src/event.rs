@@ -483,6 +483,56 @@ impl Frame {
     pub fn bytes(&self) -> &Bytes {
         &self.0.bytes
     }
+
+    /// The event's fields read back from the encoding, for consumers that are not SSE clients
+    /// (a gRPC stream, a log). Data comes back as an SSE client reads it: line breaks as LF.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::{Event, EventId, Frame};
+    ///
+    /// let event = Event::text("one\ntwo")?.with_event_type("note")?;
+    /// let frame = Frame::new(EventId::new("e-1")?, 1, &[], &event);
+    /// let fields = frame.fields();
+    /// assert_eq!((fields.event_type.as_deref(), fields.data.as_str()), (Some("note"), "one\ntwo"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fields(&self) -> FrameFields {
+        let mut fields = FrameFields {
+            event_type: None,
+            data: String::new(),
+            retry: None,
+        };
+        let text = String::from_utf8_lossy(&self.0.bytes);
+        let mut lines = 0;
+        for line in text.lines() {
+            let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+            match field {
+                "event" => fields.event_type = Some(value.to_owned()),
+                "retry" => fields.retry = value.parse().ok().map(Duration::from_millis),
+                "data" => {
+                    if lines > 0 {
+                        fields.data.push('\n');
+                    }
+                    fields.data.push_str(value);
+                    lines += 1;
+                }
+                _ => {}
+            }
+        }
+        fields
+    }
+}
+
+/// The fields of a published event, as [`Frame::fields`] reads them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FrameFields {
+    /// The event type, if one was set.
+    pub event_type: Option<String>,
+    /// The data, line breaks as LF.
+    pub data: String,
+    /// The reconnection time, if one was set.
+    pub retry: Option<Duration>,
 }
 
 impl fmt::Debug for Frame {
@@ -521,6 +571,28 @@ mod tests {
             &frame.bytes()[..],
             b"id: e-1\nevent: msg\nretry: 1500\ndata: x\ndata: y\n\n"
         );
+    }
+
+    #[test]
+    fn fields_read_back_what_was_encoded() {
+        for data in [
+            "x",
+            " leading",
+            "a\r\nb\rc\nd",
+            "\n",
+            "trailing\n",
+            "data: nested",
+        ] {
+            let event = Event::text(data)
+                .and_then(|e| e.with_event_type("t"))
+                .map(|e| e.with_retry(Duration::from_millis(7)))
+                .expect("valid event");
+            let frame = Frame::new(EventId::from_trusted("e-1".to_owned()), 1, &[], &event);
+            let fields = frame.fields();
+            assert_eq!(fields.data, data.replace("\r\n", "\n").replace('\r', "\n"));
+            assert_eq!(fields.event_type.as_deref(), Some("t"));
+            assert_eq!(fields.retry, Some(Duration::from_millis(7)));
+        }
     }
 
     #[test]

@@ -89,8 +89,8 @@ pub use broker::{
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
 pub use event::{
-    Event, EventError, EventId, EventIdError, Frame, MAX_EVENT_ID_LEN, MAX_EVENT_TYPE_LEN,
-    MAX_TOPIC_LEN, Topic, TopicError,
+    Event, EventError, EventId, EventIdError, Frame, FrameFields, MAX_EVENT_ID_LEN,
+    MAX_EVENT_TYPE_LEN, MAX_TOPIC_LEN, Topic, TopicError,
 };
 pub use future::ResponseFuture;
 pub use hub::{BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBuilder};
