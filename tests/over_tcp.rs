@@ -247,3 +247,65 @@ async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
     );
     drop(stalled);
 }
+
+#[tokio::test]
+async fn plain_hyper_serves_the_layer_and_shuts_down_gracefully() {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::TokioIo;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let hub = open_hub();
+    let service = tower::ServiceBuilder::new()
+        .layer(hub.layer())
+        .service(tower::service_fn(
+            |_request: http::Request<hyper::body::Incoming>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"from hyper"),
+                )))
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let connections = GracefulShutdown::new();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_hub = hub.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = accepted.expect("accept");
+                    let connection = http1::Builder::new().serve_connection(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(service.clone()),
+                    );
+                    let connection = connections.watch(connection);
+                    tokio::spawn(connection);
+                }
+                _ = &mut stopped => break,
+            }
+        }
+        server_hub.shutdown();
+        connections.shutdown().await;
+    });
+
+    let url = |path: &str| format!("http://{addr}{path}");
+    assert_eq!(
+        get_text(&url("/")).await,
+        (StatusCode::OK, "from hyper".into())
+    );
+    let mut events = subscribe(&url("/events?topic=a"), None).await;
+    let (status, _) = post_form(&url("/publish"), "topic=a&data=hi").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(next_event(&mut events).await.data, "hi");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("graceful shutdown completes with a stream open")
+        .expect("server task");
+    let end = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+    assert!(end.expect("the stream ends").is_none());
+}
