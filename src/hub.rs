@@ -133,6 +133,31 @@ impl Hub {
     pub fn is_shut_down(&self) -> bool {
         *self.shared.shutdown.borrow()
     }
+
+    /// Completes once [`Hub::shutdown`] has been called (at once if it already was), so
+    /// streams of other kinds (a gRPC subscribe, a WebSocket) can end with the SSE streams.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::Hub;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let stopped = hub.shutdown_requested();
+    /// hub.shutdown();
+    /// stopped.await;
+    /// # }
+    /// ```
+    pub fn shutdown_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        async move {
+            // The sender lives as long as the hub's shared state, which this future does not
+            // keep alive; if it is gone, no shutdown can come any more.
+            if shutdown.wait_for(|down| *down).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 impl Default for Hub {

@@ -1,0 +1,17 @@
+//! Generates the gRPC code with the protoc that `protoc-bin-vendored` ships, so the crate builds
+//! on a machine without protoc installed.
+
+use std::error::Error;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut config = tonic_prost_build::Config::new();
+    // Passed to prost-build directly: setting PROTOC with `std::env::set_var` would need `unsafe`
+    // in edition 2024.
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().compile_with_config(
+        config,
+        &["proto/pubsub.proto", "proto/greeter.proto"],
+        &["proto"],
+    )?;
+    Ok(())
+}
