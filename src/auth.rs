@@ -10,6 +10,7 @@
 //! authorization.
 //!
 //! ```
+//! use http::HeaderValue;
 //! use http::request::Parts;
 //! use tower_sse_pubsub::{authorize_fn, Access, Denied, Hub, Topic};
 //!
@@ -22,10 +23,13 @@
 //!         let user = parts.extensions.get::<User>().cloned();
 //!         async move {
 //!             match (access, user) {
+//!                 (Access::Subscribe, _) => Ok(()), // anyone may subscribe
 //!                 (Access::Publish, Some(User { admin: true })) => Ok(()),
 //!                 (Access::Publish, Some(_)) => Err(Denied::forbidden("only admins may publish")),
-//!                 (Access::Publish, None) => Err(Denied::unauthorized("log in first")),
-//!                 _ => Ok(()), // anyone may subscribe
+//!                 (Access::Publish, None) => Err(Denied::unauthorized("log in first")
+//!                     .with_challenge(HeaderValue::from_static("Bearer"))),
+//!                 // `Access` may grow; refuse what this policy does not know.
+//!                 _ => Err(Denied::forbidden("not allowed")),
 //!             }
 //!         }
 //!     }))
@@ -72,8 +76,9 @@ impl Denied {
         }
     }
 
-    /// 401 Unauthorized: the client must authenticate first. HTTP asks a 401 to name how, with a
-    /// `WWW-Authenticate` challenge: add one with [`Denied::with_challenge`].
+    /// 401 Unauthorized: the client must authenticate first. HTTP requires a 401 to say how,
+    /// with a `WWW-Authenticate` challenge: add one with [`Denied::with_challenge`] (a 401
+    /// without one is sent as it is).
     pub fn unauthorized(reason: impl Into<Cow<'static, str>>) -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
@@ -140,6 +145,30 @@ pub struct AuthorizeFn<F>(F);
 
 /// Makes an [`Authorizer`] of a closure that reads what it needs from the request synchronously
 /// and returns a future with the verdict (see the [module docs](self) for an example).
+///
+/// The future must not borrow the request: copy what it needs out first, then return an
+/// `async move` block. A named function works too, but in edition 2024 its `impl Future` return
+/// type captures the argument lifetimes unless it says `+ use<>`:
+///
+/// ```
+/// use std::future::Future;
+/// use http::request::Parts;
+/// use tower_sse_pubsub::{authorize_fn, Access, Denied, Topic};
+///
+/// fn policy(
+///     parts: &Parts,
+///     _access: Access,
+///     _topics: &[Topic],
+/// ) -> impl Future<Output = Result<(), Denied>> + Send + use<> {
+///     let logged_in = parts.headers.contains_key("authorization");
+///     async move {
+///         if logged_in { Ok(()) } else { Err(Denied::forbidden("log in first")) }
+///     }
+/// }
+///
+/// let authorizer = authorize_fn(policy);
+/// # drop(authorizer);
+/// ```
 pub fn authorize_fn<F, Fut>(f: F) -> AuthorizeFn<F>
 where
     F: Fn(&Parts, Access, &[Topic]) -> Fut + Send + Sync + 'static,
