@@ -1,22 +1,17 @@
-//! A real server on loopback and a real HTTP client with a spec-compliant SSE parser.
+//! A real server on loopback, and the client side from `test-support`: a real HTTP client with
+//! a spec-compliant SSE parser.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_sse_pubsub::Hub;
 
-pub type SseEvents = Pin<Box<dyn Stream<Item = eventsource_stream::Event> + Send>>;
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use test_support::http_client::{SseEvents, client, next_event};
 
 /// An axum server on a free loopback port, shut down gracefully through the hub.
 pub struct TestServer {
@@ -60,10 +55,6 @@ impl TestServer {
     }
 }
 
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
-}
-
 /// Opens an event stream and checks the response head.
 pub async fn subscribe(url: &str, last_event_id: Option<&str>) -> SseEvents {
     let mut request = Request::get(url);
@@ -74,22 +65,7 @@ pub async fn subscribe(url: &str, last_event_id: Option<&str>) -> SseEvents {
         .request(request.body(Full::default()).expect("valid request"))
         .await
         .expect("subscribe request");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let events = response
-        .into_body()
-        .into_data_stream()
-        .eventsource()
-        .map(|event| event.expect("well-formed event stream"));
-    Box::pin(events)
-}
-
-/// The next event, failing the test instead of hanging.
-pub async fn next_event(events: &mut SseEvents) -> eventsource_stream::Event {
-    tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("an event in time")
-        .expect("the stream is open")
+    test_support::http_client::events(response)
 }
 
 /// POSTs a form and returns the status and the body text.

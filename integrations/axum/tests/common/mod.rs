@@ -1,35 +1,29 @@
-//! The app on a loopback port, served by `integration_axum::serve` as `main` serves it, and a
-//! real HTTP client with a spec-compliant SSE parser.
+//! The app on a loopback port, served by `integration_axum::serve` as `main` serves it, and the
+//! client side from `test-support`: a real HTTP client with a spec-compliant SSE parser.
 
 #![allow(dead_code)] // Each test file uses a different part.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use integration_axum::{AppConfig, AppState};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use test_support::{
+    WAIT_LIMIT,
+    http_client::{SseEvents, client, events, next_event},
+};
 
 /// The origin the test app lets call it with credentials.
 pub const ALLOWED_ORIGIN: &str = "http://allowed.example";
 /// The test app's admin.
 pub const ADMIN: &str = "root";
-
-/// How long any single wait in a test may take.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
-
-pub type SseEvents = Pin<Box<dyn Stream<Item = eventsource_stream::Event> + Send>>;
 
 /// The test app's configuration: [`ALLOWED_ORIGIN`] and the admin [`ADMIN`].
 pub fn test_config() -> AppConfig {
@@ -84,10 +78,6 @@ impl TestServer {
             let _ = stop.send(());
         }
     }
-}
-
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
 /// Sends a request with `headers` and `body`, bounded by [`WAIT_LIMIT`].
@@ -150,31 +140,11 @@ pub async fn call(method: Method, url: &str, headers: &[(&str, &str)], body: &st
     }
 }
 
-/// Turns an open event-stream response into its events.
-pub fn events(response: Response<Incoming>) -> SseEvents {
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let events = response
-        .into_body()
-        .into_data_stream()
-        .eventsource()
-        .map(|event| event.expect("well-formed event stream"));
-    Box::pin(events)
-}
-
 /// Subscribes to `topic` as the user with the session cookie `user`.
 pub async fn subscribe_as(server: &TestServer, user: &str, topic: &str) -> SseEvents {
     let cookie = format!("session={user}");
     let url = server.url(&format!("/events?topic={topic}"));
     events(send(Method::GET, &url, &[("cookie", &cookie)], "").await)
-}
-
-/// The next event, failing the test instead of hanging.
-pub async fn next_event(events: &mut SseEvents) -> eventsource_stream::Event {
-    tokio::time::timeout(WAIT_LIMIT, events.next())
-        .await
-        .expect("an event in time")
-        .expect("the stream is open")
 }
 
 /// `Authorization: Bearer <user>` as a header pair.
