@@ -4,11 +4,9 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -100,13 +98,11 @@ pub fn http1_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-/// A parsed SSE stream.
-pub type SseEvents = Pin<Box<dyn Stream<Item = eventsource_stream::Event> + Send>>;
+pub use test_support::http_client::SseEvents;
 
 /// `GET /events?{query}` over HTTP/1.1; returns once the response head arrived, which the hub
 /// sends only after the subscription is in place.
 pub async fn sse_subscribe(addr: SocketAddr, query: &str) -> SseEvents {
-    use eventsource_stream::Eventsource;
     let request = http::Request::get(format!("http://{addr}/events?{query}"))
         .header(http::header::ACCEPT, "text/event-stream")
         .body(Full::default())
@@ -114,24 +110,12 @@ pub async fn sse_subscribe(addr: SocketAddr, query: &str) -> SseEvents {
     let response = within("SSE response head", http1_client().request(request))
         .await
         .expect("SSE request");
-    assert_eq!(response.status(), http::StatusCode::OK, "SSE subscribe");
-    assert_eq!(
-        response.headers()[http::header::CONTENT_TYPE],
-        "text/event-stream"
-    );
-    let events = response
-        .into_body()
-        .into_data_stream()
-        .eventsource()
-        .map(|event| event.expect("well-formed SSE"));
-    Box::pin(events)
+    test_support::http_client::events(response)
 }
 
-/// The next SSE event, bounded by [`STEP`].
+/// The next SSE event, bounded.
 pub async fn next_sse(events: &mut SseEvents) -> eventsource_stream::Event {
-    within("next SSE event", events.next())
-        .await
-        .expect("SSE stream ended early")
+    test_support::http_client::next_event(events).await
 }
 
 /// `POST /publish` as a form over HTTP/1.1; returns the status and body.
