@@ -58,9 +58,17 @@
 //! out at once. tower-http's `CompressionLayer` skips `text/event-stream` by default; keep it that
 //! way, since a compressor buffers events.
 //!
+//! # Brokers and features
+//!
+//! [`MemoryBroker`] is the default: one process, nothing to set up. With the `redis` feature,
+//! `RedisBroker` shares topics, ids and history between instances through Redis 7, with one
+//! pub/sub connection per process and recovery from dropped connections and restarts. Both pass
+//! the same conformance suite; the [`Broker`] trait is open for others ([`Mailbox`],
+//! [`Subscription::from_parts`]).
+//!
 //! # Modules
 //!
-//! [`broker`] has the [`Broker`] trait and [`MemoryBroker`]; [`auth`] the [`Authorizer`] hook.
+//! [`broker`] has the [`Broker`] trait and the brokers; [`auth`] the [`Authorizer`] hook.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -83,8 +91,8 @@ mod subscribe;
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::ResponseBody;
 pub use broker::{
-    Broker, BrokerError, Delivery, MemoryBroker, MemoryBrokerBuilder, Resume, Subscription,
-    SubscriptionEnd,
+    Broker, BrokerError, Delivery, Inbox, Mailbox, MemoryBroker, MemoryBrokerBuilder, Resume,
+    Subscription, SubscriptionEnd,
 };
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
