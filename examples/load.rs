@@ -12,6 +12,9 @@
 //! so this is an upper bound for the server), resident memory, and when the stalled streams were
 //! cut off. Run it with `--stalled 0` and then with stalled clients to see their cost.
 //!
+//! With `--axum-broadcast true` the readers subscribe to a hand-written axum `Sse` endpoint over a
+//! `tokio::sync::broadcast` channel instead of the hub, for comparison.
+//!
 //! With `--redis redis://127.0.0.1:6379` (and `--features redis`) events go through a
 //! `RedisBroker`: the latency then includes the Lua publish and the pub/sub round trip.
 
@@ -38,6 +41,7 @@ struct Options {
     idle: usize,
     baseline: bool,
     redis: Option<String>,
+    axum_broadcast: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -72,10 +76,11 @@ fn options() -> Result<Options, String> {
         idle: take(&mut values, "idle", 0)?,
         baseline: take(&mut values, "baseline", false)?,
         redis: values.remove("redis"),
+        axum_broadcast: take(&mut values, "axum-broadcast", false)?,
     };
     if let Some(name) = values.keys().next() {
         return Err(format!(
-            "unknown option --{name}; known: --clients --stalled --events --rate --size --queue --idle --baseline --redis"
+            "unknown option --{name}; known: --clients --stalled --events --rate --size --queue --idle --baseline --redis --axum-broadcast"
         ));
     }
     if options.rate <= 0.0 || options.size < 32 {
@@ -102,7 +107,33 @@ async fn main() -> Result<(), Box<dyn Error>> {
         });
         axum::body::Body::from_stream(opening.chain(futures::stream::pending()))
     });
-    let app = axum::Router::new().route("/hold", hold).layer(hub.layer());
+    // `/broadcast` is the hand-written alternative the hub competes with: axum's `Sse` over a
+    // `tokio::sync::broadcast` channel, each subscriber encoding every event itself.
+    let (broadcast, _) = tokio::sync::broadcast::channel::<String>(options.queue);
+    let sender = broadcast.clone();
+    let hand_written = axum::routing::get(move || {
+        let receiver = sender.subscribe();
+        async move {
+            use axum::response::sse::{Event as SseEvent, Sse};
+            let opening = futures::stream::once(async {
+                Ok::<_, std::convert::Infallible>(SseEvent::default().comment("ok"))
+            });
+            let live = futures::stream::unfold(receiver, |mut receiver| async move {
+                loop {
+                    match receiver.recv().await {
+                        Ok(data) => return Some((Ok(SseEvent::default().data(data)), receiver)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+            Sse::new(opening.chain(live))
+        }
+    });
+    let app = axum::Router::new()
+        .route("/hold", hold)
+        .route("/broadcast", hand_written)
+        .layer(hub.layer());
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -140,7 +171,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     )));
     let mut readers = Vec::new();
     for _ in 0..options.clients {
-        let stream = open_stream(addr, None).await?;
+        let path = if options.axum_broadcast {
+            "/broadcast"
+        } else {
+            "/events?topic=load"
+        };
+        let stream = open_path(addr, path, None).await?;
         let latencies = latencies.clone();
         let events = options.events;
         readers.push(tokio::spawn(read_events(stream, events, start, latencies)));
@@ -164,7 +200,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
             'x',
             options.size.saturating_sub(data.len()),
         ));
-        publisher.publish_text("load", data).await?;
+        if options.axum_broadcast {
+            let _ = broadcast.send(data);
+        } else {
+            publisher.publish_text("load", data).await?;
+        }
         if stalled_cut_at.is_none()
             && options.redis.is_none()
             && options.stalled > 0
@@ -190,7 +230,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let cpu = cpu_after - cpu_before;
     println!(
         "broker {} clients {} stalled {} events {} rate {}/s size {} B queue {}",
-        options.redis.as_deref().unwrap_or("memory"),
+        if options.axum_broadcast {
+            "none (axum Sse + tokio broadcast)"
+        } else {
+            options.redis.as_deref().unwrap_or("memory")
+        },
         options.clients,
         options.stalled,
         options.events,
