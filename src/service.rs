@@ -17,8 +17,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The middleware service made by [`SsePubSubLayer`](crate::SsePubSubLayer).
 ///
-/// `GET` on the events path subscribes, `POST` on the publish path publishes, other methods on
-/// those paths get 405 with `Allow`, and every other request reaches the inner service exactly as
+/// `GET` on the events path subscribes (and `HEAD` answers as `GET` would, without subscribing),
+/// `POST` on the publish path publishes, other methods on those paths get 405 with `Allow`, and every other request reaches the inner service exactly as
 /// it came (method, headers, body, extensions). The inner service's error type is kept: our own
 /// failures are HTTP responses, never errors.
 ///
@@ -56,6 +56,8 @@ impl<S> SsePubSub<S> {
 /// What a request is, as far as the hub is concerned.
 enum Route {
     Subscribe,
+    /// `HEAD` on the events path: the answer a `GET` would start with, without subscribing.
+    Probe,
     Publish,
     WrongMethod(&'static str),
     PassThrough,
@@ -68,9 +70,10 @@ impl HubShared {
         match (events, publish) {
             (false, false) => Route::PassThrough,
             (true, _) if method == Method::GET => Route::Subscribe,
+            (true, _) if method == Method::HEAD => Route::Probe,
             (_, true) if method == Method::POST => Route::Publish,
-            (true, true) => Route::WrongMethod("GET, POST"),
-            (true, false) => Route::WrongMethod("GET"),
+            (true, true) => Route::WrongMethod("GET, HEAD, POST"),
+            (true, false) => Route::WrongMethod("GET, HEAD"),
             (false, true) => Route::WrongMethod("POST"),
         }
     }
@@ -98,6 +101,11 @@ where
                 let (parts, _body) = request.into_parts();
                 let shared = self.shared.clone();
                 ResponseFuture::endpoint(Box::pin(subscribe::subscribe(shared, parts)))
+            }
+            Route::Probe => {
+                let (parts, _body) = request.into_parts();
+                let shared = self.shared.clone();
+                ResponseFuture::endpoint(Box::pin(subscribe::probe(shared, parts)))
             }
             Route::Publish => {
                 let (parts, body) = request.into_parts();

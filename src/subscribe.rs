@@ -84,6 +84,27 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
     response
 }
 
+/// `HEAD` on the events path: the same checks and headers as a subscribe, no stream.
+pub(crate) async fn probe(shared: Arc<HubShared>, parts: Parts) -> Response<Reply> {
+    let request = match parse(&parts, shared.config.max_topics) {
+        Ok(request) => request,
+        Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
+    };
+    if *shared.shutdown.borrow() {
+        return unavailable(&shared, &parts, "the server is shutting down; reconnect");
+    }
+    if let Some(authorizer) = &shared.authorizer
+        && let Err(denied) = authorizer
+            .authorize(&parts, Access::Subscribe, &request.topics)
+            .await
+    {
+        return denied_response(&denied);
+    }
+    let mut response = Response::new(Reply::Full(bytes::Bytes::new()));
+    set_stream_headers(response.headers_mut());
+    response
+}
+
 /// The answer when the stream cannot be served right now.
 ///
 /// A browser's EventSource treats any status but 200 as final and never reconnects, so a

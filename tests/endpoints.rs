@@ -206,7 +206,7 @@ async fn wrong_methods_get_405_with_allow() {
     let hub = open_hub();
     let response = call(&hub, post("/events?topic=a", "text/plain", "x")).await;
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(response.headers()["allow"], "GET");
+    assert_eq!(response.headers()["allow"], "GET, HEAD");
     let response = call(&hub, get("/publish")).await;
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "POST");
@@ -222,7 +222,7 @@ async fn wrong_methods_get_405_with_allow() {
         Request::delete("/hub").body(Body::default()).expect("req"),
     )
     .await;
-    assert_eq!(response.headers()["allow"], "GET, POST");
+    assert_eq!(response.headers()["allow"], "GET, HEAD, POST");
     let response = call(
         &shared,
         post("/hub", "application/json", r#"{"topic":"a","data":"x"}"#),
@@ -845,4 +845,21 @@ async fn event_source_clients_are_told_to_retry_instead_of_failing_for_good() {
     let response = call(&hub, event_source("/events?topic=b")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(text_of(response).await.contains("shutting down"));
+}
+
+#[tokio::test]
+async fn head_answers_as_get_would_without_subscribing() {
+    let hub = open_hub();
+    let head = |uri: &str| {
+        Request::head(uri)
+            .body(Body::default())
+            .expect("valid request")
+    };
+    let response = call(&hub, head("/events?topic=a")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(hub.subscriber_count(), 0, "nothing is subscribed");
+    assert_eq!(text_of(response).await, "");
+    let response = call(&hub, head("/events")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
