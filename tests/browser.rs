@@ -37,7 +37,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use test_support::WAIT_LIMIT;
-use test_support::browser::{Browser, ChromeDriver, ENTER, browser_tools};
+use test_support::browser::{Browser, BrowserTools, ChromeDriver, ENTER, browser_tools};
 use tokio::time::timeout;
 use tower_sse_pubsub::{Hub, HubBuilder};
 
@@ -111,12 +111,11 @@ async fn two_browsers_chat_through_the_hub() {
 #[tokio::test]
 async fn messages_render_as_text_not_html() {
     let Some(tools) = browser_tools() else { return };
-    let hub = chat_hub(Hub::builder());
-    let server = TestServer::start(&hub, chat_app(&hub)).await;
-    let driver = ChromeDriver::start(&tools).await;
-    let page = ChatPage(driver.new_session().await);
-    page.open(&server.url("/")).await;
-    page.wait_until_connected().await;
+    let OneChat {
+        page,
+        server: _server,
+        driver: _driver,
+    } = OneChat::open(&tools).await;
 
     let name = "<i>Mallory</i>";
     let text = r#"<img src=x onerror="window.pwned=1"><b>bold</b>"#;
@@ -141,12 +140,11 @@ async fn messages_render_as_text_not_html() {
 #[tokio::test]
 async fn plain_text_published_with_curl_shows_up() {
     let Some(tools) = browser_tools() else { return };
-    let hub = chat_hub(Hub::builder());
-    let server = TestServer::start(&hub, chat_app(&hub)).await;
-    let driver = ChromeDriver::start(&tools).await;
-    let page = ChatPage(driver.new_session().await);
-    page.open(&server.url("/")).await;
-    page.wait_until_connected().await;
+    let OneChat {
+        page,
+        server,
+        driver: _driver,
+    } = OneChat::open(&tools).await;
 
     // Exactly what `curl -d topic=chat -d data='hello from curl'` sends (curl does not encode).
     let (status, id) = post_form(&server.url("/publish"), "topic=chat&data=hello from curl").await;
@@ -234,6 +232,29 @@ async fn resync_notice_after_server_restart() {
 // ---------------------------------------------------------------------------------------------
 
 /// The example's hub: anyone may publish over HTTP.
+/// The chat app on a fresh hub, and one page connected to it in a fresh browser.
+struct OneChat {
+    page: ChatPage,
+    server: TestServer,
+    driver: ChromeDriver,
+}
+
+impl OneChat {
+    async fn open(tools: &BrowserTools) -> Self {
+        let hub = chat_hub(Hub::builder());
+        let server = TestServer::start(&hub, chat_app(&hub)).await;
+        let driver = ChromeDriver::start(tools).await;
+        let page = ChatPage(driver.new_session().await);
+        page.open(&server.url("/")).await;
+        page.wait_until_connected().await;
+        Self {
+            page,
+            server,
+            driver,
+        }
+    }
+}
+
 fn chat_hub(builder: HubBuilder) -> Hub {
     builder
         .allow_anonymous_publish()
