@@ -57,6 +57,19 @@ fn topic(name: &str) -> Topic {
     Topic::new(name).expect("valid topic")
 }
 
+/// Builds a broker, failing the test if it cannot connect.
+async fn connect(builder: tower_sse_pubsub::RedisBrokerBuilder) -> RedisBroker {
+    builder.build().await.expect("broker connects")
+}
+
+/// A fresh subscription to the topic `feed`.
+async fn subscribe_feed(broker: &RedisBroker) -> Subscription {
+    broker
+        .subscribe(&[topic("feed")], None)
+        .await
+        .expect("subscribe")
+}
+
 async fn broker_on(server: &RedisServer, prefix: &str) -> RedisBroker {
     RedisBroker::builder(server.url())
         .key_prefix(prefix)
@@ -192,10 +205,7 @@ async fn a_killed_pubsub_connection_is_restored_without_loss_or_duplicates() {
         return;
     };
     let broker = broker_on(&server, "fault").await;
-    let mut subscription = broker
-        .subscribe(&[topic("feed")], None)
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_feed(&broker).await;
     publish(&broker, "feed", "before").await;
     assert_eq!(next_data(&mut subscription).await, "before");
 
@@ -235,16 +245,13 @@ async fn a_restarted_redis_keeps_streams_open_and_says_what_was_lost() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let broker = RedisBroker::builder(server.url())
-        .key_prefix("restart")
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .await
-        .expect("broker connects");
-    let mut subscription = broker
-        .subscribe(&[topic("feed")], None)
-        .await
-        .expect("subscribe");
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("restart")
+            .connect_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    let mut subscription = subscribe_feed(&broker).await;
     let before = publish(&broker, "feed", "before").await;
     assert_eq!(next_data(&mut subscription).await, "before");
 
@@ -325,10 +332,7 @@ async fn a_lazily_connected_broker_works_once_redis_comes_up() {
     );
 
     server.restart();
-    let mut subscription = broker
-        .subscribe(&[topic("feed")], None)
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_feed(&broker).await;
     publish(&broker, "feed", "now").await;
     assert_eq!(next_data(&mut subscription).await, "now");
 }
@@ -351,10 +355,7 @@ async fn a_silently_dead_pubsub_connection_is_noticed_and_its_gap_filled() {
         .build()
         .await
         .expect("broker connects through the proxy");
-    let mut subscription = broker
-        .subscribe(&[topic("feed")], None)
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_feed(&broker).await;
     publish(&broker, "feed", "before").await;
     assert_eq!(next_data(&mut subscription).await, "before");
 
@@ -461,17 +462,14 @@ async fn a_paused_redis_is_noticed_and_delivery_resumes_without_loss() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let broker = RedisBroker::builder(server.url())
-        .key_prefix("paused")
-        .connect_timeout(Duration::from_millis(500))
-        .health_check(Duration::from_millis(100), Duration::from_millis(100))
-        .build()
-        .await
-        .expect("broker connects");
-    let mut subscription = broker
-        .subscribe(&[topic("feed")], None)
-        .await
-        .expect("subscribe");
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("paused")
+            .connect_timeout(Duration::from_millis(500))
+            .health_check(Duration::from_millis(100), Duration::from_millis(100)),
+    )
+    .await;
+    let mut subscription = subscribe_feed(&broker).await;
     publish(&broker, "feed", "before").await;
     assert_eq!(next_data(&mut subscription).await, "before");
 
@@ -503,12 +501,12 @@ async fn history_older_than_the_age_limit_is_neither_kept_nor_replayed() {
         return;
     };
     let age = Duration::from_millis(300);
-    let broker = RedisBroker::builder(server.url())
-        .key_prefix("aged")
-        .history_max_age(age)
-        .build()
-        .await
-        .expect("broker connects");
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("aged")
+            .history_max_age(age),
+    )
+    .await;
     let start = publish(&broker, "busy", "start").await;
     publish(&broker, "busy", "old").await;
     let quiet_start = publish(&broker, "quiet", "start").await;
@@ -547,12 +545,12 @@ async fn a_subscriber_of_many_topics_loses_nothing_when_its_connection_dies_unde
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let broker = RedisBroker::builder(server.url())
-        .key_prefix("many")
-        .subscriber_queue(100_000)
-        .build()
-        .await
-        .expect("broker connects");
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("many")
+            .subscriber_queue(100_000),
+    )
+    .await;
     let topics: Vec<Topic> = (0..30).map(|i| topic(&format!("t{i}"))).collect();
     let mut subscription = broker.subscribe(&topics, None).await.expect("subscribe");
 
@@ -615,16 +613,13 @@ async fn a_restore_from_an_older_snapshot_never_reissues_ids() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let broker = RedisBroker::builder(server.url())
-        .key_prefix("snapshot")
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .await
-        .expect("broker connects");
-    let mut subscription = broker
-        .subscribe(&[topic("feed")], None)
-        .await
-        .expect("subscribe");
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("snapshot")
+            .connect_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    let mut subscription = subscribe_feed(&broker).await;
     let mut before = Vec::new();
     for i in 0..3 {
         before.push(publish(&broker, "feed", &format!("old {i}")).await);
