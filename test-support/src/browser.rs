@@ -35,10 +35,9 @@
 //! temporary browser profiles, also when an assertion has failed.
 
 use std::env;
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -86,45 +85,15 @@ pub struct BrowserTools {
 ///
 /// When a program is missing and `CI` is set to a non-empty value.
 pub fn browser_tools() -> Option<BrowserTools> {
-    let chromium = find_on_path("chromium");
-    let chromedriver = find_on_path("chromedriver");
-    if let (Some(chromium), Some(chromedriver)) = (&chromium, &chromedriver) {
-        return Some(BrowserTools {
-            chromium: chromium.clone(),
-            chromedriver: chromedriver.clone(),
-        });
-    }
-    let missing: Vec<&str> = [("chromium", &chromium), ("chromedriver", &chromedriver)]
-        .into_iter()
-        .filter(|(_, found)| found.is_none())
-        .map(|(name, _)| name)
-        .collect();
-    let in_ci = env::var_os("CI").is_some_and(|value| !value.is_empty());
-    assert!(
-        !in_ci,
-        "browser test: {} not found on PATH, and CI is set, so the test may not skip; \
-         install them with `apt-get install chromium chromium-driver`",
-        missing.join(" and ")
-    );
-    println!(
-        "skipping browser test: install chromium and chromium-driver \
-         (apt-get install chromium chromium-driver)"
-    );
-    None
-}
-
-/// The first executable file called `name` in a `PATH` directory.
-fn find_on_path(name: impl AsRef<OsStr>) -> Option<PathBuf> {
-    let path = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|dir| dir.join(name.as_ref()))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    let found = crate::tools::require(
+        &["chromium", "chromedriver"],
+        "install them with `apt-get install chromium chromium-driver`",
+    )?;
+    let [chromium, chromedriver]: [PathBuf; 2] = found.try_into().ok()?;
+    Some(BrowserTools {
+        chromium,
+        chromedriver,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 //!   client to drive headless Chromium windows.
 //! - [`http_client`]: a plain hyper client and a spec-compliant reader of event-stream
 //!   responses.
+//! - [`tools`]: finding the programs a test needs; skip locally, fail in CI when one is missing.
 //!
 //! Nothing here knows `tower-sse-pubsub`: it is only the client side of a test. It must stay that
 //! way, since `tower-sse-pubsub` has this crate as a dev-dependency and a dependency back would
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub mod browser;
 pub mod http_client;
+pub mod tools;
 
 /// How long a condition (an event to arrive, the page to show something) may take to become
 /// true before the test fails.
