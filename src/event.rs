@@ -430,6 +430,7 @@ struct FrameInner {
     id: EventId,
     sequence: u64,
     topics: Box<[Topic]>,
+    private: bool,
     bytes: Bytes,
 }
 
@@ -438,6 +439,22 @@ impl Frame {
     /// [`Event::encode_fields`]. `sequence` is the broker's position for `id`, used to order
     /// and de-duplicate frames; it must grow with every event the broker issues.
     pub fn new(id: EventId, sequence: u64, topics: &[Topic], event: &Event) -> Self {
+        Self::encode(id, sequence, topics, false, event)
+    }
+
+    /// Builds the frame of a publish request: its event under `id`, with the request's topics and
+    /// private flag travelling beside the encoded bytes.
+    pub fn for_request(id: EventId, sequence: u64, request: &crate::PublishRequest) -> Self {
+        Self::encode(
+            id,
+            sequence,
+            request.topics(),
+            request.is_private(),
+            request.event(),
+        )
+    }
+
+    fn encode(id: EventId, sequence: u64, topics: &[Topic], private: bool, event: &Event) -> Self {
         let fields = event.encode_fields();
         let mut buf = BytesMut::with_capacity(id.as_str().len() + 5 + fields.len());
         buf.put_slice(b"id: ");
@@ -448,6 +465,7 @@ impl Frame {
             id,
             sequence,
             topics: topics.into(),
+            private,
             bytes: buf.freeze(),
         }))
     }
@@ -455,13 +473,26 @@ impl Frame {
     /// A frame that was encoded elsewhere (by a Redis script, with the same `id:` line rule as
     /// [`Frame::new`]) and read back; `bytes` must be a complete frame starting with its id line.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn from_encoded(id: EventId, sequence: u64, topics: &[Topic], bytes: Bytes) -> Self {
+    pub(crate) fn from_encoded(
+        id: EventId,
+        sequence: u64,
+        topics: Box<[Topic]>,
+        private: bool,
+        bytes: Bytes,
+    ) -> Self {
         Self(Arc::new(FrameInner {
             id,
             sequence,
-            topics: topics.into(),
+            topics,
+            private,
             bytes,
         }))
+    }
+
+    /// Whether the event is private: delivered only to subscribers whose
+    /// [`Grant`](crate::Grant) covers one of its topics.
+    pub fn is_private(&self) -> bool {
+        self.0.private
     }
 
     /// The event's id.
@@ -540,6 +571,7 @@ impl fmt::Debug for Frame {
         f.debug_struct("Frame")
             .field("id", &self.0.id)
             .field("topics", &self.0.topics)
+            .field("private", &self.0.private)
             .field("bytes", &self.0.bytes)
             .finish()
     }

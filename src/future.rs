@@ -7,8 +7,9 @@ use std::task::{Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use crate::body::{Reply, ResponseBody};
+use crate::body::ResponseBody;
 use crate::broker::BoxFuture;
+use crate::endpoint::reply::Reply;
 
 pin_project! {
     /// The response future of [`SsePubSub`](crate::SsePubSub).

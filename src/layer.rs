@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use crate::hub::HubShared;
+use crate::endpoint::Endpoints;
 use crate::service::SsePubSub;
 
 /// A tower [`Layer`] that puts the hub's subscribe and publish endpoints in front of a service;
@@ -38,11 +38,11 @@ use crate::service::SsePubSub;
 /// ```
 #[derive(Clone)]
 pub struct SsePubSubLayer {
-    shared: Arc<HubShared>,
+    shared: Arc<Endpoints>,
 }
 
 impl SsePubSubLayer {
-    pub(crate) fn new(shared: Arc<HubShared>) -> Self {
+    pub(crate) fn new(shared: Arc<Endpoints>) -> Self {
         Self { shared }
     }
 }

@@ -63,39 +63,43 @@
 //! [`MemoryBroker`] is the default: one process, nothing to set up. With the `redis` feature,
 //! `RedisBroker` shares topics, ids and history between instances through Redis 7, with one
 //! pub/sub connection per process and recovery from dropped connections and restarts. Both pass
-//! the same conformance suite; the [`Broker`] trait is open for others ([`Mailbox`],
-//! [`Subscription::from_parts`]).
+//! the same conformance suite. The [`Broker`] trait is open for others: a broker stores and
+//! orders events, and feeds the crate's [`fanout`] engine, which delivers them in-process.
 //!
 //! # Modules
 //!
-//! [`broker`] has the [`Broker`] trait and the brokers; [`auth`] the [`Authorizer`] hook.
+//! Everything an app or a broker author uses is at the crate root, once; [`fanout`] holds the
+//! engine every broker feeds.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod auth;
+mod auth;
 mod body;
-pub mod broker;
+mod broker;
+mod endpoint;
 mod event;
+pub mod fanout;
 mod future;
 mod hub;
 mod layer;
-mod publish;
 mod publisher;
 mod service;
-mod stream;
-mod subscribe;
+mod signal;
 
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::ResponseBody;
 pub use broker::{
-    Broker, BrokerError, Delivery, Inbox, Mailbox, MemoryBroker, MemoryBrokerBuilder, Resume,
-    Subscription, SubscriptionEnd,
+    BoxFuture, Broker, BrokerError, Delivery, Grant, IdempotencyKey, IdempotencyKeyError,
+    MAX_IDEMPOTENCY_KEY_LEN, MemoryBroker, MemoryBrokerBuilder, PublishRequest, ReplayPages,
+    Resume, Start, SubscribeRequest, Subscription, SubscriptionEnd,
 };
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
+pub use endpoint::stream::RESYNC_EVENT;
+pub use endpoint::subscribe::RESUME_HEADER;
 pub use event::{
     Event, EventError, EventId, EventIdError, Frame, FrameFields, MAX_EVENT_ID_LEN,
     MAX_EVENT_TYPE_LEN, MAX_TOPIC_LEN, Topic, TopicError,
@@ -105,8 +109,6 @@ pub use hub::{BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBui
 pub use layer::SsePubSubLayer;
 pub use publisher::{PublishError, Publisher};
 pub use service::SsePubSub;
-pub use stream::RESYNC_EVENT;
-pub use subscribe::RESUME_HEADER;
 
 /// Compiles and runs the README's Rust examples as doctests (they use every feature).
 #[cfg(all(doctest, feature = "redis"))]

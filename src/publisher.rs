@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, PublishRequest};
 use crate::event::{Event, EventError, EventId, Topic, TopicError};
 
 /// Publishes events from app code: request handlers, gRPC methods, background jobs.
@@ -70,7 +70,33 @@ impl Publisher {
         topics: &[Topic],
         event: Event,
     ) -> Result<EventId, PublishError> {
-        Ok(self.broker.publish(topics, &event).await?)
+        let request = PublishRequest::new(topics.iter().cloned(), event);
+        self.send(&request).await
+    }
+
+    /// Publishes a request built in full: several topics, an idempotency key, a private event.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::{Event, Hub, IdempotencyKey, PublishRequest, Topic};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let publisher = Hub::new().publisher();
+    /// let request = PublishRequest::new([Topic::new("orders")?], Event::text("shipped")?)
+    ///     .idempotency_key(IdempotencyKey::new("order-42-shipped")?);
+    /// let first = publisher.send(&request).await?;
+    /// // A retry (say, after a timeout) publishes nothing new and returns the same id.
+    /// assert_eq!(publisher.send(&request).await?, first);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Broker`] when the request has no topic or the broker could not store
+    /// the event.
+    pub async fn send(&self, request: &PublishRequest) -> Result<EventId, PublishError> {
+        Ok(self.broker.publish(request).await?)
     }
 
     /// Publishes `value` as JSON data to `topic`.

@@ -4,14 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body;
 use tower::Service;
 
-use crate::body::{ResponseBody, refuse};
+use crate::body::ResponseBody;
+use crate::endpoint::reply::refuse;
+use crate::endpoint::{Endpoints, Route, publish, subscribe};
 use crate::future::ResponseFuture;
-use crate::hub::HubShared;
-use crate::{publish, subscribe};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -29,11 +29,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone)]
 pub struct SsePubSub<S> {
     inner: S,
-    shared: Arc<HubShared>,
+    shared: Arc<Endpoints>,
 }
 
 impl<S> SsePubSub<S> {
-    pub(crate) fn new(inner: S, shared: Arc<HubShared>) -> Self {
+    pub(crate) fn new(inner: S, shared: Arc<Endpoints>) -> Self {
         Self { inner, shared }
     }
 
@@ -50,32 +50,6 @@ impl<S> SsePubSub<S> {
     /// The wrapped service, consuming the middleware.
     pub fn into_inner(self) -> S {
         self.inner
-    }
-}
-
-/// What a request is, as far as the hub is concerned.
-enum Route {
-    Subscribe,
-    /// `HEAD` on the events path: the answer a `GET` would start with, without subscribing.
-    Probe,
-    Publish,
-    WrongMethod(&'static str),
-    PassThrough,
-}
-
-impl HubShared {
-    fn route(&self, method: &Method, path: &str) -> Route {
-        let events = path == self.config.events_path;
-        let publish = path == self.config.publish_path;
-        match (events, publish) {
-            (false, false) => Route::PassThrough,
-            (true, _) if method == Method::GET => Route::Subscribe,
-            (true, _) if method == Method::HEAD => Route::Probe,
-            (_, true) if method == Method::POST => Route::Publish,
-            (true, true) => Route::WrongMethod("GET, HEAD, POST"),
-            (true, false) => Route::WrongMethod("GET, HEAD"),
-            (false, true) => Route::WrongMethod("POST"),
-        }
     }
 }
 

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceExt, service_fn};
-use tower_sse_pubsub::broker::BoxFuture;
+use tower_sse_pubsub::BoxFuture;
 use tower_sse_pubsub::{
-    Access, Broker, BrokerError, Denied, Event, EventId, Hub, MemoryBroker, ResponseBody,
-    Subscription, Topic, authorize_fn,
+    Access, Broker, BrokerError, Denied, EventId, Hub, MemoryBroker, PublishRequest, ResponseBody,
+    SubscribeRequest, Subscription, Topic, authorize_fn,
 };
 
 type Body = Full<Bytes>;
@@ -470,11 +470,7 @@ async fn too_many_subscribers_get_503() {
 struct DownBroker;
 
 impl Broker for DownBroker {
-    fn publish<'a>(
-        &'a self,
-        _: &'a [Topic],
-        _: &'a Event,
-    ) -> BoxFuture<'a, Result<EventId, BrokerError>> {
+    fn publish<'a>(&'a self, _: &'a PublishRequest) -> BoxFuture<'a, Result<EventId, BrokerError>> {
         Box::pin(async {
             Err(BrokerError::unavailable(
                 "backend down",
@@ -485,8 +481,7 @@ impl Broker for DownBroker {
 
     fn subscribe<'a>(
         &'a self,
-        _: &'a [Topic],
-        _: Option<&'a EventId>,
+        _: &'a SubscribeRequest,
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
         Box::pin(async {
             Err(BrokerError::unavailable(
@@ -554,19 +549,10 @@ async fn expired_resume_point_opens_with_a_resync_event_and_header() {
             ": ok\n\nevent: resync\ndata: {{\"lastEventId\":\"{first}\",\"reason\":\"expired\"}}\n\n"
         )
     );
-    // Then what is retained: the last two.
-    assert!(
-        next_chunk(&mut body)
-            .await
-            .expect("replay")
-            .contains("data: 3\n")
-    );
-    assert!(
-        next_chunk(&mut body)
-            .await
-            .expect("replay")
-            .contains("data: 4\n")
-    );
+    // Then what is retained, the last two, in one write.
+    let replay = next_chunk(&mut body).await.expect("replay");
+    let (three, four) = (replay.find("data: 3\n"), replay.find("data: 4\n"));
+    assert!(three.is_some() && three < four, "{replay:?}");
 }
 
 #[tokio::test]
@@ -613,8 +599,9 @@ async fn keep_alive_comments_fill_silence_but_not_busy_streams() {
         Some(": keep-alive\n\n")
     );
     assert_eq!(started.elapsed(), Duration::from_secs(30));
-    // Busy: an event at 35 s means the tick at 45 s sends nothing; the next keep-alive comes one
-    // full interval after the event, so no silence is ever longer than the interval.
+    // Busy: the hub's ticker fires every half interval, and a stream sends a keep-alive on a
+    // tick only when it wrote nothing since the one before. An event at 35 s silences the tick
+    // at 37.5 s; the keep-alive comes at 45 s, so no silence is ever longer than the interval.
     tokio::time::advance(Duration::from_secs(5)).await;
     hub.publisher()
         .publish_text("a", "x")
@@ -632,7 +619,7 @@ async fn keep_alive_comments_fill_silence_but_not_busy_streams() {
             .as_deref(),
         Some(": keep-alive\n\n")
     );
-    assert_eq!(started.elapsed(), Duration::from_secs(50));
+    assert_eq!(started.elapsed(), Duration::from_secs(45));
 }
 
 #[tokio::test]
@@ -674,7 +661,10 @@ async fn shutdown_ends_every_stream_with_a_jittered_retry_and_refuses_new_ones()
 
 #[tokio::test]
 async fn a_slow_subscriber_gets_a_final_comment_and_its_stream_ends() {
-    let broker = MemoryBroker::builder().subscriber_queue(8).build();
+    let broker = MemoryBroker::builder()
+        .history_per_topic(8)
+        .subscriber_queue(8)
+        .build();
     let hub = Hub::builder()
         .broker(broker.clone())
         .build()
@@ -694,8 +684,9 @@ async fn a_slow_subscriber_gets_a_final_comment_and_its_stream_ends() {
                 .contains(&format!("data: {i}\n"))
         );
     }
-    // The slow one was dropped from the fan-out as soon as its queue overflowed.
-    assert_eq!(broker.topic_subscriptions(), 1);
+    // Nothing was queued for the slow one: it holds a position, which fell out of the topic's
+    // log of 8. When it reads again it learns so, and its stream ends.
+    assert_eq!(broker.retained_count(), 8);
     let mut chunks = Vec::new();
     while let Some(chunk) = next_chunk(&mut slow).await {
         chunks.push(chunk);
@@ -703,10 +694,12 @@ async fn a_slow_subscriber_gets_a_final_comment_and_its_stream_ends() {
     assert_eq!(chunks.first().map(String::as_str), Some(": ok\n\n"));
     assert_eq!(
         chunks.len(),
-        1 + 8 + 1,
-        "opening, the queued events, the final comment"
+        2,
+        "opening, then the final comment: {chunks:?}"
     );
     assert!(chunks.last().expect("final").contains("fell behind"));
+    drop(slow);
+    assert_eq!(broker.topic_subscriptions(), 1, "its place is released");
 }
 
 #[tokio::test]

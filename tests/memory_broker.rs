@@ -8,7 +8,10 @@ use std::sync::Arc;
 use common::conformance::Limits;
 use std::time::Duration;
 
-use tower_sse_pubsub::{Broker, Event, MemoryBroker, Resume, Topic};
+use futures::StreamExt;
+use tower_sse_pubsub::{
+    Broker, Event, EventId, MemoryBroker, PublishRequest, Resume, SubscribeRequest, Topic,
+};
 
 fn memory(limits: Limits) -> Arc<dyn Broker> {
     Arc::new(
@@ -28,7 +31,10 @@ async fn dropping_a_subscription_unsubscribes_from_every_topic() {
         tower_sse_pubsub::Topic::new("a").expect("valid"),
         tower_sse_pubsub::Topic::new("b").expect("valid"),
     ];
-    let subscription = broker.subscribe(&topics, None).await.expect("subscribe");
+    let subscription = broker
+        .subscribe(&subscribe_request(&topics, None))
+        .await
+        .expect("subscribe");
     assert_eq!(broker.topic_subscriptions(), 2);
     drop(subscription);
     assert_eq!(broker.topic_subscriptions(), 0);
@@ -43,8 +49,15 @@ fn topic(name: &str) -> Topic {
     Topic::new(name).expect("valid topic")
 }
 
-fn text(data: &str) -> Event {
-    Event::text(data).expect("valid event")
+fn publish_request(topics: &[Topic], data: &str) -> PublishRequest {
+    PublishRequest::new(
+        topics.iter().cloned(),
+        Event::text(data).expect("valid event"),
+    )
+}
+
+fn subscribe_request(topics: &[Topic], after: Option<&EventId>) -> SubscribeRequest {
+    SubscribeRequest::new(topics.iter().cloned()).after(after.cloned())
 }
 
 #[tokio::test(start_paused = true)]
@@ -54,14 +67,14 @@ async fn age_limit_reaches_topics_nobody_touches_again() {
         .build();
     for i in 0..100 {
         broker
-            .publish(&[topic(&format!("order-{i}"))], &text("placed"))
+            .publish(&publish_request(&[topic(&format!("order-{i}"))], "placed"))
             .await
             .expect("publish");
     }
     assert_eq!((broker.retained_count(), broker.topic_count()), (100, 100));
     tokio::time::advance(Duration::from_secs(2)).await;
     broker
-        .publish(&[topic("other")], &text("x"))
+        .publish(&publish_request(&[topic("other")], "x"))
         .await
         .expect("publish");
     assert_eq!((broker.retained_count(), broker.topic_count()), (1, 1));
@@ -72,7 +85,7 @@ async fn byte_limit_evicts_the_oldest_events_across_topics() {
     let frame_len = {
         let probe = MemoryBroker::new();
         probe
-            .publish(&[topic("a")], &text("0123456789"))
+            .publish(&publish_request(&[topic("a")], "0123456789"))
             .await
             .expect("publish");
         probe.retained_bytes()
@@ -86,7 +99,7 @@ async fn byte_limit_evicts_the_oldest_events_across_topics() {
         let name = if i % 2 == 0 { "even" } else { "odd" };
         ids.push(
             broker
-                .publish(&[topic(name)], &text("0123456789"))
+                .publish(&publish_request(&[topic(name)], "0123456789"))
                 .await
                 .expect("publish"),
         );
@@ -95,13 +108,26 @@ async fn byte_limit_evicts_the_oldest_events_across_topics() {
     assert!(broker.retained_bytes() <= frame_len * 5 + 10);
     // The newest five survive, whatever their topic.
     let subscription = broker
-        .subscribe(&[topic("even"), topic("odd")], Some(&ids[14]))
+        .subscribe(&subscribe_request(
+            &[topic("even"), topic("odd")],
+            Some(&ids[14]),
+        ))
         .await
         .expect("subscribe");
     assert_eq!(subscription.resume(), &Resume::Complete);
-    assert_eq!(subscription.replay_remaining(), 5);
+    let mut subscription = subscription;
+    let mut replayed = Vec::new();
+    for _ in 0..5 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("a replayed event")
+            .and_then(|d| d.into_event())
+            .expect("an event");
+        replayed.push(delivery.id().clone());
+    }
+    assert_eq!(replayed, ids[15..]);
     let subscription = broker
-        .subscribe(&[topic("even")], Some(&ids[0]))
+        .subscribe(&subscribe_request(&[topic("even")], Some(&ids[0])))
         .await
         .expect("subscribe");
     assert_eq!(subscription.resume(), &Resume::Expired);
@@ -113,13 +139,27 @@ async fn a_forgotten_topic_still_reports_what_it_lost() {
         .history_max_age(Duration::from_secs(10))
         .build();
     let a = [topic("a")];
-    let seen = broker.publish(&a, &text("seen")).await.expect("publish");
-    broker.publish(&a, &text("missed")).await.expect("publish");
+    let seen = broker
+        .publish(&publish_request(&a, "seen"))
+        .await
+        .expect("publish");
+    broker
+        .publish(&publish_request(&a, "missed"))
+        .await
+        .expect("publish");
     tokio::time::advance(Duration::from_secs(11)).await;
     // Another client comes and goes: its subscribe expires both events and the topic is
     // forgotten when it leaves.
-    drop(broker.subscribe(&a, None).await.expect("subscribe"));
+    drop(
+        broker
+            .subscribe(&subscribe_request(&a, None))
+            .await
+            .expect("subscribe"),
+    );
     assert_eq!(broker.topic_count(), 0);
-    let resumed = broker.subscribe(&a, Some(&seen)).await.expect("subscribe");
+    let resumed = broker
+        .subscribe(&subscribe_request(&a, Some(&seen)))
+        .await
+        .expect("subscribe");
     assert_eq!(resumed.resume(), &Resume::Expired);
 }

@@ -12,6 +12,7 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod request;
 mod subscription;
 
 use std::error::Error as StdError;
@@ -21,15 +22,20 @@ use std::pin::Pin;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
-pub use memory::{MAX_SUBSCRIBER_QUEUE, MemoryBroker, MemoryBrokerBuilder};
-pub use subscription::{Delivery, Inbox, Mailbox, Resume, Subscription, SubscriptionEnd};
+pub use memory::{MemoryBroker, MemoryBrokerBuilder};
+pub use request::{
+    Grant, IdempotencyKey, IdempotencyKeyError, MAX_IDEMPOTENCY_KEY_LEN, PublishRequest, Start,
+    SubscribeRequest,
+};
+pub use subscription::{Delivery, ReplayPages, Resume, Subscription, SubscriptionEnd};
 
-use crate::event::{Event, EventId, Topic};
+use crate::event::EventId;
 
 /// A boxed future, as returned by the dyn-compatible [`Broker`] methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A pub/sub backend: assigns ids, keeps bounded history, and fans events out.
+/// A pub/sub backend: assigns ids, keeps bounded history, and moves events between processes;
+/// delivery inside the process is the [`fanout`](crate::fanout) engine's.
 ///
 /// Implementations must uphold the crate's guarantees: ids are unique and totally ordered within
 /// the broker, a subscription replays then goes live without gap or duplicate, and a publish that
@@ -38,57 +44,53 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 /// use std::sync::Arc;
 /// use futures::StreamExt;
-/// use tower_sse_pubsub::{Broker, Event, MemoryBroker, Topic};
+/// use tower_sse_pubsub::{Broker, Event, MemoryBroker, PublishRequest, Start, SubscribeRequest, Topic};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-/// let chat = [Topic::new("chat")?];
-/// let first = broker.publish(&chat, &Event::text("one")?).await?;
+/// let chat = Topic::new("chat")?;
+/// let first = broker.publish(&PublishRequest::new([chat.clone()], Event::text("one")?)).await?;
 ///
 /// // A subscriber that resumes after `first` sees only what came later.
-/// let mut subscription = broker.subscribe(&chat, Some(&first)).await?;
-/// let second = broker.publish(&chat, &Event::text("two")?).await?;
+/// let request = SubscribeRequest::new([chat.clone()]).start(Start::After(first));
+/// let mut subscription = broker.subscribe(&request).await?;
+/// let second = broker.publish(&PublishRequest::new([chat], Event::text("two")?)).await?;
 /// let frame = subscription.next().await.and_then(|d| d.into_event()).expect("live event");
 /// assert_eq!(frame.id(), &second);
 /// # Ok(())
 /// # }
 /// ```
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes `event` to every topic in `topics` (at least one) and returns its id.
-    ///
-    /// A subscriber of several of these topics receives the event once.
+    /// Publishes the request's event to its topics (at least one) and returns its id. A
+    /// subscriber of several of these topics receives the event once.
     fn publish<'a>(
         &'a self,
-        topics: &'a [Topic],
-        event: &'a Event,
+        request: &'a PublishRequest,
     ) -> BoxFuture<'a, Result<EventId, BrokerError>>;
 
-    /// Subscribes to `topics` (at least one). With `after`, the subscription first replays every
-    /// retained event on these topics published after that id, in order; then it yields live
-    /// events. [`Subscription::resume`] tells whether `after` could be placed.
+    /// Subscribes to the request's topics (at least one) from its start: the retained events
+    /// after it, in order, then live events. [`Subscription::resume`] tells whether the start
+    /// could be placed.
     fn subscribe<'a>(
         &'a self,
-        topics: &'a [Topic],
-        after: Option<&'a EventId>,
+        request: &'a SubscribeRequest,
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>>;
 }
 
 impl<B: Broker + ?Sized> Broker for std::sync::Arc<B> {
     fn publish<'a>(
         &'a self,
-        topics: &'a [Topic],
-        event: &'a Event,
+        request: &'a PublishRequest,
     ) -> BoxFuture<'a, Result<EventId, BrokerError>> {
-        (**self).publish(topics, event)
+        (**self).publish(request)
     }
 
     fn subscribe<'a>(
         &'a self,
-        topics: &'a [Topic],
-        after: Option<&'a EventId>,
+        request: &'a SubscribeRequest,
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
-        (**self).subscribe(topics, after)
+        (**self).subscribe(request)
     }
 }
 

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tower_sse_pubsub::broker::BoxFuture;
+use tower_sse_pubsub::BoxFuture;
 use tower_sse_pubsub::{
-    Broker, BrokerError, Event, EventId, Frame, Resume, Subscription, SubscriptionEnd, Topic,
+    Broker, BrokerError, Event, EventId, Frame, Grant, IdempotencyKey, PublishRequest, Resume,
+    Start, SubscribeRequest, Subscription, SubscriptionEnd, Topic,
 };
 
 /// What a test needs a broker to be configured with.
@@ -56,7 +57,7 @@ fn text(data: &str) -> Event {
 async fn publish(broker: &dyn Broker, topics: &[&str], data: &str) -> EventId {
     let topics: Vec<Topic> = topics.iter().map(|t| topic(t)).collect();
     broker
-        .publish(&topics, &text(data))
+        .publish(&PublishRequest::new(topics, text(data)))
         .await
         .expect("publish succeeds")
 }
@@ -64,7 +65,14 @@ async fn publish(broker: &dyn Broker, topics: &[&str], data: &str) -> EventId {
 async fn subscribe(broker: &dyn Broker, topics: &[&str], after: Option<&EventId>) -> Subscription {
     let topics: Vec<Topic> = topics.iter().map(|t| topic(t)).collect();
     broker
-        .subscribe(&topics, after)
+        .subscribe(&SubscribeRequest::new(topics).after(after.cloned()))
+        .await
+        .expect("subscribe succeeds")
+}
+
+async fn subscribe_with(broker: &dyn Broker, request: SubscribeRequest) -> Subscription {
+    broker
+        .subscribe(&request)
         .await
         .expect("subscribe succeeds")
 }
@@ -125,7 +133,7 @@ pub async fn frames_carry_the_id_line_first(make: &impl Factory) {
         .and_then(|e| e.with_event_type("kind"))
         .expect("valid event");
     let id = broker
-        .publish(&[topic("a")], &event)
+        .publish(&PublishRequest::new([topic("a")], event))
         .await
         .expect("publish succeeds");
     let frame = next(&mut subscription).await;
@@ -137,7 +145,6 @@ pub async fn fresh_subscription_gets_no_earlier_events(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     publish(&*broker, &["a"], "before").await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
-    assert_eq!(subscription.replay_remaining(), 0);
     publish(&*broker, &["a"], "after").await;
     assert_eq!(data_of(&next(&mut subscription).await), "after");
 }
@@ -171,7 +178,6 @@ pub async fn resume_after_the_newest_event_replays_nothing(make: &impl Factory) 
     let last = publish(&*broker, &["a"], "one").await;
     let mut subscription = subscribe(&*broker, &["a"], Some(&last)).await;
     assert_eq!(subscription.resume(), &Resume::Complete);
-    assert_eq!(subscription.replay_remaining(), 0);
     publish(&*broker, &["a"], "two").await;
     assert_eq!(data_of(&next(&mut subscription).await), "two");
 }
@@ -269,7 +275,7 @@ pub async fn resume_is_gap_free_while_publishers_race_the_subscribe(make: &impl 
     panic!("in 50 rounds the subscribe never landed while publishers were mid-flight");
 }
 
-/// One race: returns how many racing events came in the replay and how many live.
+/// One race: returns how many racing events were surely replayed and how many surely live.
 async fn race_round(broker: &Arc<dyn Broker>, topic_name: &str) -> (usize, usize) {
     const PUBLISHERS: usize = 4;
     const EACH: usize = 250;
@@ -280,16 +286,19 @@ async fn race_round(broker: &Arc<dyn Broker>, topic_name: &str) -> (usize, usize
     let resume_from = before[4].clone();
 
     let barrier = Arc::new(tokio::sync::Barrier::new(PUBLISHERS + 1));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
         let broker = broker.clone();
         let barrier = barrier.clone();
+        let done = done.clone();
         let topic_name = topic_name.to_owned();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let mut ids = Vec::with_capacity(EACH);
             for i in 0..EACH {
                 ids.push(publish(&*broker, &[&topic_name], &format!("p{p} {i}")).await);
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if i % 16 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -298,9 +307,16 @@ async fn race_round(broker: &Arc<dyn Broker>, topic_name: &str) -> (usize, usize
         }));
     }
     barrier.wait().await;
-    tokio::task::yield_now().await;
+    // Subscribe once the publishers are under way: some of their events must come in the
+    // replay, the rest live. Bounded: the publishers finish regardless.
+    while done.load(std::sync::atomic::Ordering::SeqCst) < PUBLISHERS * EACH / 8 {
+        tokio::task::yield_now().await;
+    }
+    let started = done.load(std::sync::atomic::Ordering::SeqCst);
     let mut racing = subscribe(&**broker, &[topic_name], Some(&resume_from)).await;
-    let replayed_racing = racing.replay_remaining().saturating_sub(5);
+    // Publishes confirmed before the subscribe began are surely in its replay; those confirmed
+    // after it returned are surely live.
+    let finished = done.load(std::sync::atomic::Ordering::SeqCst);
     let mut published: HashSet<EventId> = before[5..].iter().cloned().collect();
     for task in tasks {
         published.extend(task.await.expect("publisher task"));
@@ -328,14 +344,14 @@ async fn race_round(broker: &Arc<dyn Broker>, topic_name: &str) -> (usize, usize
         .collect();
     assert_eq!(received, replayed, "live delivery follows id order");
     let racing_total = PUBLISHERS * EACH;
-    (replayed_racing, racing_total - replayed_racing)
+    (started, racing_total - finished)
 }
 
 pub async fn slow_subscriber_is_ended_as_lagged_without_affecting_others(make: &impl Factory) {
     let broker = make
         .make(Limits {
             subscriber_queue: 4,
-            ..Limits::default()
+            history_per_topic: 4,
         })
         .await;
     let mut stalled = subscribe(&*broker, &["a"], None).await;
@@ -357,7 +373,7 @@ pub async fn slow_subscriber_is_ended_as_lagged_without_affecting_others(make: &
     }
     assert!(
         queued <= 4,
-        "at most the queue's capacity was kept, got {queued}"
+        "at most the lag window was kept for it, got {queued}"
     );
     assert_eq!(stalled.end(), Some(SubscriptionEnd::Lagged));
 }
@@ -366,39 +382,44 @@ pub async fn lagged_subscriber_resumes_from_history_without_loss(make: &impl Fac
     let broker = make
         .make(Limits {
             subscriber_queue: 2,
-            ..Limits::default()
+            history_per_topic: 4,
         })
         .await;
     let mut stalled = subscribe(&*broker, &["a"], None).await;
-    for i in 0..10 {
+    publish(&*broker, &["a"], "0").await;
+    let last_seen = next(&mut stalled).await.id().clone();
+    for i in 1..10 {
         publish(&*broker, &["a"], &format!("{i}")).await;
     }
-    let mut last_seen = None;
-    while let Some(frame) = tokio::time::timeout(WAIT, stalled.next())
+    while let Some(delivery) = tokio::time::timeout(WAIT, stalled.next())
         .await
         .expect("the stalled stream ends")
     {
-        let frame = frame.into_event().expect("an event, not a resync");
-        last_seen = Some(frame.id().clone());
+        assert!(delivery.into_event().is_some(), "an event, not a resync");
     }
     assert_eq!(stalled.end(), Some(SubscriptionEnd::Lagged));
-    let last_seen = last_seen.expect("some frames were queued before the lag");
     let mut resumed = subscribe(&*broker, &["a"], Some(&last_seen)).await;
-    assert_eq!(resumed.resume(), &Resume::Complete);
     let frames = read_until(&mut resumed, "9").await;
     let first = data_of(&frames[0]).parse::<usize>().expect("numbered");
     assert_eq!(
         frames.len(),
         10 - first,
-        "everything after the last seen event"
+        "a contiguous run up to the newest"
     );
+    match resumed.resume() {
+        // The live log was shorter than the history: all of it is replayed.
+        Resume::Complete => assert_eq!(first, 1, "everything after the last seen event"),
+        // The history itself was outrun: the client is told, and gets what is retained.
+        Resume::Expired => assert_eq!(first, 6, "the four retained events"),
+        other => panic!("unexpected resume {other:?}"),
+    }
 }
 
 pub async fn publish_and_subscribe_need_a_topic(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
-    let result = broker.publish(&[], &text("x")).await;
+    let result = broker.publish(&PublishRequest::new([], text("x"))).await;
     assert!(matches!(result, Err(BrokerError::NoTopics)), "{result:?}");
-    let result = broker.subscribe(&[], None).await;
+    let result = broker.subscribe(&SubscribeRequest::new([])).await;
     assert!(matches!(result, Err(BrokerError::NoTopics)), "{result:?}");
 }
 
@@ -422,13 +443,122 @@ pub async fn missed_events_are_reported_even_when_a_topic_kept_no_history(make: 
     let seen = next(&mut subscription).await.id().clone();
     drop(subscription);
     publish(&*broker, &["a"], "missed while away").await;
-    let resumed = subscribe(&*broker, &["a"], Some(&seen)).await;
+    let mut resumed = subscribe(&*broker, &["a"], Some(&seen)).await;
     assert_eq!(
         resumed.resume(),
         &Resume::Expired,
         "a missed event is never silent"
     );
-    assert_eq!(resumed.replay_remaining(), 0);
+    publish(&*broker, &["a"], "live").await;
+    assert_eq!(
+        data_of(&next(&mut resumed).await),
+        "live",
+        "nothing replayed"
+    );
+}
+
+pub async fn earliest_replays_everything_retained_then_goes_live(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    for i in 0..7 {
+        publish(&*broker, &["a"], &format!("{i}")).await;
+    }
+    let request = SubscribeRequest::new([topic("a")]).start(Start::Earliest);
+    let mut subscription = subscribe_with(&*broker, request).await;
+    assert_eq!(subscription.resume(), &Resume::Complete);
+    publish(&*broker, &["a"], "live").await;
+    let data: Vec<String> = read_until(&mut subscription, "live")
+        .await
+        .iter()
+        .map(data_of)
+        .collect();
+    assert_eq!(data, ["0", "1", "2", "3", "4", "5", "6", "live"]);
+}
+
+pub async fn frames_list_every_topic_of_their_event(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let start = publish(&*broker, &["x"], "start").await;
+    let mut live = subscribe(&*broker, &["b"], None).await;
+    publish(&*broker, &["a", "b", "c"], "three topics").await;
+    let frame = next(&mut live).await;
+    let names: Vec<&str> = frame.topics().iter().map(Topic::as_str).collect();
+    assert_eq!(names, ["a", "b", "c"], "live");
+    let mut replayed = subscribe(&*broker, &["c"], Some(&start)).await;
+    let frame = next(&mut replayed).await;
+    let names: Vec<&str> = frame.topics().iter().map(Topic::as_str).collect();
+    assert_eq!(names, ["a", "b", "c"], "replayed");
+}
+
+pub async fn replay_longer_than_a_page_arrives_whole_and_in_order(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let start = publish(&*broker, &["a"], "start").await;
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let target: &[&str] = match i % 3 {
+            0 => &["a"],
+            1 => &["b"],
+            _ => &["a", "b"],
+        };
+        publish(&*broker, target, &format!("{i}")).await;
+        expected.push(format!("{i}"));
+    }
+    let mut subscription = subscribe(&*broker, &["a", "b"], Some(&start)).await;
+    publish(&*broker, &["b"], "live").await;
+    expected.push("live".to_owned());
+    let data: Vec<String> = read_until(&mut subscription, "live")
+        .await
+        .iter()
+        .map(data_of)
+        .collect();
+    assert_eq!(data, expected);
+}
+
+pub async fn private_events_reach_only_granted_subscribers(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let mut public = subscribe(&*broker, &["a"], None).await;
+    let granted = SubscribeRequest::new([topic("a")]).grant(Grant::Topics(vec![topic("a")]));
+    let mut granted = subscribe_with(&*broker, granted).await;
+    let private = PublishRequest::new([topic("a")], text("secret")).private();
+    broker.publish(&private).await.expect("publish succeeds");
+    publish(&*broker, &["a"], "public").await;
+    let frame = next(&mut granted).await;
+    assert_eq!(data_of(&frame), "secret");
+    assert!(frame.is_private());
+    assert_eq!(data_of(&next(&mut granted).await), "public");
+    assert_eq!(
+        data_of(&next(&mut public).await),
+        "public",
+        "the private event is not delivered without a grant"
+    );
+}
+
+pub async fn a_retried_publish_with_the_same_key_returns_the_first_id(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let start = publish(&*broker, &["a"], "start").await;
+    let key = IdempotencyKey::new("order-42").expect("valid key");
+    let request = PublishRequest::new([topic("a")], text("once")).idempotency_key(key);
+    let first = broker.publish(&request).await.expect("publish succeeds");
+    let retry = broker.publish(&request).await.expect("publish succeeds");
+    assert_eq!(first, retry);
+    publish(&*broker, &["a"], "end").await;
+    let mut subscription = subscribe(&*broker, &["a"], Some(&start)).await;
+    let data: Vec<String> = read_until(&mut subscription, "end")
+        .await
+        .iter()
+        .map(data_of)
+        .collect();
+    assert_eq!(data, ["once", "end"], "published once");
+}
+
+pub async fn a_subscription_ends_at_its_deadline(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+    let request = SubscribeRequest::new([topic("a")]).deadline(deadline);
+    let mut subscription = subscribe_with(&*broker, request).await;
+    let end = tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("the subscription ends instead of hanging");
+    assert!(end.is_none());
+    assert_eq!(subscription.end(), Some(SubscriptionEnd::Deadline));
 }
 
 pub async fn an_event_on_several_topics_takes_one_place_in_the_queue(make: &impl Factory) {
@@ -479,6 +609,12 @@ macro_rules! broker_conformance {
             event_published_to_no_subscriber_is_still_retained,
             missed_events_are_reported_even_when_a_topic_kept_no_history,
             an_event_on_several_topics_takes_one_place_in_the_queue,
+            earliest_replays_everything_retained_then_goes_live,
+            frames_list_every_topic_of_their_event,
+            replay_longer_than_a_page_arrives_whole_and_in_order,
+            private_events_reach_only_granted_subscribers,
+            a_retried_publish_with_the_same_key_returns_the_first_id,
+            a_subscription_ends_at_its_deadline,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -203,7 +203,7 @@ impl proto::pubsub::pub_sub_server::PubSub for PubSubService {
         let subscription = self
             .hub
             .broker()
-            .subscribe(&topics, after.as_ref())
+            .subscribe(&tower_sse_pubsub::SubscribeRequest::new(topics).after(after))
             .await
             .map_err(|e| broker_status("cannot subscribe", e))?;
         Ok(Response::new(event_stream(

@@ -222,7 +222,12 @@ async fn invalid_requests_get_invalid_argument_with_the_reason() {
 #[tokio::test]
 async fn a_grpc_subscriber_that_falls_behind_gets_resource_exhausted() {
     let hub = Hub::builder()
-        .broker(MemoryBroker::builder().subscriber_queue(4).build())
+        .broker(
+            MemoryBroker::builder()
+                .history_per_topic(4)
+                .subscriber_queue(4)
+                .build(),
+        )
         .build()
         .expect("valid hub");
     let server = TestServer::start_with(hub).await;
@@ -236,7 +241,7 @@ async fn a_grpc_subscriber_that_falls_behind_gets_resource_exhausted() {
     .into_inner();
 
     // Without reading, the client's HTTP/2 windows fill up, the server stops draining the
-    // subscription, and its queue of 4 overflows.
+    // subscription, and its position falls out of the topic's log of 4.
     let publisher = server.hub.publisher();
     let big = "x".repeat(64 * 1024);
     for _ in 0..200 {

@@ -1,18 +1,19 @@
 //! The one task per process that owns the Redis pub/sub connection.
 //!
 //! It keeps a reference count per topic: a channel is SUBSCRIBEd when its first local subscriber
-//! arrives and UNSUBSCRIBEd when its last leaves. Each message is read once into a [`Frame`] and
-//! the same bytes go to every local subscriber of the topic.
+//! arrives and UNSUBSCRIBEd when its last leaves; the channel of events published to several
+//! topics at once is always subscribed. Each message is read once into a [`Frame`] and appended,
+//! in O(1), to the fan-out engine, which delivers it to the local subscribers.
 //!
 //! When the connection drops, `redis`'s connection manager reconnects; the dispatcher then
-//! resubscribes every channel, reads what each topic published since the last frame it
-//! forwarded, and delivers that in sequence order before any newer live message, so subscribers
-//! see no gap and no duplicate. If the gap cannot be filled (history was trimmed meanwhile) or
+//! resubscribes every channel, reads what each topic published since the last frame the engine
+//! got, and appends that in sequence order before any newer live message, so subscribers see no
+//! gap and no duplicate. If the gap cannot be filled (history was trimmed meanwhile) or
 //! the store was reset (a new epoch: Redis restarted without persistence), the affected
 //! subscriptions stay open and receive a [`Delivery::Resync`](crate::Delivery::Resync) in place
 //! of the missing events, then carry on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,30 +22,26 @@ use redis::{Client, PushInfo, PushKind, RedisResult, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, Keys};
-use crate::broker::BrokerError;
-use crate::broker::subscription::{Mailbox, Resume};
+use crate::broker::{BrokerError, Resume};
 use crate::event::{Frame, Topic};
+use crate::fanout::Fanout;
 
 /// What the broker asks of the dispatcher.
 pub(super) enum Command {
-    /// Add a subscriber to topics; answers once every topic's channel is subscribed in Redis.
+    /// Count a subscriber of these topics; answers once every topic's channel is subscribed.
     Register {
-        subscriber: u64,
         topics: Vec<Topic>,
-        mailbox: Mailbox,
         done: oneshot::Sender<Result<(), BrokerError>>,
     },
-    /// Remove a subscriber.
-    Unregister { subscriber: u64, topics: Vec<Topic> },
+    /// Uncount a subscriber of these topics.
+    Unregister { topics: Vec<Topic> },
     /// Answers with the topics that have local subscribers, after every earlier command.
     Topics { done: oneshot::Sender<Vec<Topic>> },
 }
 
 struct Channel {
     topic: Topic,
-    subscribers: HashMap<u64, Mailbox>,
-    /// The highest sequence forwarded (or known to predate every subscriber).
-    last_sequence: u64,
+    subscribers: usize,
 }
 
 /// How the dispatcher makes (and remakes) its pub/sub connection.
@@ -103,9 +100,7 @@ pub(super) struct Dispatcher {
     health: HealthCheck,
     history_max_age_ms: u64,
     channels: HashMap<String, Channel>,
-    /// The last sequence forwarded to each subscriber of several topics, so an event published
-    /// to several of them takes one place in its queue, not one per topic.
-    multi_topic: HashMap<u64, u64>,
+    fanout: Fanout,
     epoch: Option<String>,
     needs_recovery: bool,
 }
@@ -121,6 +116,7 @@ impl Dispatcher {
         commands: mpsc::UnboundedReceiver<Command>,
         health: HealthCheck,
         history_max_age_ms: u64,
+        fanout: Fanout,
     ) -> Self {
         Self {
             link,
@@ -132,9 +128,10 @@ impl Dispatcher {
             health,
             history_max_age_ms,
             channels: HashMap::new(),
-            multi_topic: HashMap::new(),
+            fanout,
             epoch: None,
-            needs_recovery: false,
+            // The first "recovery" subscribes the channel of multi-topic events.
+            needs_recovery: true,
         }
     }
 
@@ -216,17 +213,12 @@ impl Dispatcher {
 
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Register {
-                subscriber,
-                topics,
-                mailbox,
-                done,
-            } => {
-                let result = self.register(subscriber, topics, mailbox).await;
+            Command::Register { topics, done } => {
+                let result = self.register(topics).await;
                 let _ = done.send(result);
             }
-            Command::Unregister { subscriber, topics } => {
-                self.unregister(subscriber, &topics).await;
+            Command::Unregister { topics } => {
+                self.unregister(&topics).await;
             }
             Command::Topics { done } => {
                 let topics = self.channels.values().map(|c| c.topic.clone()).collect();
@@ -235,12 +227,7 @@ impl Dispatcher {
         }
     }
 
-    async fn register(
-        &mut self,
-        subscriber: u64,
-        topics: Vec<Topic>,
-        mailbox: Mailbox,
-    ) -> Result<(), BrokerError> {
+    async fn register(&mut self, topics: Vec<Topic>) -> Result<(), BrokerError> {
         let new: Vec<(String, Topic)> = topics
             .iter()
             .map(|topic| (self.keys.channel(topic), topic.clone()))
@@ -250,67 +237,47 @@ impl Dispatcher {
             if self.needs_recovery {
                 return Err(unavailable_now());
             }
-            if let Err(error) = self.subscribe_new(&new).await {
+            let names: Vec<&String> = new.iter().map(|(name, _)| name).collect();
+            let subscribe = self.connection.subscribe(&names);
+            let confirmed = match tokio::time::timeout(self.link.timeout, subscribe).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(BrokerError::unavailable(
+                    "Redis did not confirm SUBSCRIBE",
+                    e,
+                )),
+                Err(e) => Err(BrokerError::unavailable("Redis did not answer in time", e)),
+            };
+            if let Err(error) = confirmed {
                 // A connection that failed here may be dead: replace it, and resubscribe the
                 // channels already in use.
                 self.replace_connection();
                 return Err(error);
             }
+            for (name, topic) in new {
+                self.channels.insert(
+                    name,
+                    Channel {
+                        topic,
+                        subscribers: 0,
+                    },
+                );
+            }
         }
         for topic in &topics {
             if let Some(channel) = self.channels.get_mut(&self.keys.channel(topic)) {
-                channel.subscribers.insert(subscriber, mailbox.clone());
+                channel.subscribers += 1;
             }
         }
-        if topics.len() > 1 {
-            self.multi_topic.insert(subscriber, 0);
-        }
         Ok(())
     }
 
-    /// SUBSCRIBEs channels that have no local subscriber yet.
-    async fn subscribe_new(&mut self, new: &[(String, Topic)]) -> Result<(), BrokerError> {
-        let timeout = self.link.timeout;
-        // Read the counter before subscribing: every message that then arrives is newer, and
-        // anything older is for the subscriber's replay.
-        let mut pipe = redis::pipe();
-        pipe.get(&self.keys.epoch).get(&self.keys.sequence);
-        let read = pipe.query_async::<(Option<String>, Option<u64>)>(&mut self.connection);
-        let (epoch, sequence) = tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|e| BrokerError::unavailable("Redis did not answer in time", e))?
-            .map_err(|e| BrokerError::unavailable("cannot read the Redis counter", e))?;
-        let names: Vec<&String> = new.iter().map(|(name, _)| name).collect();
-        tokio::time::timeout(timeout, self.connection.subscribe(&names))
-            .await
-            .map_err(|e| BrokerError::unavailable("Redis did not answer in time", e))?
-            .map_err(|e| BrokerError::unavailable("Redis did not confirm SUBSCRIBE", e))?;
-        if let Some(epoch) = epoch {
-            // A reset noticed here resyncs the existing subscribers; the new channels start
-            // from the counter read above, which belongs to the current epoch.
-            self.note_epoch(&epoch);
-        }
-        for (name, topic) in new {
-            self.channels.insert(
-                name.clone(),
-                Channel {
-                    topic: topic.clone(),
-                    subscribers: HashMap::new(),
-                    last_sequence: sequence.unwrap_or(0),
-                },
-            );
-        }
-        Ok(())
-    }
-
-    async fn unregister(&mut self, subscriber: u64, topics: &[Topic]) {
-        self.multi_topic.remove(&subscriber);
+    async fn unregister(&mut self, topics: &[Topic]) {
         let mut empty = Vec::new();
         for topic in topics {
             let name = self.keys.channel(topic);
             if let Some(channel) = self.channels.get_mut(&name) {
-                channel.subscribers.remove(&subscriber);
-                if channel.subscribers.is_empty() {
+                channel.subscribers = channel.subscribers.saturating_sub(1);
+                if channel.subscribers == 0 {
                     self.channels.remove(&name);
                     empty.push(name);
                 }
@@ -332,37 +299,31 @@ impl Dispatcher {
         match push.kind {
             PushKind::Message => {
                 let mut data = push.data.into_iter();
-                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                let (Some(Value::BulkString(_channel)), Some(Value::BulkString(payload))) =
                     (data.next(), data.next())
                 else {
                     return;
                 };
-                let Ok(name) = String::from_utf8(channel) else {
-                    return;
-                };
-                self.on_message(&name, Bytes::from(payload));
+                self.on_message(Bytes::from(payload));
             }
             PushKind::Disconnection => self.needs_recovery = true,
             _ => {}
         }
     }
 
-    fn on_message(&mut self, name: &str, payload: Bytes) {
-        let Some(channel) = self.channels.get(name) else {
-            return; // a message that crossed our UNSUBSCRIBE
-        };
-        let Some(read) = wire::read_frame(payload, &channel.topic) else {
+    fn on_message(&mut self, payload: Bytes) {
+        let Some(read) = wire::read_message(payload) else {
             return; // not written by our publish script
         };
         self.note_epoch(&read.epoch);
-        if let Some(channel) = self.channels.get_mut(name) {
-            forward(channel, &read.frame, &mut self.multi_topic);
-        }
+        // The engine drops what it already has (an event seen in a gap fill) and what no local
+        // subscriber reads.
+        self.fanout.append(read.frame);
     }
 
     /// Records the store's epoch. A different epoch than before means the store was reset or
     /// restarted: its sequences cannot be compared with the old ones, so every subscriber is
-    /// told to resync and every channel accepts sequences from the start.
+    /// told to resync and the engine accepts sequences from the start.
     fn note_epoch(&mut self, epoch: &str) {
         match &self.epoch {
             Some(known) if known == epoch => {}
@@ -373,54 +334,26 @@ impl Dispatcher {
 
     fn reset(&mut self, epoch: Option<String>) {
         self.epoch = epoch;
-        let names: Vec<String> = self.channels.keys().cloned().collect();
-        self.resync(&names, Resume::Unknown);
-        for channel in self.channels.values_mut() {
-            channel.last_sequence = 0;
-        }
-        for last in self.multi_topic.values_mut() {
-            *last = 0;
-        }
-    }
-
-    /// Tells every subscriber of the channels `names` (once each) that it may have missed
-    /// events. A subscriber whose queue is full lags out instead.
-    fn resync(&mut self, names: &[String], reason: Resume) {
-        let mut told = HashSet::new();
-        let mut lagged = HashSet::new();
-        for name in names {
-            if let Some(channel) = self.channels.get(name) {
-                for (subscriber, mailbox) in &channel.subscribers {
-                    if told.insert(*subscriber) && !mailbox.resync(reason.clone()) {
-                        lagged.insert(*subscriber);
-                    }
-                }
-            }
-        }
-        if !lagged.is_empty() {
-            for channel in self.channels.values_mut() {
-                channel
-                    .subscribers
-                    .retain(|subscriber, _| !lagged.contains(subscriber));
-            }
-        }
+        self.fanout.resync(None, Resume::Unknown);
     }
 
     /// Resubscribes every channel after a reconnect and fills the gap from history.
     ///
     /// History is read for all channels in one atomic step, which also returns the counter:
     /// every event up to it is in that read (or known to be trimmed), every later one arrives
-    /// live on the new subscription. So the gap is delivered in sequence order across all
-    /// topics, and then each channel goes on from the counter.
+    /// live on the new subscription. So the gap is appended in sequence order across all
+    /// topics, and live messages the read already held are dropped by the engine.
     async fn recover(&mut self) -> Result<(), BrokerError> {
-        if self.channels.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = self.channels.keys().cloned().collect();
+        let mut names: Vec<String> = self.channels.keys().cloned().collect();
+        names.push(self.keys.multi());
         self.connection
             .subscribe(&names)
             .await
             .map_err(|e| BrokerError::unavailable("cannot resubscribe after reconnecting", e))?;
+        names.pop();
+        if names.is_empty() {
+            return Ok(());
+        }
         let mut replay = self.read_history(&names).await?;
         let placed = self.epoch.is_none() || self.epoch.as_deref() == Some(replay.epoch.as_str());
         if !placed || !replay.placed {
@@ -432,36 +365,36 @@ impl Dispatcher {
             self.epoch = Some(replay.epoch.clone());
         }
 
-        let mut gap: Vec<(String, Frame)> = Vec::new();
-        let mut missed: Vec<String> = Vec::new();
+        let after = self.fanout.last_sequence();
+        let mut gap: Vec<Frame> = Vec::new();
+        let mut missed: Vec<Topic> = Vec::new();
         for (name, part) in names.iter().zip(replay.topics) {
-            let after = self.channels.get(name).map_or(0, |c| c.last_sequence);
-            if part.trimmed_through > after {
+            if part.trimmed_through > after
+                && let Some(channel) = self.channels.get(name)
+            {
                 // Events this topic's subscribers never got are gone from history.
-                missed.push(name.clone());
+                missed.push(channel.topic.clone());
             }
             gap.extend(
                 part.frames
                     .into_iter()
                     .filter(|read| read.epoch == replay.epoch)
-                    .map(|read| (name.clone(), read.frame)),
+                    .map(|read| read.frame),
             );
         }
-        self.resync(&missed, Resume::Expired);
-        gap.sort_by_key(|(_, frame)| frame.sequence());
-        for (name, frame) in gap {
-            if let Some(channel) = self.channels.get_mut(&name) {
-                forward(channel, &frame, &mut self.multi_topic);
-            }
+        if !missed.is_empty() {
+            self.fanout.resync(Some(&missed), Resume::Expired);
         }
-        for channel in self.channels.values_mut() {
-            channel.last_sequence = channel.last_sequence.max(replay.counter);
+        gap.sort_by_key(Frame::sequence);
+        for frame in gap {
+            self.fanout.append(frame);
         }
         Ok(())
     }
 
-    /// Reads every channel's history after what it forwarded, in one atomic step.
+    /// Reads every channel's history after what the engine has, in one atomic step.
     async fn read_history(&mut self, names: &[String]) -> Result<wire::Replay, BrokerError> {
+        let after = self.fanout.last_sequence();
         let mut invocation = self.replay.prepare_invoke();
         invocation.key(&self.keys.epoch).key(&self.keys.sequence);
         let mut topics = Vec::with_capacity(names.len());
@@ -473,11 +406,10 @@ impl Dispatcher {
         }
         invocation
             .arg(self.epoch.as_deref().unwrap_or(""))
-            .arg(self.history_max_age_ms);
-        for name in names {
-            if let Some(channel) = self.channels.get(name) {
-                invocation.arg(channel.last_sequence);
-            }
+            .arg(self.history_max_age_ms)
+            .arg(0);
+        for _ in &topics {
+            invocation.arg(after);
         }
         let reply: Value = invocation
             .invoke_async(&mut self.connection)
@@ -490,25 +422,6 @@ impl Dispatcher {
             )
         })
     }
-}
-
-/// Delivers `frame` to the channel's subscribers unless it was already forwarded, on this
-/// channel or (for a subscriber of several topics) on another.
-fn forward(channel: &mut Channel, frame: &Frame, multi_topic: &mut HashMap<u64, u64>) {
-    let sequence = frame.sequence();
-    if sequence <= channel.last_sequence {
-        return;
-    }
-    channel.last_sequence = sequence;
-    channel.subscribers.retain(|subscriber, mailbox| {
-        if let Some(last) = multi_topic.get_mut(subscriber) {
-            if *last >= sequence {
-                return true;
-            }
-            *last = sequence;
-        }
-        mailbox.deliver(frame)
-    });
 }
 
 fn unavailable_now() -> BrokerError {

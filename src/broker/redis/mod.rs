@@ -12,21 +12,26 @@
 //! `volatile-*` policy): evicting a history stream would lose events without a trace.
 
 mod dispatcher;
+mod replay;
 mod wire;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::{IntoConnectionInfo, ProtocolVersion, Script, Value};
+use redis::{IntoConnectionInfo, ProtocolVersion, Script};
 use tokio::sync::{mpsc, oneshot};
 
 use self::dispatcher::{Command, Dispatcher, HealthCheck, Link};
 use self::wire::Keys;
-use super::subscription::{Mailbox, Resume, Subscription};
-use super::{BoxFuture, Broker, BrokerError};
-use crate::event::{Event, EventId, Frame, Topic};
+use super::{
+    BoxFuture, Broker, BrokerError, PublishRequest, Start, SubscribeRequest, Subscription,
+};
+use crate::event::{EventId, Topic};
+use crate::fanout::{Fanout, Position};
+
+/// How long an idempotency key is remembered by default.
+const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// A broker that shares topics, ids and history between processes through Redis.
 ///
@@ -50,7 +55,7 @@ pub struct RedisBroker {
     shared: Arc<Shared>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     pool: deadpool_redis::Pool,
     keys: Keys,
     publish: Script,
@@ -58,8 +63,9 @@ struct Shared {
     history_per_topic: usize,
     /// 0: no age limit.
     history_max_age_ms: u64,
-    subscriber_queue: usize,
-    next_subscriber: AtomicU64,
+    idempotency_window_ms: u64,
+    replay_page: usize,
+    fanout: Fanout,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -73,6 +79,8 @@ impl RedisBroker {
             history_per_topic: 1_000,
             history_max_age: None,
             subscriber_queue: 256,
+            replay_page: 256,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             connect_timeout: Duration::from_secs(5),
             connect_lazily: false,
             health_check: HealthCheck {
@@ -92,8 +100,13 @@ impl RedisBroker {
         topics.await.unwrap_or_default()
     }
 
-    async fn publish_now(&self, topics: &[Topic], event: &Event) -> Result<EventId, BrokerError> {
-        let topics = distinct(topics);
+    /// The fan-out engine this process delivers Redis messages through.
+    pub fn fanout(&self) -> &Fanout {
+        &self.shared.fanout
+    }
+
+    async fn publish_now(&self, request: &PublishRequest) -> Result<EventId, BrokerError> {
+        let topics = request.topics();
         if topics.is_empty() {
             return Err(BrokerError::NoTopics);
         }
@@ -104,21 +117,29 @@ impl RedisBroker {
             .await
             .map_err(|e| BrokerError::unavailable("no Redis connection for publishing", e))?;
         let mut invocation = shared.publish.prepare_invoke();
+        let key = request
+            .key()
+            .map_or_else(String::new, |key| shared.keys.idempotency(key.as_str()));
         invocation
             .key(&shared.keys.sequence)
             .key(&shared.keys.epoch)
-            .key(&shared.keys.run);
-        for topic in &topics {
+            .key(&shared.keys.run)
+            .key(key);
+        for topic in topics {
             invocation.key(shared.keys.history(topic));
         }
+        let channel = match topics {
+            [only] => shared.keys.channel(only),
+            _ => shared.keys.multi(),
+        };
         invocation
-            .arg(event.encode_fields().as_ref())
+            .arg(request.event().encode_fields().as_ref())
             .arg(shared.history_per_topic)
             .arg(nonce())
-            .arg(shared.history_max_age_ms);
-        for topic in &topics {
-            invocation.arg(shared.keys.channel(topic));
-        }
+            .arg(shared.history_max_age_ms)
+            .arg(wire::header(request.is_private(), topics))
+            .arg(channel)
+            .arg(shared.idempotency_window_ms);
         let id: String = invocation
             .invoke_async(&mut connection)
             .await
@@ -126,127 +147,63 @@ impl RedisBroker {
         EventId::new(id).map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e))
     }
 
-    async fn subscribe_now(
-        &self,
-        topics: &[Topic],
-        after: Option<&EventId>,
-    ) -> Result<Subscription, BrokerError> {
-        let topics = distinct(topics);
+    async fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
+        let topics = request.topics().to_vec();
         if topics.is_empty() {
             return Err(BrokerError::NoTopics);
         }
         let shared = &self.shared;
-        let subscriber = shared.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        let (mailbox, inbox) = Mailbox::new(shared.subscriber_queue);
         let (done, registered) = oneshot::channel();
         shared
             .commands
             .send(Command::Register {
-                subscriber,
                 topics: topics.clone(),
-                mailbox,
                 done,
             })
             .map_err(|_| closed())?;
-        // From here on the subscriber is registered (or the attempt failed); unregister on every
+        // From here on the topics are registered (or the attempt failed); unregister on every
         // way out, including an error below.
         let registration = Registration {
             commands: shared.commands.clone(),
-            subscriber,
             topics: topics.clone(),
         };
         registered.await.map_err(|_| closed())??;
 
-        let (replay, resume, seen_through) = match after {
-            None => (Vec::new(), Resume::Fresh, 0),
-            Some(after) => self.read_replay(&topics, after).await?,
+        // Placed before the replay is read: every event the replay does not hold arrives here.
+        let (reader, _) =
+            shared
+                .fanout
+                .subscribe(&topics, Position::Live, request.granted().clone());
+        let from = match request.start_at() {
+            Start::After(id) => Some(replay::From::After(id)),
+            Start::Earliest => Some(replay::From::Earliest),
+            _ => None,
         };
-        // This instance's pub/sub feed may still carry events the client saw elsewhere (up to
-        // its resume point): skip them.
-        Ok(
-            Subscription::from_parts(replay, inbox, resume, move || drop(registration))
-                .skip_through(seen_through),
-        )
-    }
-
-    /// Reads the retained events after `after` on `topics`, merged in sequence order, with how
-    /// the resume point was placed and the sequence the client has seen through (0 when the
-    /// point is unknown).
-    async fn read_replay(
-        &self,
-        topics: &[Topic],
-        after: &EventId,
-    ) -> Result<(Vec<Frame>, Resume, u64), BrokerError> {
-        let shared = &*self.shared;
-        // An id that is not `<epoch>-<sequence>` gets an epoch no store has ("-" is never hex),
-        // so the script reports it unknown.
-        let (epoch, sequence) = after
-            .as_str()
-            .rsplit_once('-')
-            .and_then(|(epoch, sequence)| Some((epoch, sequence.parse::<u64>().ok()?)))
-            .unwrap_or(("-", 0));
-        let mut invocation = shared.replay.prepare_invoke();
-        invocation
-            .key(&shared.keys.epoch)
-            .key(&shared.keys.sequence);
-        for topic in topics {
-            invocation.key(shared.keys.history(topic));
-        }
-        invocation.arg(epoch).arg(shared.history_max_age_ms);
-        for _ in topics {
-            invocation.arg(sequence);
-        }
-        let mut connection = shared
-            .pool
-            .get()
-            .await
-            .map_err(|e| BrokerError::unavailable("no Redis connection to read history", e))?;
-        let reply: Value = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| BrokerError::unavailable("cannot read history from Redis", e))?;
-        let replay = wire::read_replay(reply, topics).ok_or_else(|| {
-            BrokerError::unavailable(
-                "Redis returned history in an unexpected shape",
-                std::io::Error::from(std::io::ErrorKind::InvalidData),
-            )
-        })?;
-        let mut resume = if replay.placed {
-            Resume::Complete
-        } else {
-            Resume::Unknown
-        };
-        let mut frames = Vec::new();
-        for part in replay.topics {
-            if resume == Resume::Complete && part.trimmed_through > sequence {
-                resume = Resume::Expired;
+        let mut subscription = match from {
+            None => Subscription::new(reader, super::Resume::Fresh),
+            Some(from) => {
+                let first = replay::first_page(shared.clone(), &topics, from).await?;
+                Subscription::new(reader, first.resume.clone())
+                    .skip_through(first.seen_through)
+                    .with_replay(first.into_pages())
             }
-            frames.extend(
-                part.frames
-                    .into_iter()
-                    // Entries from before a store reset belong to another epoch.
-                    .filter(|read| read.epoch == replay.epoch)
-                    .map(|read| read.frame),
-            );
-        }
-        frames.sort_by_key(Frame::sequence);
-        frames.dedup_by_key(|frame| frame.sequence());
-        let seen_through = if replay.placed { sequence } else { 0 };
-        Ok((frames, resume, seen_through))
+        };
+        subscription = subscription
+            .with_deadline(request.deadline_at())
+            .on_drop(move || drop(registration));
+        Ok(subscription)
     }
 }
 
-/// Unregisters a subscriber from the dispatcher when dropped.
+/// Unregisters topics from the dispatcher when dropped.
 struct Registration {
     commands: mpsc::UnboundedSender<Command>,
-    subscriber: u64,
     topics: Vec<Topic>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Unregister {
-            subscriber: self.subscriber,
             topics: std::mem::take(&mut self.topics),
         });
     }
@@ -260,13 +217,6 @@ fn nonce() -> String {
     format!("{:08x}", hasher.finish() as u32)
 }
 
-fn distinct(topics: &[Topic]) -> Vec<Topic> {
-    let mut topics = topics.to_vec();
-    topics.sort_unstable();
-    topics.dedup();
-    topics
-}
-
 fn closed() -> BrokerError {
     BrokerError::unavailable(
         "the Redis broker's pub/sub task has stopped",
@@ -277,18 +227,16 @@ fn closed() -> BrokerError {
 impl Broker for RedisBroker {
     fn publish<'a>(
         &'a self,
-        topics: &'a [Topic],
-        event: &'a Event,
+        request: &'a PublishRequest,
     ) -> BoxFuture<'a, Result<EventId, BrokerError>> {
-        Box::pin(self.publish_now(topics, event))
+        Box::pin(self.publish_now(request))
     }
 
     fn subscribe<'a>(
         &'a self,
-        topics: &'a [Topic],
-        after: Option<&'a EventId>,
+        request: &'a SubscribeRequest,
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
-        Box::pin(self.subscribe_now(topics, after))
+        Box::pin(self.subscribe_now(request))
     }
 }
 
@@ -297,7 +245,7 @@ impl fmt::Debug for RedisBroker {
         f.debug_struct("RedisBroker")
             .field("keys", &self.shared.keys)
             .field("history_per_topic", &self.shared.history_per_topic)
-            .field("subscriber_queue", &self.shared.subscriber_queue)
+            .field("fanout", &self.shared.fanout)
             .finish_non_exhaustive()
     }
 }
@@ -311,6 +259,8 @@ pub struct RedisBrokerBuilder {
     history_per_topic: usize,
     history_max_age: Option<Duration>,
     subscriber_queue: usize,
+    replay_page: usize,
+    idempotency_window: Duration,
     connect_timeout: Duration,
     connect_lazily: bool,
     health_check: HealthCheck,
@@ -343,10 +293,25 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// How many frames a local subscriber may have waiting before it is ended as too slow
-    /// (default 256).
-    pub fn subscriber_queue(mut self, frames: usize) -> Self {
-        self.subscriber_queue = frames.clamp(1, super::MAX_SUBSCRIBER_QUEUE);
+    /// How many events a local subscriber may fall behind the live feed before it is ended as
+    /// too slow (default 256): the length of each topic's in-process log. Nothing is queued per
+    /// subscriber.
+    pub fn subscriber_queue(mut self, events: usize) -> Self {
+        self.subscriber_queue = events.max(1);
+        self
+    }
+
+    /// How many history entries per topic one Redis call reads when replaying to a resuming
+    /// subscriber (default 256): replays are read in pages, never all at once.
+    pub fn replay_page(mut self, entries: usize) -> Self {
+        self.replay_page = entries.max(1);
+        self
+    }
+
+    /// How long a publish's idempotency key is remembered (default 10 minutes): a retry within
+    /// it returns the first id and publishes nothing.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window.max(Duration::from_millis(1));
         self
     }
 
@@ -436,6 +401,12 @@ impl RedisBrokerBuilder {
         let history_max_age_ms = self
             .history_max_age
             .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        // Redis keeps the history; the engine only holds the live feed for local readers.
+        let fanout = Fanout::builder()
+            .history(0)
+            .lag_window(self.subscriber_queue)
+            .keep_idle_topics(false)
+            .build();
         let dispatcher = Dispatcher::new(
             link,
             connection,
@@ -443,6 +414,7 @@ impl RedisBrokerBuilder {
             command_receiver,
             self.health_check,
             history_max_age_ms,
+            fanout.clone(),
         );
         tokio::spawn(dispatcher.run());
         Ok(RedisBroker {
@@ -453,8 +425,10 @@ impl RedisBrokerBuilder {
                 replay: Script::new(wire::REPLAY),
                 history_per_topic: self.history_per_topic,
                 history_max_age_ms,
-                subscriber_queue: self.subscriber_queue,
-                next_subscriber: AtomicU64::new(0),
+                idempotency_window_ms: u64::try_from(self.idempotency_window.as_millis())
+                    .unwrap_or(u64::MAX),
+                replay_page: self.replay_page,
+                fanout,
                 commands,
             }),
         })

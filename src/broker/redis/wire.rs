@@ -9,7 +9,14 @@
 //! | `P:epoch` | string | made anew when the counter is created or the server restarted; in every id, so ids from before a reset or restart are recognised |
 //! | `P:run` | string | the server `run_id` the epoch was made under |
 //! | `P:h:<topic>` | stream | the topic's history: entry id `<sequence>-0`, field `f` = the encoded frame, `t` = the server's time in ms; trimmed to the retention |
-//! | `P:c:<topic>` | channel | the encoded frame of every event published to the topic |
+//! | `P:k:<key>` | string | the id a publish with this idempotency key got; expires |
+//! | `P:c:<topic>` | channel | every event published to this topic alone: header, LF, frame |
+//! | `P:m` | channel | every event published to several topics at once: header, LF, frame |
+//!
+//! A frame's header travels with it through the channel and in the history (field `m`): a
+//! private flag (`p` or `-`) followed by the event's topics, each preceded by a unit separator
+//! (0x1F, which no topic contains). So every instance knows all of an event's topics, and an
+//! event published to several topics crosses Redis once.
 
 use bytes::Bytes;
 use redis::Value;
@@ -26,13 +33,21 @@ use crate::event::{EventId, Frame, Topic};
 /// epoch was made: after a restart, even one that restored data, ids issued before may have
 /// been lost and issued again, so they must not be compared with new ones.
 ///
-/// KEYS: `P:seq`, `P:epoch`, `P:run`, then one history key per topic.
+/// With an idempotency key whose first publish is remembered, returns that id and does nothing.
+///
+/// KEYS: `P:seq`, `P:epoch`, `P:run`, `P:k:<key>` (or an empty name without a key), then one
+/// history key per topic.
 /// ARGV: the encoded fields, the history length, a random nonce (hex, used only when a new
-/// epoch is made), the history's maximum age in milliseconds (0: none), then one channel per
-/// topic (in KEYS order).
+/// epoch is made), the history's maximum age in milliseconds (0: none), the frame header (see
+/// [`header`]), the channel to publish on, and how long the idempotency key is remembered in
+/// milliseconds.
 pub(super) const PUBLISH: &str = r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if KEYS[4] ~= '' then
+  local first = redis.call('GET', KEYS[4])
+  if first then return first end
+end
 local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
 local epoch = redis.call('GET', KEYS[2])
 if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 or redis.call('GET', KEYS[3]) ~= run_id then
@@ -44,11 +59,13 @@ end
 local sequence = redis.call('INCR', KEYS[1])
 local id = epoch .. '-' .. sequence
 local frame = 'id: ' .. id .. '\n' .. ARGV[1]
+local header = ARGV[5]
 local entry = sequence .. '-0'
 local max = tonumber(ARGV[2])
 local max_age = tonumber(ARGV[4])
 local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')) end
-for t = 0, #KEYS - 4 do
+local topics = #KEYS - 4
+for t = 1, topics do
   local key = KEYS[4 + t]
   -- Trimming does not record what it removed, so note the newest entry that goes, for
   -- resuming clients to learn they missed it (XINFO's max-deleted-entry-id).
@@ -79,18 +96,22 @@ for t = 0, #KEYS - 4 do
       trimmed = oldest[#oldest][1]
     end
   end
-  local added = redis.pcall('XADD', key, 'MAXLEN', max, entry, 'f', frame, 't', now_ms)
+  local added = redis.pcall('XADD', key, 'MAXLEN', max, entry, 'f', frame, 't', now_ms, 'm', header)
   if type(added) == 'table' and added.err then
     -- History left from before a store reset holds larger ids: it is stale, start afresh.
     redis.call('DEL', key)
-    redis.call('XADD', key, 'MAXLEN', max, entry, 'f', frame, 't', now_ms)
+    redis.call('XADD', key, 'MAXLEN', max, entry, 'f', frame, 't', now_ms, 'm', header)
     trimmed = nil
     if max == 0 then trimmed = entry end
   end
   if trimmed then
     redis.call('XSETID', key, entry, 'MAXDELETEDID', trimmed)
   end
-  redis.call('PUBLISH', ARGV[5 + t], frame)
+end
+-- One message per event: on the topic's channel, or on the shared channel for several topics.
+redis.call('PUBLISH', ARGV[6], header .. '\n' .. frame)
+if KEYS[4] ~= '' then
+  redis.call('SET', KEYS[4], id, 'PX', ARGV[7])
 end
 return id
 ";
@@ -104,10 +125,11 @@ return id
 ///
 /// KEYS: `P:epoch`, `P:seq`, then one history key per topic.
 /// ARGV: the epoch the resume points belong to, the history's maximum age in milliseconds (0:
-/// none), then one resume sequence per topic (in KEYS order).
-/// Returns `{epoch, counter, status, trimmed_1, entries_1, trimmed_2, entries_2, ...}` where status
+/// none), the most entries to return per topic (a page; 0: all), then one resume sequence per
+/// topic (in KEYS order).
+/// Returns `{epoch, counter, status, trimmed_1, entries_1, more_1, trimmed_2, ...}` where status
 /// is `complete`, or `unknown` when the epoch differs or a resume point is beyond the counter
-/// (then every retained entry is returned).
+/// (then every retained entry is returned), and `more` is `1` when the page was full.
 pub(super) const REPLAY: &str = r"
 local epoch = redis.call('GET', KEYS[1]) or ''
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -119,27 +141,37 @@ if max_age > 0 then
 end
 local status = 'complete'
 if ARGV[1] ~= epoch then status = 'unknown' end
+local page = tonumber(ARGV[3]) or 0
 for t = 0, #KEYS - 3 do
-  if (tonumber(ARGV[3 + t]) or 0) > last then status = 'unknown' end
+  if (tonumber(ARGV[4 + t]) or 0) > last then status = 'unknown' end
 end
 local out = {epoch, tostring(last), status}
 for t = 0, #KEYS - 3 do
   local key = KEYS[3 + t]
   local after = 0
-  if status == 'complete' then after = tonumber(ARGV[3 + t]) or 0 end
+  if status == 'complete' then after = tonumber(ARGV[4 + t]) or 0 end
   local trimmed = '0-0'
   local entries = {}
+  local more = '0'
   if redis.call('EXISTS', key) == 1 then
     local info = redis.call('XINFO', 'STREAM', key)
     for j = 1, #info, 2 do
       if info[j] == 'max-deleted-entry-id' then trimmed = info[j + 1] end
     end
-    for _, e in ipairs(redis.call('XRANGE', key, '(' .. after .. '-0', '+')) do
+    local range
+    if page > 0 then
+      range = redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', page)
+    else
+      range = redis.call('XRANGE', key, '(' .. after .. '-0', '+')
+    end
+    if page > 0 and #range == page then more = '1' end
+    for _, e in ipairs(range) do
       if (tonumber(e[2][4]) or 0) < cutoff then trimmed = e[1] else entries[#entries + 1] = e end
     end
   end
   out[#out + 1] = trimmed
   out[#out + 1] = entries
+  out[#out + 1] = more
 end
 return out
 ";
@@ -170,6 +202,51 @@ impl Keys {
     pub(super) fn channel(&self, topic: &Topic) -> String {
         format!("{}:c:{topic}", self.prefix)
     }
+
+    /// The channel of events published to several topics at once.
+    pub(super) fn multi(&self) -> String {
+        format!("{}:m", self.prefix)
+    }
+
+    pub(super) fn idempotency(&self, key: &str) -> String {
+        format!("{}:k:{key}", self.prefix)
+    }
+}
+
+/// Separates the topics in a frame header; no topic contains a control character.
+const TOPIC_SEPARATOR: char = '\u{1f}';
+
+/// The header that travels with a frame: the private flag, then each topic after a separator.
+pub(super) fn header(private: bool, topics: &[Topic]) -> String {
+    let mut header = String::from(if private { "p" } else { "-" });
+    for topic in topics {
+        header.push(TOPIC_SEPARATOR);
+        header.push_str(topic.as_str());
+    }
+    header
+}
+
+/// Reads a header back: the private flag and the topics.
+fn read_header(header: &[u8]) -> Option<(bool, Box<[Topic]>)> {
+    let header = std::str::from_utf8(header).ok()?;
+    let mut parts = header.split(TOPIC_SEPARATOR);
+    let private = match parts.next()? {
+        "p" => true,
+        "-" => false,
+        _ => return None,
+    };
+    let topics = parts
+        .map(Topic::new)
+        .collect::<Result<Box<[Topic]>, _>>()
+        .ok()?;
+    (!topics.is_empty()).then_some((private, topics))
+}
+
+/// Reads a pub/sub message: a header, LF, then the frame.
+pub(super) fn read_message(payload: Bytes) -> Option<ReadFrame> {
+    let split = payload.iter().position(|&b| b == b'\n')?;
+    let (private, topics) = read_header(&payload[..split])?;
+    read_frame(payload.slice(split + 1..), topics, private)
 }
 
 /// A frame read back from Redis, with the epoch of its id.
@@ -179,7 +256,7 @@ pub(super) struct ReadFrame {
 }
 
 /// Reads a frame that starts with `id: <epoch>-<sequence>\n`, as the publish script writes it.
-pub(super) fn read_frame(bytes: Bytes, topic: &Topic) -> Option<ReadFrame> {
+pub(super) fn read_frame(bytes: Bytes, topics: Box<[Topic]>, private: bool) -> Option<ReadFrame> {
     let line_end = bytes.iter().position(|&b| b == b'\n')?;
     let id = std::str::from_utf8(bytes.get(..line_end)?)
         .ok()?
@@ -190,7 +267,7 @@ pub(super) fn read_frame(bytes: Bytes, topic: &Topic) -> Option<ReadFrame> {
     let id = EventId::new(id).ok()?;
     Some(ReadFrame {
         epoch,
-        frame: Frame::from_encoded(id, sequence, std::slice::from_ref(topic), bytes),
+        frame: Frame::from_encoded(id, sequence, topics, private, bytes),
     })
 }
 
@@ -205,13 +282,13 @@ pub(super) struct TopicReplay {
     /// The highest sequence trimmed from the topic's history, 0 when none was.
     pub(super) trimmed_through: u64,
     pub(super) frames: Vec<ReadFrame>,
+    /// Whether the page was full: more entries may follow the last one.
+    pub(super) more: bool,
 }
 
 /// A parsed reply of the replay script.
 pub(super) struct Replay {
     pub(super) epoch: String,
-    /// The counter when the history was read: every later event arrives live.
-    pub(super) counter: u64,
     /// Whether the resume point was placed (`false`: unknown, everything retained follows).
     pub(super) placed: bool,
     pub(super) topics: Vec<TopicReplay>,
@@ -224,7 +301,7 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
     };
     let mut items = items.into_iter();
     let epoch = string(items.next()?)?;
-    let counter = string(items.next()?)?.parse().ok()?;
+    let _counter: u64 = string(items.next()?)?.parse().ok()?;
     let placed = string(items.next()?)? == "complete";
     let mut replays = Vec::with_capacity(topics.len());
     for topic in topics {
@@ -237,20 +314,22 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
         for entry in entries {
             frames.push(read_entry(entry, topic)?);
         }
+        let more = string(items.next()?)? == "1";
         replays.push(TopicReplay {
             trimmed_through,
             frames,
+            more,
         });
     }
     Some(Replay {
         epoch,
-        counter,
         placed,
         topics: replays,
     })
 }
 
-/// Reads one stream entry `[id, [field, frame]]`.
+/// Reads one stream entry `[id, [f, frame, t, time, m, header]]`; entries written before
+/// headers existed count as public events of `topic` alone.
 fn read_entry(entry: Value, topic: &Topic) -> Option<ReadFrame> {
     let Value::Array(parts) = entry else {
         return None;
@@ -260,10 +339,15 @@ fn read_entry(entry: Value, topic: &Topic) -> Option<ReadFrame> {
     let Value::Array(fields) = parts.next()? else {
         return None;
     };
-    let Value::BulkString(frame) = fields.into_iter().nth(1)? else {
+    let mut fields = fields.into_iter();
+    let Value::BulkString(frame) = fields.nth(1)? else {
         return None;
     };
-    read_frame(Bytes::from(frame), topic)
+    let (private, topics) = match fields.nth(3) {
+        Some(Value::BulkString(header)) => read_header(&header)?,
+        _ => (false, Box::from([topic.clone()])),
+    };
+    read_frame(Bytes::from(frame), topics, private)
 }
 
 fn string(value: Value) -> Option<String> {
@@ -285,11 +369,30 @@ mod tests {
         let id = EventId::new("18f2a3b4c-42").expect("valid id");
         let event = Event::text("x\ny").expect("valid event");
         let written = Frame::new(id.clone(), 42, std::slice::from_ref(&topic), &event);
-        let read = read_frame(written.bytes().clone(), &topic).expect("readable frame");
+        let read =
+            read_frame(written.bytes().clone(), Box::from([topic]), false).expect("readable frame");
         assert_eq!(read.epoch, "18f2a3b4c");
         assert_eq!(read.frame.id(), &id);
         assert_eq!(read.frame.sequence(), 42);
         assert_eq!(read.frame.bytes(), written.bytes());
+    }
+
+    #[test]
+    fn messages_carry_every_topic_and_the_private_flag() {
+        let topics = [
+            Topic::new("a b").expect("topic"),
+            Topic::new("c").expect("topic"),
+        ];
+        let id = EventId::new("e1-7").expect("valid id");
+        let frame = Frame::new(id, 7, &topics, &Event::text("x").expect("event"));
+        let mut payload = header(true, &topics).into_bytes();
+        payload.push(b'\n');
+        payload.extend_from_slice(frame.bytes());
+        let read = read_message(Bytes::from(payload)).expect("readable message");
+        assert_eq!(read.frame.topics(), &topics);
+        assert!(read.frame.is_private());
+        assert_eq!(read.frame.bytes(), frame.bytes());
+        assert!(read_message(Bytes::from_static(b"x\x1fa\nid: e-1\n")).is_none());
     }
 
     #[test]
@@ -302,7 +405,7 @@ mod tests {
             b"id: e-1",
         ] {
             assert!(
-                read_frame(Bytes::from_static(bytes), &topic).is_none(),
+                read_frame(Bytes::from_static(bytes), Box::from([topic.clone()]), false).is_none(),
                 "{bytes:?}"
             );
         }

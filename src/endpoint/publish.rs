@@ -15,21 +15,14 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::Endpoints;
+use super::reply::{Reply, denied as denied_response, refuse, text};
+use super::stream::RESYNC_EVENT;
 use crate::auth::Access;
-use crate::body::{Reply, denied as denied_response, refuse, text};
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, PublishRequest};
 use crate::event::{Event, Topic};
-use crate::hub::HubShared;
-use crate::stream::RESYNC_EVENT;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A parsed publish request.
-#[derive(Debug)]
-struct PublishRequest {
-    topics: Vec<Topic>,
-    event: Event,
-}
 
 /// The body formats the endpoint reads.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +31,7 @@ enum Format {
     Json,
 }
 
-pub(crate) async fn publish<B>(shared: Arc<HubShared>, parts: Parts, body: B) -> Response<Reply>
+pub(crate) async fn publish<B>(shared: Arc<Endpoints>, parts: Parts, body: B) -> Response<Reply>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -71,12 +64,12 @@ where
     };
     if let Some(authorizer) = &shared.authorizer
         && let Err(denied) = authorizer
-            .authorize(&parts, Access::Publish, &request.topics)
+            .authorize(&parts, Access::Publish, request.topics())
             .await
     {
         return denied_response(&denied);
     }
-    match shared.broker.publish(&request.topics, &request.event).await {
+    match shared.broker.publish(&request).await {
         Ok(id) => text(StatusCode::OK, id.as_str()),
         Err(BrokerError::NoTopics) => refuse(StatusCode::BAD_REQUEST, BrokerError::NoTopics),
         Err(error) => {
@@ -198,10 +191,7 @@ impl Fields {
         if let Some(retry) = self.retry {
             event = event.with_retry(retry);
         }
-        Ok(PublishRequest {
-            topics: self.topics,
-            event,
-        })
+        Ok(PublishRequest::new(self.topics, event))
     }
 }
 
@@ -314,21 +304,21 @@ mod tests {
     fn form_reads_repeated_topics_and_optional_fields() {
         let request = parse_form(b"topic=a&topic=b&data=hi%0Athere&event=msg&retry=1500", 8)
             .expect("valid form");
-        let names: Vec<_> = request.topics.iter().map(Topic::as_str).collect();
+        let names: Vec<_> = request.topics().iter().map(Topic::as_str).collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!(request.event.data(), "hi\nthere");
-        assert_eq!(request.event.event_type(), Some("msg"));
-        assert_eq!(request.event.retry(), Some(Duration::from_millis(1500)));
+        assert_eq!(request.event().data(), "hi\nthere");
+        assert_eq!(request.event().event_type(), Some("msg"));
+        assert_eq!(request.event().retry(), Some(Duration::from_millis(1500)));
     }
 
     #[test]
     fn json_data_is_sent_as_is_when_a_string_and_as_json_otherwise() {
         let request = parse_json(br#"{"topic":"a","data":"plain"}"#, 8).expect("valid json");
-        assert_eq!(request.event.data(), "plain");
+        assert_eq!(request.event().data(), "plain");
         let request =
             parse_json(br#"{"topics":["a","b"],"data":{"x":[1,2]}}"#, 8).expect("valid json");
-        assert_eq!(request.event.data(), r#"{"x":[1,2]}"#);
-        assert_eq!(request.topics.len(), 2);
+        assert_eq!(request.event().data(), r#"{"x":[1,2]}"#);
+        assert_eq!(request.topics().len(), 2);
     }
 
     #[test]

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
+use super::Endpoints;
+use super::reply::{Reply, denied as denied_response, refuse};
+use super::stream::{SseStream, SubscriberSlot, resync_notice, retry_frame};
 use crate::auth::Access;
-use crate::body::{Reply, denied as denied_response, refuse};
+use crate::broker::SubscribeRequest;
 use crate::event::{EventId, Topic};
-use crate::hub::HubShared;
-use crate::stream::{SseStream, SubscriberSlot, resync_notice, retry_frame};
 
 /// The response header that reports a resume point that could not be honoured in full:
 /// `expired` (events were missed) or `unknown` (the id was not issued by this broker).
@@ -24,17 +25,17 @@ const RESUME_PARAMS: [&str; 2] = ["lastEventID", "last_event_id"];
 
 /// What a subscribe request asks for.
 #[derive(Debug)]
-struct SubscribeRequest {
+struct Query {
     topics: Vec<Topic>,
     after: Option<EventId>,
 }
 
-pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<Reply> {
+pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
     let request = match parse(&parts, shared.config.max_topics) {
         Ok(request) => request,
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
-    if *shared.shutdown.borrow() {
+    if shared.is_shut_down() {
         return unavailable(&shared, &parts, "the server is shutting down; reconnect");
     }
     let Some(slot) = SubscriberSlot::acquire(&shared) else {
@@ -54,16 +55,14 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
     {
         return denied_response(&denied);
     }
-    let subscription = match shared
-        .broker
-        .subscribe(&request.topics, request.after.as_ref())
-        .await
-    {
+    let broker_request =
+        SubscribeRequest::new(request.topics.iter().cloned()).after(request.after.clone());
+    let subscription = match shared.broker.subscribe(&broker_request).await {
         Ok(subscription) => subscription,
         Err(error) => return unavailable(&shared, &parts, error),
     };
     // Shutdown may have begun while the authorizer or the broker was working.
-    if *shared.shutdown.borrow() {
+    if shared.is_shut_down() {
         return unavailable(&shared, &parts, "the server is shutting down; reconnect");
     }
 
@@ -71,6 +70,7 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
     let notice = resume
         .is_gap()
         .then(|| resync_notice(&resume, request.after.as_ref()));
+    shared.start_tickers();
     let stream = SseStream::new(slot, subscription, notice);
     let mut response = Response::new(Reply::Events(Box::new(stream)));
     let headers = response.headers_mut();
@@ -85,12 +85,12 @@ pub(crate) async fn subscribe(shared: Arc<HubShared>, parts: Parts) -> Response<
 }
 
 /// `HEAD` on the events path: the same checks and headers as a subscribe, no stream.
-pub(crate) async fn probe(shared: Arc<HubShared>, parts: Parts) -> Response<Reply> {
+pub(crate) async fn probe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
     let request = match parse(&parts, shared.config.max_topics) {
         Ok(request) => request,
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
-    if *shared.shutdown.borrow() {
+    if shared.is_shut_down() {
         return unavailable(&shared, &parts, "the server is shutting down; reconnect");
     }
     if let Some(authorizer) = &shared.authorizer
@@ -112,7 +112,7 @@ pub(crate) async fn probe(shared: Arc<HubShared>, parts: Parts) -> Response<Repl
 /// the reason, and ends: it reconnects on its own after the delay. Other clients get 503 with
 /// `Retry-After` and the reason.
 fn unavailable(
-    shared: &HubShared,
+    shared: &Endpoints,
     parts: &Parts,
     reason: impl std::fmt::Display,
 ) -> Response<Reply> {
@@ -156,7 +156,7 @@ fn set_stream_headers(headers: &mut http::HeaderMap) {
     );
 }
 
-fn parse(parts: &Parts, max_topics: usize) -> Result<SubscribeRequest, String> {
+fn parse(parts: &Parts, max_topics: usize) -> Result<Query, String> {
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_after = None;
     for (key, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
@@ -188,7 +188,7 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<SubscribeRequest, String> {
             Some(EventId::new(value).map_err(|e| format!("invalid Last-Event-ID header: {e}"))?)
         }
     };
-    Ok(SubscribeRequest {
+    Ok(Query {
         topics,
         after: header_after.or(query_after),
     })

@@ -1,0 +1,280 @@
+//! [`MemoryBroker`]: the in-process broker, the default, and the one tests use. It assigns ids
+//! and keeps idempotency keys; the fan-out engine holds the history and delivers.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{
+    BoxFuture, Broker, BrokerError, IdempotencyKey, PublishRequest, Start, SubscribeRequest,
+    Subscription,
+};
+use crate::event::EventId;
+use crate::fanout::{Fanout, FanoutBuilder, Position};
+
+/// How many idempotency keys are remembered by default.
+const DEFAULT_IDEMPOTENCY_KEYS: usize = 10_000;
+
+/// An in-memory broker for one process.
+///
+/// Ids look like `5f3a9c01-42`: a random epoch, fixed when the broker is created, then a
+/// counter. An id from another broker or from before a restart therefore cannot be mistaken for
+/// one of ours; the subscription reports it as [`Resume::Unknown`](super::Resume::Unknown) and
+/// replays all it has.
+///
+/// History is bounded three ways: per topic by count (default 1,000 events), over all topics by
+/// the bytes of the encoded events (default 64 MiB, oldest evicted first), and optionally by age
+/// (checked on every publish and subscribe). A topic with neither history nor subscribers is
+/// forgotten, so the number of topics is bounded too. A subscriber that falls further behind
+/// than the history (or [`subscriber_queue`](MemoryBrokerBuilder::subscriber_queue) events,
+/// whichever is more) lagged: its stream ends with
+/// [`SubscriptionEnd::Lagged`](super::SubscriptionEnd::Lagged) and the client resumes.
+///
+/// Publishing assigns the id and appends the event under the engine's ingest lock; subscribers
+/// are woken after it is released, so a publish to a busy topic never holds up another topic.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse_pubsub::MemoryBroker;
+///
+/// let broker = MemoryBroker::builder()
+///     .history_per_topic(100)
+///     .history_max_age(Duration::from_secs(600))
+///     .history_max_bytes(16 * 1024 * 1024)
+///     .subscriber_queue(64)
+///     .build();
+/// # drop(broker);
+/// ```
+#[derive(Clone)]
+pub struct MemoryBroker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    epoch: String,
+    fanout: Fanout,
+    keys: Mutex<Keys>,
+}
+
+/// Idempotency keys and the ids they got, the oldest forgotten first.
+struct Keys {
+    capacity: usize,
+    ids: HashMap<IdempotencyKey, EventId>,
+    order: VecDeque<IdempotencyKey>,
+}
+
+impl MemoryBroker {
+    /// A broker with the default limits.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder to set history and queue limits.
+    pub fn builder() -> MemoryBrokerBuilder {
+        MemoryBrokerBuilder {
+            fanout: Fanout::builder(),
+            idempotency_keys: DEFAULT_IDEMPOTENCY_KEYS,
+        }
+    }
+
+    /// The fan-out engine that holds this broker's history and subscribers.
+    pub fn fanout(&self) -> &Fanout {
+        &self.shared.fanout
+    }
+
+    /// The number of (subscriber, topic) registrations: a subscription to two topics counts
+    /// twice.
+    pub fn topic_subscriptions(&self) -> usize {
+        self.shared.fanout.topic_subscriptions()
+    }
+
+    /// The number of (topic, event) pairs currently retained for resuming clients.
+    pub fn retained_count(&self) -> usize {
+        self.shared.fanout.retained_count()
+    }
+
+    /// The bytes of encoded events currently retained (an event on two topics counts twice).
+    pub fn retained_bytes(&self) -> usize {
+        self.shared.fanout.retained_bytes()
+    }
+
+    /// The number of topics the broker knows: those with history or subscribers.
+    pub fn topic_count(&self) -> usize {
+        self.shared.fanout.topic_count()
+    }
+
+    fn publish_now(&self, request: &PublishRequest) -> Result<EventId, BrokerError> {
+        if request.topics().is_empty() {
+            return Err(BrokerError::NoTopics);
+        }
+        let shared = &*self.shared;
+        let publish = || {
+            shared
+                .fanout
+                .publish(request, |sequence| shared.id_for(sequence))
+                .id()
+                .clone()
+        };
+        let Some(key) = request.key() else {
+            return Ok(publish());
+        };
+        // Held across the publish, so two retries racing each other publish once.
+        let mut keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = keys.ids.get(key) {
+            return Ok(id.clone());
+        }
+        let id = publish();
+        keys.remember(key.clone(), id.clone());
+        Ok(id)
+    }
+
+    fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
+        if request.topics().is_empty() {
+            return Err(BrokerError::NoTopics);
+        }
+        let shared = &*self.shared;
+        let (position, foreign) = match request.start_at() {
+            Start::After(id) => match shared.sequence_of(id) {
+                Some(sequence) => (Position::After(sequence), false),
+                None => (Position::Earliest, true),
+            },
+            Start::Earliest => (Position::Earliest, false),
+            _ => (Position::Live, false),
+        };
+        let (reader, mut resume) =
+            shared
+                .fanout
+                .subscribe(request.topics(), position, request.granted().clone());
+        if foreign {
+            resume = super::Resume::Unknown;
+        }
+        Ok(Subscription::new(reader, resume).with_deadline(request.deadline_at()))
+    }
+}
+
+impl Keys {
+    fn remember(&mut self, key: IdempotencyKey, id: EventId) {
+        if self.capacity == 0 {
+            return;
+        }
+        while self.order.len() >= self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        self.order.push_back(key.clone());
+        self.ids.insert(key, id);
+    }
+}
+
+impl Shared {
+    fn id_for(&self, sequence: u64) -> EventId {
+        // Eight hex digits, a dash and at most twenty decimal digits: always a valid id.
+        EventId::from_trusted(format!("{}-{sequence}", self.epoch))
+    }
+
+    /// The sequence inside one of our ids, or `None` when the id is not ours.
+    fn sequence_of(&self, id: &EventId) -> Option<u64> {
+        let (epoch, sequence) = id.as_str().split_once('-')?;
+        if epoch != self.epoch || !sequence.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        sequence.parse().ok().filter(|&s| s > 0)
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("epoch", &self.shared.epoch)
+            .field("fanout", &self.shared.fanout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish<'a>(
+        &'a self,
+        request: &'a PublishRequest,
+    ) -> BoxFuture<'a, Result<EventId, BrokerError>> {
+        Box::pin(std::future::ready(self.publish_now(request)))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        request: &'a SubscribeRequest,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
+        Box::pin(std::future::ready(self.subscribe_now(request)))
+    }
+}
+
+/// Configures a [`MemoryBroker`]; see [`MemoryBroker::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "call .build() to get the broker"]
+pub struct MemoryBrokerBuilder {
+    fanout: FanoutBuilder,
+    idempotency_keys: usize,
+}
+
+impl MemoryBrokerBuilder {
+    /// How many events each topic keeps for resuming clients (default 1,000; 0 keeps none).
+    pub fn history_per_topic(mut self, events: usize) -> Self {
+        self.fanout = self.fanout.history(events);
+        self
+    }
+
+    /// Drops retained events older than `age`, checked on every publish and subscribe
+    /// (default: no age limit).
+    pub fn history_max_age(mut self, age: Duration) -> Self {
+        self.fanout = self.fanout.max_age(age);
+        self
+    }
+
+    /// The most bytes of encoded events kept over all topics; past it the oldest events go first
+    /// (default 64 MiB).
+    pub fn history_max_bytes(mut self, bytes: usize) -> Self {
+        self.fanout = self.fanout.max_bytes(bytes);
+        self
+    }
+
+    /// How many events a subscriber may fall behind, at least, before it counts as too slow and
+    /// its stream ends (default 256; the history reaches further when it is longer). Nothing is
+    /// queued per subscriber: this is how far back the topic's log reaches.
+    pub fn subscriber_queue(mut self, events: usize) -> Self {
+        self.fanout = self.fanout.lag_window(events);
+        self
+    }
+
+    /// How many idempotency keys are remembered (default 10,000; the oldest is forgotten
+    /// first). A retried publish whose key is still remembered returns the first id.
+    pub fn idempotency_keys(mut self, keys: usize) -> Self {
+        self.idempotency_keys = keys;
+        self
+    }
+
+    /// Builds the broker with a fresh epoch.
+    pub fn build(self) -> MemoryBroker {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(0);
+        let epoch = format!("{:08x}", hasher.finish() as u32);
+        MemoryBroker {
+            shared: Arc::new(Shared {
+                epoch,
+                fanout: self.fanout.build(),
+                keys: Mutex::new(Keys {
+                    capacity: self.idempotency_keys,
+                    ids: HashMap::new(),
+                    order: VecDeque::new(),
+                }),
+            }),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Replays a resuming subscriber's history from Redis in pages, merged across its topics in
+//! sequence order: no single call reads more than a page per topic, and the subscriber gets the
+//! first frames before the rest is read.
+//!
+//! The first page also places the resume point ([`Resume`]). Later pages go on from where each
+//! topic's previous page ended; a topic's frames are released up to the lowest "last read"
+//! sequence among topics that may have more, so the merged order is exact.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use redis::Value;
+
+use super::{Shared, wire};
+use crate::broker::{BrokerError, ReplayPages, Resume};
+use crate::event::{EventId, Frame, Topic};
+
+/// Where a replay starts.
+pub(super) enum From<'a> {
+    After(&'a EventId),
+    Earliest,
+}
+
+struct TopicPages {
+    topic: Topic,
+    /// The sequence of the last entry read from this topic's history.
+    after: u64,
+    buffered: VecDeque<Frame>,
+    more: bool,
+}
+
+/// The state of a replay after its first page.
+pub(super) struct Pages {
+    shared: Arc<Shared>,
+    epoch: String,
+    topics: Vec<TopicPages>,
+}
+
+/// The first page read, with how the resume point was placed.
+pub(super) struct FirstPage {
+    pub(super) resume: Resume,
+    /// The sequence the client has seen through (0 when its id was not placed).
+    pub(super) seen_through: u64,
+    pages: Pages,
+}
+
+impl FirstPage {
+    pub(super) fn into_pages(self) -> ReplayPages {
+        Box::pin(futures::stream::unfold(
+            Some(self.pages),
+            |pages| async move {
+                let mut pages = pages?;
+                match pages.next_page().await {
+                    Ok(Some(page)) => Some((Ok(page), Some(pages))),
+                    Ok(None) => None,
+                    Err(error) => Some((Err(error), None)),
+                }
+            },
+        ))
+    }
+}
+
+/// Reads the first page of every topic and places the resume point.
+pub(super) async fn first_page(
+    shared: Arc<Shared>,
+    topics: &[Topic],
+    from: From<'_>,
+) -> Result<FirstPage, BrokerError> {
+    // An id that is not `<epoch>-<sequence>` gets an epoch no store has ("-" is never hex),
+    // so the script reports it unknown.
+    let (epoch, sequence) = match from {
+        From::After(id) => id
+            .as_str()
+            .rsplit_once('-')
+            .and_then(|(epoch, sequence)| Some((epoch, sequence.parse::<u64>().ok()?)))
+            .unwrap_or(("-", 0)),
+        From::Earliest => ("-", 0),
+    };
+    let starts: Vec<(Topic, u64)> = topics.iter().map(|t| (t.clone(), sequence)).collect();
+    let replay = read(&shared, &starts, epoch).await?;
+    let placed = replay.placed;
+    let mut resume = match (&from, placed) {
+        (From::After(_), true) => Resume::Complete,
+        (From::After(_), false) => Resume::Unknown,
+        (From::Earliest, _) => Resume::Complete,
+    };
+    let after = if placed { sequence } else { 0 };
+    let mut pages = Pages {
+        shared,
+        epoch: replay.epoch.clone(),
+        topics: Vec::with_capacity(topics.len()),
+    };
+    for (topic, part) in topics.iter().zip(replay.topics) {
+        if resume == Resume::Complete && part.trimmed_through > after {
+            resume = Resume::Expired;
+        }
+        pages.topics.push(TopicPages {
+            topic: topic.clone(),
+            after,
+            buffered: VecDeque::new(),
+            more: true,
+        });
+        let index = pages.topics.len() - 1;
+        pages.take(index, part);
+    }
+    Ok(FirstPage {
+        resume,
+        seen_through: after,
+        pages,
+    })
+}
+
+impl Pages {
+    /// Stores one topic's page.
+    fn take(&mut self, index: usize, part: wire::TopicReplay) {
+        let epoch = &self.epoch;
+        let topic = &mut self.topics[index];
+        topic.more = part.more;
+        for read in part.frames {
+            topic.after = topic.after.max(read.frame.sequence());
+            // Entries from before a store reset belong to another epoch.
+            if &read.epoch == epoch {
+                topic.buffered.push_back(read.frame);
+            }
+        }
+        if topic.more && topic.buffered.is_empty() {
+            // A full page of entries too old or from another epoch: nothing to merge by, and
+            // nothing the subscriber may have.
+            topic.more = false;
+        }
+    }
+
+    /// The next frames in sequence order, reading more pages as needed; `None` at the end.
+    async fn next_page(&mut self) -> Result<Option<Vec<Frame>>, BrokerError> {
+        loop {
+            let starved: Vec<usize> = (0..self.topics.len())
+                .filter(|&i| self.topics[i].more && self.topics[i].buffered.is_empty())
+                .collect();
+            if !starved.is_empty() {
+                let starts: Vec<(Topic, u64)> = starved
+                    .iter()
+                    .map(|&i| (self.topics[i].topic.clone(), self.topics[i].after))
+                    .collect();
+                let replay = read(&self.shared, &starts, &self.epoch).await?;
+                if !replay.placed || replay.epoch != self.epoch {
+                    return Err(BrokerError::unavailable(
+                        "the Redis store was reset during a replay; reconnect to resume",
+                        std::io::Error::from(std::io::ErrorKind::Interrupted),
+                    ));
+                }
+                for (&index, part) in starved.iter().zip(replay.topics) {
+                    self.take(index, part);
+                }
+                continue;
+            }
+            // Frames up to the lowest last-read sequence among topics with more to read are
+            // final: no later page can hold a smaller one.
+            let bound = self
+                .topics
+                .iter()
+                .filter(|t| t.more)
+                .filter_map(|t| t.buffered.back().map(Frame::sequence))
+                .min()
+                .unwrap_or(u64::MAX);
+            let mut page = Vec::new();
+            for topic in &mut self.topics {
+                while topic
+                    .buffered
+                    .front()
+                    .is_some_and(|f| f.sequence() <= bound)
+                {
+                    page.extend(topic.buffered.pop_front());
+                }
+            }
+            if page.is_empty() {
+                return Ok(None);
+            }
+            page.sort_unstable_by_key(Frame::sequence);
+            page.dedup_by_key(|frame| frame.sequence());
+            return Ok(Some(page));
+        }
+    }
+}
+
+/// Reads one page for each `(topic, after)` in one atomic script call.
+async fn read(
+    shared: &Shared,
+    starts: &[(Topic, u64)],
+    epoch: &str,
+) -> Result<wire::Replay, BrokerError> {
+    let mut invocation = shared.replay.prepare_invoke();
+    invocation
+        .key(&shared.keys.epoch)
+        .key(&shared.keys.sequence);
+    for (topic, _) in starts {
+        invocation.key(shared.keys.history(topic));
+    }
+    invocation
+        .arg(epoch)
+        .arg(shared.history_max_age_ms)
+        .arg(shared.replay_page);
+    for (_, after) in starts {
+        invocation.arg(*after);
+    }
+    let mut connection = shared
+        .pool
+        .get()
+        .await
+        .map_err(|e| BrokerError::unavailable("no Redis connection to read history", e))?;
+    let reply: Value = invocation
+        .invoke_async(&mut connection)
+        .await
+        .map_err(|e| BrokerError::unavailable("cannot read history from Redis", e))?;
+    let topics: Vec<Topic> = starts.iter().map(|(t, _)| t.clone()).collect();
+    wire::read_replay(reply, &topics).ok_or_else(|| {
+        BrokerError::unavailable(
+            "Redis returned history in an unexpected shape",
+            std::io::Error::from(std::io::ErrorKind::InvalidData),
+        )
+    })
+}

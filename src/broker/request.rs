@@ -1,0 +1,288 @@
+//! What a [`Broker`](super::Broker) is asked to do: [`PublishRequest`] and [`SubscribeRequest`].
+//!
+//! Both are built with chainable methods and are `#[non_exhaustive]`, so new options (selectors
+//! that are patterns, richer grants) arrive without breaking brokers or callers.
+
+use std::fmt;
+
+use tokio::time::Instant;
+
+use crate::event::{Event, EventId, Frame, Topic};
+
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
+/// A key that makes a retried publish return the id of the first one instead of publishing
+/// twice: 1..=256 bytes of visible ASCII.
+///
+/// ```
+/// use tower_sse_pubsub::IdempotencyKey;
+///
+/// let key = IdempotencyKey::new("order-42-shipped")?;
+/// assert_eq!(key.as_str(), "order-42-shipped");
+/// assert!(IdempotencyKey::new("two words").is_err());
+/// # Ok::<(), tower_sse_pubsub::IdempotencyKeyError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(Box<str>);
+
+impl IdempotencyKey {
+    /// Validates `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`IdempotencyKeyError`] when `key` is empty, longer than [`MAX_IDEMPOTENCY_KEY_LEN`]
+    /// bytes, or holds anything but visible ASCII (`!` to `~`).
+    pub fn new(key: impl AsRef<str>) -> Result<Self, IdempotencyKeyError> {
+        let key = key.as_ref();
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(IdempotencyKeyError::Length(key.len()));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(IdempotencyKeyError::NotVisibleAscii);
+        }
+        Ok(Self(key.into()))
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// Why a string is not a valid [`IdempotencyKey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdempotencyKeyError {
+    /// Empty or too long; holds the length in bytes.
+    Length(usize),
+    /// Holds a space, a control character or non-ASCII.
+    NotVisibleAscii,
+}
+
+impl fmt::Display for IdempotencyKeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Length(len) => write!(
+                f,
+                "idempotency key must be 1..={MAX_IDEMPOTENCY_KEY_LEN} bytes, got {len}"
+            ),
+            Self::NotVisibleAscii => f.write_str(
+                "idempotency key must be visible ASCII (no spaces or control characters)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IdempotencyKeyError {}
+
+/// One event to publish, to one or more topics.
+///
+/// ```
+/// use tower_sse_pubsub::{Event, IdempotencyKey, PublishRequest, Topic};
+///
+/// let request = PublishRequest::new([Topic::new("orders")?, Topic::new("audit")?], Event::text("shipped")?)
+///     .idempotency_key(IdempotencyKey::new("order-42-shipped")?)
+///     .private();
+/// assert_eq!(request.topics().len(), 2);
+/// assert!(request.is_private());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+#[must_use]
+pub struct PublishRequest {
+    topics: Vec<Topic>,
+    event: Event,
+    key: Option<IdempotencyKey>,
+    private: bool,
+}
+
+impl PublishRequest {
+    /// Publishes `event` to `topics`; a topic named twice counts once, the first order is kept.
+    /// A broker refuses a request without topics
+    /// ([`BrokerError::NoTopics`](super::BrokerError::NoTopics)).
+    pub fn new(topics: impl IntoIterator<Item = Topic>, event: Event) -> Self {
+        let mut distinct: Vec<Topic> = Vec::new();
+        for topic in topics {
+            if !distinct.contains(&topic) {
+                distinct.push(topic);
+            }
+        }
+        Self {
+            topics: distinct,
+            event,
+            key: None,
+            private: false,
+        }
+    }
+
+    /// A retried request with the same key returns the first publish's id and publishes nothing
+    /// (within the broker's idempotency window).
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Marks the event private: only subscribers whose [`Grant`] covers one of its topics
+    /// receive it.
+    pub fn private(mut self) -> Self {
+        self.private = true;
+        self
+    }
+
+    /// The topics, each once.
+    pub fn topics(&self) -> &[Topic] {
+        &self.topics
+    }
+
+    /// The event.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// The idempotency key, if any.
+    pub fn key(&self) -> Option<&IdempotencyKey> {
+        self.key.as_ref()
+    }
+
+    /// Whether the event is private.
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Start {
+    /// Only events published from now on.
+    #[default]
+    Live,
+    /// Every retained event after this id, then live events (a client's `Last-Event-ID`).
+    After(EventId),
+    /// Every retained event, then live events.
+    Earliest,
+}
+
+/// Which private events a subscriber may receive. Public events reach every subscriber of
+/// their topics whatever the grant.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Grant {
+    /// No private events (the default).
+    #[default]
+    PublicOnly,
+    /// Private events on any of these topics.
+    Topics(Vec<Topic>),
+    /// Every private event on the subscribed topics.
+    All,
+}
+
+impl Grant {
+    /// Whether a subscriber with this grant may receive `frame`.
+    pub fn allows(&self, frame: &Frame) -> bool {
+        if !frame.is_private() {
+            return true;
+        }
+        match self {
+            Self::PublicOnly => false,
+            Self::All => true,
+            Self::Topics(granted) => frame.topics().iter().any(|t| granted.contains(t)),
+        }
+    }
+}
+
+/// What a subscriber wants: its topics, where to start, its grant, and when to stop.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse_pubsub::{EventId, Grant, Start, SubscribeRequest, Topic};
+///
+/// let request = SubscribeRequest::new([Topic::new("chat")?])
+///     .start(Start::After(EventId::new("5f3a9c01-41")?))
+///     .grant(Grant::All)
+///     .deadline(tokio::time::Instant::now() + Duration::from_secs(3600));
+/// assert_eq!(request.topics().len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+#[must_use]
+pub struct SubscribeRequest {
+    topics: Vec<Topic>,
+    start: Start,
+    grant: Grant,
+    deadline: Option<Instant>,
+}
+
+impl SubscribeRequest {
+    /// Subscribes to `topics` (each counted once), live, public events only, no deadline.
+    pub fn new(topics: impl IntoIterator<Item = Topic>) -> Self {
+        let mut distinct: Vec<Topic> = Vec::new();
+        for topic in topics {
+            if !distinct.contains(&topic) {
+                distinct.push(topic);
+            }
+        }
+        Self {
+            topics: distinct,
+            start: Start::Live,
+            grant: Grant::PublicOnly,
+            deadline: None,
+        }
+    }
+
+    /// Where to start (default [`Start::Live`]).
+    pub fn start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Starts after `id` when it is `Some` (a resume point), live otherwise.
+    pub fn after(self, id: Option<EventId>) -> Self {
+        match id {
+            Some(id) => self.start(Start::After(id)),
+            None => self.start(Start::Live),
+        }
+    }
+
+    /// Which private events the subscriber may receive (default [`Grant::PublicOnly`]).
+    pub fn grant(mut self, grant: Grant) -> Self {
+        self.grant = grant;
+        self
+    }
+
+    /// Ends the subscription at `deadline` (for example when the subscriber's token expires),
+    /// with [`SubscriptionEnd::Deadline`](super::SubscriptionEnd::Deadline).
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The topics, each once.
+    pub fn topics(&self) -> &[Topic] {
+        &self.topics
+    }
+
+    /// Where the subscription starts.
+    pub fn start_at(&self) -> &Start {
+        &self.start
+    }
+
+    /// The subscriber's grant.
+    pub fn granted(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// When the subscription ends, if ever.
+    pub fn deadline_at(&self) -> Option<Instant> {
+        self.deadline
+    }
+}

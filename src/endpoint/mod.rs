@@ -1,0 +1,139 @@
+//! What the two endpoints do, sharing one [`Endpoints`] value: the configuration, the broker,
+//! the authorizer, the count of open streams, and the hub-wide signals (shutdown, the
+//! keep-alive ticker, the write-delay flush).
+//!
+//! `subscribe` and `publish` are the endpoints, `stream` the body of an open event stream,
+//! `reply` the short answers.
+
+pub(crate) mod publish;
+pub(crate) mod reply;
+pub(crate) mod stream;
+pub(crate) mod subscribe;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use http::Method;
+use tokio::sync::watch;
+
+use crate::auth::Authorizer;
+use crate::broker::Broker;
+use crate::signal::Signal;
+
+/// The settings of a hub.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) events_path: String,
+    pub(crate) publish_path: String,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) max_topics: usize,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_subscribers: usize,
+    pub(crate) anonymous_publish: bool,
+    pub(crate) shutdown_retry: Duration,
+    pub(crate) write_delay: Option<Duration>,
+}
+
+/// Everything the endpoints share.
+pub(crate) struct Endpoints {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) config: Config,
+    pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
+    pub(crate) subscribers: AtomicUsize,
+    shut_down: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    /// Fires every half keep-alive interval, and once at shutdown: idle streams wake on it.
+    pub(crate) ticker: Signal,
+    /// Fires every write delay: streams holding frames back write them out on it.
+    pub(crate) flush: Signal,
+    tasks: OnceLock<()>,
+}
+
+/// What a request is, as far as the hub is concerned.
+pub(crate) enum Route {
+    Subscribe,
+    /// `HEAD` on the events path: the answer a `GET` would start with, without subscribing.
+    Probe,
+    Publish,
+    WrongMethod(&'static str),
+    PassThrough,
+}
+
+impl Endpoints {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        config: Config,
+        authorizer: Option<Arc<dyn Authorizer>>,
+    ) -> Self {
+        Self {
+            broker,
+            config,
+            authorizer,
+            subscribers: AtomicUsize::new(0),
+            shut_down: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+            ticker: Signal::default(),
+            flush: Signal::default(),
+            tasks: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn route(&self, method: &Method, path: &str) -> Route {
+        let events = path == self.config.events_path;
+        let publish = path == self.config.publish_path;
+        match (events, publish) {
+            (false, false) => Route::PassThrough,
+            (true, _) if method == Method::GET => Route::Subscribe,
+            (true, _) if method == Method::HEAD => Route::Probe,
+            (_, true) if method == Method::POST => Route::Publish,
+            (true, true) => Route::WrongMethod("GET, HEAD, POST"),
+            (true, false) => Route::WrongMethod("GET, HEAD"),
+            (false, true) => Route::WrongMethod("POST"),
+        }
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Ends every stream: each sees the flag when the ticker's firing wakes it.
+    pub(crate) fn shut_down(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+        self.ticker.fire();
+    }
+
+    pub(crate) fn shutdown_receiver(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Starts the hub-wide tickers once, from inside the runtime (the first stream's request).
+    /// They stop when the hub is dropped.
+    pub(crate) fn start_tickers(self: &Arc<Self>) {
+        self.tasks.get_or_init(|| {
+            if let Some(interval) = self.config.keep_alive {
+                spawn_ticker(Arc::downgrade(self), interval / 2, |e| &e.ticker);
+            }
+            if let Some(delay) = self.config.write_delay {
+                spawn_ticker(Arc::downgrade(self), delay, |e| &e.flush);
+            }
+        });
+    }
+}
+
+fn spawn_ticker(endpoints: Weak<Endpoints>, period: Duration, signal: fn(&Endpoints) -> &Signal) {
+    let period = period.max(Duration::from_millis(1));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let Some(endpoints) = endpoints.upgrade() else {
+                return;
+            };
+            signal(&endpoints).fire();
+        }
+    });
+}

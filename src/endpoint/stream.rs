@@ -1,0 +1,278 @@
+//! One subscriber's event stream as response bytes: an opening frame, the replay and live frames
+//! of its [`Subscription`], keep-alive comments while idle, and a closing frame when the hub shuts
+//! down or the subscriber falls behind.
+//!
+//! Keep-alives and control frames never carry an `id:`, so they never move a client's
+//! `Last-Event-ID`.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+
+use super::Endpoints;
+use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
+use crate::event::{Event, EventId};
+use crate::signal::Waiter;
+
+/// Sent as soon as the stream opens, so clients and proxies see it open at once.
+const OPENING: &[u8] = b": ok\n\n";
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+const LAGGED: &[u8] = b": subscriber fell behind and was disconnected; reconnect to resume\n\n";
+const CLOSED: &[u8] = b": the broker closed this stream; reconnect to resume\n\n";
+const DEADLINE: &[u8] =
+    b": this subscription's deadline passed; reconnect with fresh credentials\n\n";
+/// The most bytes one write gathers; a single larger frame still goes out whole.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The event type of the notice sent when a resume point cannot be honoured in full.
+pub const RESYNC_EVENT: &str = "resync";
+
+/// A claim on one of the hub's subscriber slots, released on drop.
+pub(crate) struct SubscriberSlot(Arc<Endpoints>);
+
+impl SubscriberSlot {
+    /// Takes a slot, or `None` when the hub's limit is reached.
+    pub(crate) fn acquire(endpoints: &Arc<Endpoints>) -> Option<Self> {
+        let max = endpoints.config.max_subscribers;
+        endpoints
+            .subscribers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(endpoints.clone()))
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The byte stream of one open SSE response.
+///
+/// Each wake drains every ready frame (up to [`CHUNK_BYTES`]) into one chunk, so a burst costs
+/// one write. Keep-alive and shutdown come from the hub's ticker, not a timer per stream: the
+/// ticker fires every half keep-alive interval, and a stream that wrote nothing over a whole tick
+/// sends a keep-alive comment, so no silence lasts longer than the interval.
+pub(crate) struct SseStream {
+    pending: Option<Bytes>,
+    subscription: Subscription,
+    waiter: Waiter,
+    /// The ticker generation last looked at, and the one this stream is listed in.
+    tick_seen: u64,
+    tick_parked: Option<u64>,
+    wrote_since_tick: bool,
+    /// With a write delay: the flush generation at which frames were first held back.
+    held_since: Option<u64>,
+    flush_parked: Option<u64>,
+    finished: bool,
+    slot: SubscriberSlot,
+}
+
+impl SseStream {
+    /// A stream for `subscription`; `notice` (a resync event) goes out right after the opening
+    /// comment, before any replayed frame.
+    pub(crate) fn new(
+        slot: SubscriberSlot,
+        subscription: Subscription,
+        notice: Option<Bytes>,
+    ) -> Self {
+        let pending = match notice {
+            None => Bytes::from_static(OPENING),
+            Some(notice) => {
+                let mut first = Vec::with_capacity(OPENING.len() + notice.len());
+                first.extend_from_slice(OPENING);
+                first.extend_from_slice(&notice);
+                Bytes::from(first)
+            }
+        };
+        let tick_seen = slot.0.ticker.generation();
+        Self {
+            pending: Some(pending),
+            subscription,
+            waiter: Waiter::default(),
+            tick_seen,
+            tick_parked: None,
+            wrote_since_tick: true,
+            held_since: None,
+            flush_parked: None,
+            finished: false,
+            slot,
+        }
+    }
+
+    fn endpoints(&self) -> &Endpoints {
+        &self.slot.0
+    }
+
+    fn closing_frame(&self) -> Bytes {
+        retry_frame(
+            self.endpoints().config.shutdown_retry,
+            "server shutting down; reconnect to resume",
+        )
+    }
+
+    /// With a write delay, whether to hold ready frames back until the next flush tick.
+    fn hold_back(&mut self) -> bool {
+        if self.endpoints().config.write_delay.is_none() || !self.subscription.has_ready() {
+            return false;
+        }
+        let generation = self.slot.0.flush.generation();
+        match self.held_since {
+            Some(since) if since != generation => {
+                self.held_since = None;
+                false
+            }
+            Some(_) => true,
+            None => {
+                self.held_since = Some(generation);
+                true
+            }
+        }
+    }
+
+    /// Everything ready, as one chunk; `None` when nothing is.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        let mut first: Option<Bytes> = None;
+        let mut rest: Option<BytesMut> = None;
+        loop {
+            let bytes = match Pin::new(&mut self.subscription).poll_next(cx) {
+                Poll::Ready(Some(Delivery::Event(frame))) => frame.bytes().clone(),
+                Poll::Ready(Some(Delivery::Resync(reason))) => resync_notice(&reason, None),
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    Bytes::from_static(match self.subscription.end() {
+                        Some(SubscriptionEnd::Lagged) => LAGGED,
+                        Some(SubscriptionEnd::Deadline) => DEADLINE,
+                        _ => CLOSED,
+                    })
+                }
+                Poll::Pending => break,
+            };
+            match (&first, &mut rest) {
+                (None, _) => first = Some(bytes),
+                (Some(head), None) => {
+                    let mut chunk = BytesMut::with_capacity((head.len() + bytes.len()) * 2);
+                    chunk.extend_from_slice(head);
+                    chunk.extend_from_slice(&bytes);
+                    rest = Some(chunk);
+                }
+                (Some(_), Some(chunk)) => chunk.extend_from_slice(&bytes),
+            }
+            let size = rest
+                .as_ref()
+                .map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
+            if self.finished || size >= CHUNK_BYTES {
+                break;
+            }
+        }
+        rest.map(BytesMut::freeze).or(first)
+    }
+}
+
+impl Stream for SseStream {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        if let Some(bytes) = this.pending.take() {
+            return Poll::Ready(Some(bytes));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if this.endpoints().is_shut_down() {
+            this.finished = true;
+            return Poll::Ready(Some(this.closing_frame()));
+        }
+        let holding = this.hold_back();
+        if !holding && let Some(chunk) = this.drain(cx) {
+            this.wrote_since_tick = true;
+            return Poll::Ready(Some(chunk));
+        }
+        let tick = this.endpoints().ticker.generation();
+        if tick != this.tick_seen {
+            this.tick_seen = tick;
+            let silent = !std::mem::replace(&mut this.wrote_since_tick, false);
+            if silent && this.endpoints().config.keep_alive.is_some() {
+                this.wrote_since_tick = true;
+                return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
+            }
+        }
+        this.waiter.register(cx.waker());
+        let endpoints = this.slot.0.clone();
+        endpoints
+            .ticker
+            .register(&this.waiter, &mut this.tick_parked);
+        if holding {
+            endpoints
+                .flush
+                .register(&this.waiter, &mut this.flush_parked);
+        }
+        // A shutdown between the check above and the registration fired before we were listed.
+        if endpoints.is_shut_down() {
+            this.finished = true;
+            return Poll::Ready(Some(this.closing_frame()));
+        }
+        Poll::Pending
+    }
+}
+
+/// The named event that tells a client it may have missed events: at the start of a stream
+/// whose resume point could not be honoured in full (with that point), or within a stream whose
+/// broker lost track.
+pub(crate) fn resync_notice(reason: &Resume, last_event_id: Option<&EventId>) -> Bytes {
+    let body = serde_json::json!({
+        "reason": reason.as_str(),
+        "lastEventId": last_event_id.map(EventId::as_str),
+    });
+    // Both steps only fail on empty data or a bad event type, which these are not.
+    match Event::json(&body).and_then(|event| event.with_event_type(RESYNC_EVENT)) {
+        Ok(event) => event.encode_fields(),
+        Err(_) => Bytes::new(),
+    }
+}
+
+/// A frame that sets the client's reconnection delay to a jittered `base` and says why in a
+/// comment; no `id:`, and no data, so no event is dispatched.
+pub(crate) fn retry_frame(base: Duration, reason: &str) -> Bytes {
+    let reason = reason.replace(['\r', '\n'], " ");
+    Bytes::from(format!(
+        "retry: {}\n: {reason}\n\n",
+        jitter(base).as_millis()
+    ))
+}
+
+/// A random duration between half and one and a half times `base`.
+fn jitter(base: Duration) -> Duration {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    base.mul_f64(0.5 + unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_one_and_a_half() {
+        let base = Duration::from_secs(2);
+        for _ in 0..1000 {
+            let j = jitter(base);
+            assert!(
+                j >= Duration::from_secs(1) && j <= Duration::from_secs(3),
+                "{j:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The fan-out engine every broker feeds: per-topic logs of frames, readers as cursors.
+//!
+//! A broker's job is ids, history and moving events between processes; delivery inside the
+//! process is this engine's. [`MemoryBroker`](crate::MemoryBroker) publishes into it,
+//! `RedisBroker` appends what arrives from Redis, and an outside broker does
+//! the same with [`Fanout::append`].
+//!
+//! * **Per-topic rings.** A frame is appended once to each of its topics' rings, bounded by
+//!   count and bytes (and, over all topics, by bytes and age). Readers share those frames: a
+//!   subscriber costs its positions, not a queue.
+//! * **No lock held while fanning out.** Appending takes the engine's ingest lock and each
+//!   topic's ring lock for a few pointer moves; the readers are woken after both are released,
+//!   and only the readers of the frame's topics. Readers take only their own topics' ring locks.
+//! * **Order.** Frames enter in sequence order, so each ring is ordered; a reader of several
+//!   topics merges them by sequence below the watermark (the sequence of the last frame fully
+//!   appended), so it sees every event once and in order.
+//! * **Lag.** A reader whose position fell out of the ring lagged: its stream ends and the client
+//!   resumes from history. Nothing is pinned per subscriber.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tower_sse_pubsub::fanout::{Fanout, Position};
+//! use tower_sse_pubsub::{Event, EventId, Frame, Grant, Topic};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fanout = Fanout::builder().build();
+//! let chat = Topic::new("chat")?;
+//! let (mut reader, _) = fanout.subscribe(&[chat.clone()], Position::Live, Grant::PublicOnly);
+//!
+//! // A broker that assigns ids elsewhere appends frames in sequence order.
+//! let frame = Frame::new(EventId::new("e-1")?, 1, &[chat], &Event::text("hi")?);
+//! assert!(fanout.append(frame.clone()));
+//! let delivered = reader.next().await.and_then(|d| d.into_event()).expect("an event");
+//! assert_eq!(delivered.bytes(), frame.bytes());
+//! # Ok(())
+//! # }
+//! ```
+
+mod reader;
+mod ring;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use self::reader::Cursor;
+pub use self::reader::Reader;
+use self::ring::{Mark, TopicLog};
+use crate::broker::{Grant, PublishRequest, Resume};
+use crate::event::{EventId, Frame, Topic};
+
+/// Where a reader starts in its topics' logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Position {
+    /// After the newest frame: live frames only.
+    Live,
+    /// After the frame with this sequence (a resume point the broker placed).
+    After(u64),
+    /// At the oldest frame kept as history.
+    Earliest,
+}
+
+/// The fan-out engine; cheap to clone, all clones share the logs. Dropping the last clone ends
+/// every reader with [`SubscriptionEnd::Closed`](crate::SubscriptionEnd::Closed).
+#[derive(Clone)]
+pub struct Fanout {
+    handle: Arc<Handle>,
+}
+
+/// Closes the engine when the last [`Fanout`] goes; readers keep the engine itself alive.
+struct Handle(Arc<Engine>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    history: usize,
+    lag_window: usize,
+    topic_bytes: usize,
+    max_bytes: usize,
+    max_age: Option<Duration>,
+    keep_idle_topics: bool,
+}
+
+pub(crate) struct Engine {
+    limits: Limits,
+    state: Mutex<Ingest>,
+    /// The sequence of the last frame appended to all of its topics.
+    watermark: AtomicU64,
+    resync_generation: AtomicU64,
+    closed: AtomicBool,
+}
+
+struct Entry {
+    log: Arc<TopicLog>,
+    readers: usize,
+}
+
+/// One (topic, frame) pair in the retention order, for the limits over all topics.
+struct Retained {
+    at: Instant,
+    log: Arc<TopicLog>,
+    sequence: u64,
+}
+
+struct Ingest {
+    last_sequence: u64,
+    topics: HashMap<Topic, Entry>,
+    /// Every (topic, frame) pair in append order. Entries whose frame already left its ring are
+    /// skipped when reached and compacted away when they pile up.
+    retained: VecDeque<Retained>,
+    live_entries: usize,
+    live_bytes: usize,
+    /// Topics are forgotten once they have neither frames nor readers; one seen again starts
+    /// from this floor, so a resume point older than anything a forgotten topic lost is
+    /// reported as expired, never as complete.
+    forgotten_through: u64,
+}
+
+impl Fanout {
+    /// A builder with the defaults: 1,000 frames of history per topic, readers may fall 256
+    /// frames behind (or as far as the history reaches), 16 MiB per topic, 64 MiB over all
+    /// topics, no age limit, topics with history kept while nobody reads them.
+    pub fn builder() -> FanoutBuilder {
+        FanoutBuilder {
+            limits: Limits {
+                history: 1_000,
+                lag_window: 256,
+                topic_bytes: 16 * 1024 * 1024,
+                max_bytes: 64 * 1024 * 1024,
+                max_age: None,
+                keep_idle_topics: true,
+            },
+        }
+    }
+
+    fn engine(&self) -> &Arc<Engine> {
+        &self.handle.0
+    }
+
+    /// Assigns the next sequence, builds the frame with `id_for(sequence)`, appends it to the
+    /// request's topics and wakes their readers. For brokers whose ids are made in-process.
+    pub fn publish(&self, request: &PublishRequest, id_for: impl FnOnce(u64) -> EventId) -> Frame {
+        let engine = self.engine();
+        let now = Instant::now();
+        let (frame, touched) = {
+            let mut state = engine.lock();
+            state.expire(&engine.limits, now);
+            let sequence = state.last_sequence + 1;
+            state.last_sequence = sequence;
+            let frame = Frame::for_request(id_for(sequence), sequence, request);
+            let touched = state.append(&engine.limits, &frame, true, now);
+            engine.watermark.store(sequence, Ordering::Release);
+            (frame, touched)
+        };
+        for log in touched {
+            log.signal.fire();
+        }
+        frame
+    }
+
+    /// Appends a frame whose sequence was assigned elsewhere (a Redis counter, a NATS stream)
+    /// to those of its topics that have readers (or to all, for an engine that keeps idle
+    /// topics), and wakes their readers. Frames must come in increasing sequence; one at or
+    /// below the last appended is ignored and `false` returned (a duplicate, say an event that
+    /// arrived once per topic).
+    pub fn append(&self, frame: Frame) -> bool {
+        let engine = self.engine();
+        let now = Instant::now();
+        let touched = {
+            let mut state = engine.lock();
+            if frame.sequence() <= state.last_sequence {
+                return false;
+            }
+            state.expire(&engine.limits, now);
+            state.last_sequence = frame.sequence();
+            let create = engine.limits.keep_idle_topics;
+            let touched = state.append(&engine.limits, &frame, create, now);
+            engine.watermark.store(frame.sequence(), Ordering::Release);
+            touched
+        };
+        for log in touched {
+            log.signal.fire();
+        }
+        true
+    }
+
+    /// A reader of `topics` (at least one; duplicates count once) from `position`, and how its
+    /// resume point was placed: [`Resume::Fresh`] for [`Position::Live`]; for
+    /// [`Position::After`], [`Resume::Complete`], [`Resume::Expired`] when frames after it
+    /// already left the history, or [`Resume::Unknown`] when the sequence was never issued;
+    /// for [`Position::Earliest`], `Complete` or `Expired` alike.
+    pub fn subscribe(
+        &self,
+        topics: &[Topic],
+        position: Position,
+        grant: Grant,
+    ) -> (Reader, Resume) {
+        let engine = self.engine();
+        let now = Instant::now();
+        let mut state = engine.lock();
+        state.expire(&engine.limits, now);
+        let (position, mut resume) = match position {
+            Position::After(sequence) if sequence > state.last_sequence => {
+                (Position::Earliest, Resume::Unknown)
+            }
+            Position::Live => (Position::Live, Resume::Fresh),
+            other => (other, Resume::Complete),
+        };
+        let generation = engine.resync_generation.load(Ordering::Acquire);
+        let mut cursors: Vec<Cursor> = Vec::with_capacity(topics.len());
+        for topic in topics {
+            if cursors.iter().any(|c| &c.log.topic == topic) {
+                continue;
+            }
+            let floor = state.forgotten_through;
+            let entry = state.topics.entry(topic.clone()).or_insert_with(|| Entry {
+                log: Arc::new(TopicLog::new(topic.clone(), floor)),
+                readers: 0,
+            });
+            entry.readers += 1;
+            let ring = entry.log.read();
+            let (first, before) = ring.replay_window(engine.limits.history);
+            let index = match position {
+                Position::Live => ring.frames.len(),
+                Position::Earliest => {
+                    if before > 0 && resume == Resume::Complete {
+                        resume = Resume::Expired;
+                    }
+                    first
+                }
+                Position::After(after) => {
+                    if before > after && resume == Resume::Complete {
+                        resume = Resume::Expired;
+                    }
+                    ring.frames
+                        .partition_point(|f| f.sequence() <= after)
+                        .max(first)
+                }
+            };
+            cursors.push(Cursor {
+                log: entry.log.clone(),
+                position: ring.start + index as u64,
+                mark_seen: generation,
+                parked: None,
+            });
+        }
+        drop(state);
+        let seen = match position {
+            Position::After(after) => after,
+            _ => 0,
+        };
+        (Reader::new(engine.clone(), cursors, grant, seen), resume)
+    }
+
+    /// Tells the readers of `topics` (of every topic, when `None`) that they may have missed
+    /// events, in-band: a [`Delivery::Resync`](crate::Delivery::Resync) after the frames
+    /// they already had. With [`Resume::Unknown`] (the store was reset, its sequences start
+    /// again) every topic's log is emptied, whatever `topics` says, and the next frame may have
+    /// any sequence.
+    pub fn resync(&self, topics: Option<&[Topic]>, reason: Resume) {
+        let engine = self.engine();
+        let touched: Vec<Arc<TopicLog>> = {
+            let mut state = engine.lock();
+            let generation = engine.resync_generation.fetch_add(1, Ordering::AcqRel) + 1;
+            let reset = reason == Resume::Unknown;
+            let logs: Vec<Arc<TopicLog>> = match topics {
+                // A reset concerns the whole store, so every topic.
+                _ if reset => state.topics.values().map(|e| e.log.clone()).collect(),
+                None => state.topics.values().map(|e| e.log.clone()).collect(),
+                Some(topics) => topics
+                    .iter()
+                    .filter_map(|t| state.topics.get(t).map(|e| e.log.clone()))
+                    .collect(),
+            };
+            for log in &logs {
+                let mut ring = log.write();
+                if reset {
+                    ring.clear();
+                }
+                ring.mark = Some(Mark {
+                    generation,
+                    reason: reason.clone(),
+                    position: ring.head(),
+                });
+            }
+            if reset {
+                state.last_sequence = 0;
+                state.retained.clear();
+                state.live_entries = 0;
+                state.live_bytes = 0;
+                state.forgotten_through = 0;
+                engine.watermark.store(0, Ordering::Release);
+            }
+            logs
+        };
+        for log in touched {
+            log.signal.fire();
+        }
+    }
+
+    /// The sequence of the last frame appended (0 before the first, and after a reset).
+    pub fn last_sequence(&self) -> u64 {
+        self.engine().lock().last_sequence
+    }
+
+    /// The number of (reader, topic) pairs: a reader of two topics counts twice.
+    pub fn topic_subscriptions(&self) -> usize {
+        self.engine()
+            .lock()
+            .topics
+            .values()
+            .map(|e| e.readers)
+            .sum()
+    }
+
+    /// The number of (topic, frame) pairs held.
+    pub fn retained_count(&self) -> usize {
+        self.engine().lock().live_entries
+    }
+
+    /// The bytes of frames held (a frame on two topics counts twice).
+    pub fn retained_bytes(&self) -> usize {
+        self.engine().lock().live_bytes
+    }
+
+    /// The number of topics known: those with frames or readers.
+    pub fn topic_count(&self) -> usize {
+        self.engine().lock().topics.len()
+    }
+}
+
+impl Engine {
+    fn lock(&self) -> MutexGuard<'_, Ingest> {
+        // Every step below leaves the state consistent; serving on beats poisoning every caller.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let logs: Vec<Arc<TopicLog>> = self.lock().topics.values().map(|e| e.log.clone()).collect();
+        for log in logs {
+            log.signal.fire();
+        }
+    }
+
+    fn unsubscribe(&self, cursors: &[Cursor]) {
+        let mut state = self.lock();
+        for cursor in cursors {
+            let topic = &cursor.log.topic;
+            if let Some(entry) = state.topics.get_mut(topic) {
+                entry.readers = entry.readers.saturating_sub(1);
+            }
+            state.forget_if_unused(&self.limits, topic);
+        }
+    }
+}
+
+impl Ingest {
+    /// Appends `frame` to each of its topics (creating missing ones when `create`), applies the
+    /// bounds, and returns the logs whose readers must be woken.
+    fn append(
+        &mut self,
+        limits: &Limits,
+        frame: &Frame,
+        create: bool,
+        now: Instant,
+    ) -> Vec<Arc<TopicLog>> {
+        let size = frame.bytes().len();
+        let capacity = limits.history.max(limits.lag_window).max(1);
+        let mut touched = Vec::with_capacity(frame.topics().len());
+        for topic in frame.topics() {
+            let floor = self.forgotten_through;
+            let log = match self.topics.get(topic) {
+                Some(entry) => entry.log.clone(),
+                None if create => {
+                    let log = Arc::new(TopicLog::new(topic.clone(), floor));
+                    self.topics.insert(
+                        topic.clone(),
+                        Entry {
+                            log: log.clone(),
+                            readers: 0,
+                        },
+                    );
+                    log
+                }
+                None => continue,
+            };
+            {
+                let mut ring = log.write();
+                ring.frames.push_back(frame.clone());
+                ring.bytes += size;
+                self.live_entries += 1;
+                self.live_bytes += size;
+                while ring.frames.len() > capacity
+                    || (ring.bytes > limits.topic_bytes && ring.frames.len() > 1)
+                {
+                    if let Some(bytes) = ring.pop_front() {
+                        self.live_entries -= 1;
+                        self.live_bytes -= bytes;
+                    }
+                }
+            }
+            self.retained.push_back(Retained {
+                at: now,
+                log: log.clone(),
+                sequence: frame.sequence(),
+            });
+            touched.push(log);
+        }
+        while self.live_bytes > limits.max_bytes && self.pop_oldest() {}
+        self.compact();
+        touched
+    }
+
+    /// Evicts the oldest retained frame, whatever its topic. Returns whether anything was left.
+    fn pop_oldest(&mut self) -> bool {
+        let Some(entry) = self.retained.pop_front() else {
+            return false;
+        };
+        let mut ring = entry.log.write();
+        if ring
+            .frames
+            .front()
+            .is_some_and(|f| f.sequence() <= entry.sequence)
+            && let Some(bytes) = ring.pop_front()
+        {
+            self.live_entries -= 1;
+            self.live_bytes -= bytes;
+        }
+        let empty = ring.frames.is_empty();
+        drop(ring);
+        if empty {
+            let topic = entry.log.topic.clone();
+            self.forget_if_unused_keep(&topic);
+        }
+        true
+    }
+
+    /// Drops every frame older than the age limit.
+    fn expire(&mut self, limits: &Limits, now: Instant) {
+        let Some(max_age) = limits.max_age else {
+            return;
+        };
+        while self
+            .retained
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.at) > max_age)
+        {
+            self.pop_oldest();
+        }
+    }
+
+    /// Removes retention entries whose frame already left its ring, once they outnumber the
+    /// live ones, so the list stays proportional to what is held.
+    fn compact(&mut self) {
+        if self.retained.len() > 2 * self.live_entries + 1024 {
+            self.retained.retain(|entry| {
+                entry
+                    .log
+                    .read()
+                    .frames
+                    .front()
+                    .is_some_and(|oldest| oldest.sequence() <= entry.sequence)
+            });
+        }
+    }
+
+    fn forget_if_unused(&mut self, limits: &Limits, topic: &Topic) {
+        let Some(entry) = self.topics.get(topic) else {
+            return;
+        };
+        if entry.readers > 0 {
+            return;
+        }
+        let mut ring = entry.log.write();
+        if !ring.frames.is_empty() && limits.keep_idle_topics {
+            return;
+        }
+        let through = ring
+            .frames
+            .back()
+            .map_or(ring.evicted_through, Frame::sequence);
+        let count = ring.frames.len();
+        // Cleared, so retention entries that still point at it find nothing to evict.
+        let bytes = ring.clear();
+        drop(ring);
+        self.live_bytes -= bytes;
+        self.live_entries -= count;
+        self.forgotten_through = self.forgotten_through.max(through);
+        self.topics.remove(topic);
+    }
+
+    /// Forgets a topic that has neither frames nor readers.
+    fn forget_if_unused_keep(&mut self, topic: &Topic) {
+        let Some(entry) = self.topics.get(topic) else {
+            return;
+        };
+        let ring = entry.log.read();
+        if entry.readers > 0 || !ring.frames.is_empty() {
+            return;
+        }
+        let through = ring.evicted_through;
+        drop(ring);
+        self.forgotten_through = self.forgotten_through.max(through);
+        self.topics.remove(topic);
+    }
+}
+
+/// Configures a [`Fanout`]; see [`Fanout::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "call .build() to get the engine"]
+pub struct FanoutBuilder {
+    limits: Limits,
+}
+
+impl FanoutBuilder {
+    /// How many of each topic's newest frames count as history, replayed to resuming readers
+    /// (default 1,000; 0 keeps none: an engine fed by a broker that replays from its own store).
+    pub fn history(mut self, frames: usize) -> Self {
+        self.limits.history = frames;
+        self
+    }
+
+    /// How many frames a reader may fall behind before it lagged, at least (default 256; the
+    /// history reaches further when it is longer).
+    pub fn lag_window(mut self, frames: usize) -> Self {
+        self.limits.lag_window = frames.max(1);
+        self
+    }
+
+    /// The most bytes of frames one topic holds (default 16 MiB); the newest frame is always
+    /// held.
+    pub fn topic_bytes(mut self, bytes: usize) -> Self {
+        self.limits.topic_bytes = bytes;
+        self
+    }
+
+    /// The most bytes of frames held over all topics; past it the oldest go first (default
+    /// 64 MiB).
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_bytes = bytes;
+        self
+    }
+
+    /// Drops frames older than `age`, checked on every append and subscribe (default: none).
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.limits.max_age = Some(age);
+        self
+    }
+
+    /// Whether a topic nobody reads keeps its frames as history (default `true`). An engine fed
+    /// by a broker with its own store sets `false`: frames for topics without local readers
+    /// are not even appended.
+    pub fn keep_idle_topics(mut self, keep: bool) -> Self {
+        self.limits.keep_idle_topics = keep;
+        self
+    }
+
+    /// Builds the engine.
+    pub fn build(self) -> Fanout {
+        Fanout {
+            handle: Arc::new(Handle(Arc::new(Engine {
+                limits: self.limits,
+                state: Mutex::new(Ingest {
+                    last_sequence: 0,
+                    topics: HashMap::new(),
+                    retained: VecDeque::new(),
+                    live_entries: 0,
+                    live_bytes: 0,
+                    forgotten_through: 0,
+                }),
+                watermark: AtomicU64::new(0),
+                resync_generation: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }))),
+        }
+    }
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("limits", &self.engine().limits)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,282 @@
+//! [`Reader`]: one subscriber's cursors over its topics' logs.
+//!
+//! A reader holds nothing but positions: a frame stays in its topic's ring, shared by every
+//! reader, until the ring's bounds push it out. A reader whose position fell out of the ring
+//! lagged, and its stream ends so the client resumes from history. A reader of several topics
+//! merges them by sequence, taking only frames at or below the engine's watermark (every frame
+//! up to it is in all of its topics' rings), so it yields every event once and in order.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+
+use super::Engine;
+use super::ring::{Ring, TopicLog};
+use crate::broker::{Delivery, Grant, Resume, SubscriptionEnd};
+use crate::event::Frame;
+use crate::signal::Waiter;
+
+/// The most bytes of frames taken out of the rings in one go.
+const BATCH_BYTES: usize = 64 * 1024;
+/// The most frames taken out of the rings in one go.
+const BATCH_FRAMES: usize = 128;
+
+pub(super) struct Cursor {
+    pub(super) log: Arc<TopicLog>,
+    pub(super) position: u64,
+    /// The generation of the newest mark this cursor has applied.
+    pub(super) mark_seen: u64,
+    /// The signal generation this reader's waiter is listed in, if any.
+    pub(super) parked: Option<u64>,
+}
+
+/// One subscriber's view of the engine: the live part of a
+/// [`Subscription`](crate::Subscription), made by [`Fanout::subscribe`](super::Fanout::subscribe).
+///
+/// It yields [`Delivery`]s in sequence order, each event once, and ends when the subscriber
+/// lagged (its position fell out of a ring) or the engine was dropped; [`Reader::end`] says which.
+/// Dropping it unsubscribes.
+pub struct Reader {
+    engine: Arc<Engine>,
+    cursors: Vec<Cursor>,
+    waiter: Waiter,
+    grant: Grant,
+    last_yielded: u64,
+    notice_seen: u64,
+    ready: VecDeque<Delivery>,
+    end: Option<SubscriptionEnd>,
+}
+
+enum Fill {
+    Some,
+    Empty,
+    End(SubscriptionEnd),
+}
+
+impl Reader {
+    pub(super) fn new(engine: Arc<Engine>, cursors: Vec<Cursor>, grant: Grant, seen: u64) -> Self {
+        let notice_seen = cursors.iter().map(|c| c.mark_seen).max().unwrap_or(0);
+        Self {
+            engine,
+            cursors,
+            waiter: Waiter::default(),
+            grant,
+            last_yielded: seen,
+            notice_seen,
+            ready: VecDeque::new(),
+            end: None,
+        }
+    }
+
+    /// Why the reader ended, once it has returned `None`.
+    pub fn end(&self) -> Option<SubscriptionEnd> {
+        self.end
+    }
+
+    /// Skips frames at or below `sequence` (already delivered some other way).
+    pub(crate) fn skip_through(&mut self, sequence: u64) {
+        self.last_yielded = self.last_yielded.max(sequence);
+    }
+
+    /// The sequence of the last event yielded.
+    pub(crate) fn last_yielded(&self) -> u64 {
+        self.last_yielded
+    }
+
+    /// Whether a frame is ready to read without waiting (the next poll would not park).
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+            || self.cursors.iter().any(|c| {
+                let ring = c.log.read();
+                c.position < ring.head()
+                    || ring
+                        .mark
+                        .as_ref()
+                        .is_some_and(|m| m.generation > c.mark_seen)
+            })
+    }
+
+    fn fill(&mut self) -> Fill {
+        if self.cursors.len() == 1 {
+            self.fill_one()
+        } else {
+            self.fill_merged()
+        }
+    }
+
+    fn fill_one(&mut self) -> Fill {
+        let Self {
+            cursors,
+            grant,
+            last_yielded,
+            notice_seen,
+            ready,
+            ..
+        } = self;
+        let cursor = &mut cursors[0];
+        let log = cursor.log.clone();
+        let ring = log.read();
+        apply_mark(&ring, cursor, notice_seen, last_yielded, ready);
+        if cursor.position < ring.start {
+            return Fill::End(SubscriptionEnd::Lagged);
+        }
+        let mut index = (cursor.position - ring.start) as usize;
+        let mut bytes = 0;
+        while let Some(frame) = ring.frames.get(index) {
+            if bytes >= BATCH_BYTES || ready.len() >= BATCH_FRAMES {
+                break;
+            }
+            index += 1;
+            if frame.sequence() <= *last_yielded || !grant.allows(frame) {
+                continue;
+            }
+            *last_yielded = frame.sequence();
+            bytes += frame.bytes().len();
+            ready.push_back(Delivery::Event(frame.clone()));
+        }
+        cursor.position = ring.start + index as u64;
+        if ready.is_empty() {
+            Fill::Empty
+        } else {
+            Fill::Some
+        }
+    }
+
+    fn fill_merged(&mut self) -> Fill {
+        let watermark = self.engine.watermark.load(Ordering::Acquire);
+        let mut bytes = 0;
+        while bytes < BATCH_BYTES && self.ready.len() < BATCH_FRAMES {
+            let mut best: Option<(usize, Frame)> = None;
+            for (i, cursor) in self.cursors.iter_mut().enumerate() {
+                let log = cursor.log.clone();
+                let ring = log.read();
+                apply_mark(
+                    &ring,
+                    cursor,
+                    &mut self.notice_seen,
+                    &mut self.last_yielded,
+                    &mut self.ready,
+                );
+                if cursor.position < ring.start {
+                    return Fill::End(SubscriptionEnd::Lagged);
+                }
+                let next = ring.frames.get((cursor.position - ring.start) as usize);
+                if let Some(frame) = next
+                    && frame.sequence() <= watermark
+                    && best
+                        .as_ref()
+                        .is_none_or(|(_, b)| frame.sequence() < b.sequence())
+                {
+                    best = Some((i, frame.clone()));
+                }
+            }
+            let Some((i, frame)) = best else { break };
+            self.cursors[i].position += 1;
+            if frame.sequence() > self.last_yielded && self.grant.allows(&frame) {
+                self.last_yielded = frame.sequence();
+                bytes += frame.bytes().len();
+                self.ready.push_back(Delivery::Event(frame));
+            }
+        }
+        if self.ready.is_empty() {
+            Fill::Empty
+        } else {
+            Fill::Some
+        }
+    }
+
+    fn park(&mut self, cx: &Context<'_>) {
+        self.waiter.register(cx.waker());
+        for cursor in &mut self.cursors {
+            cursor.log.signal.register(&self.waiter, &mut cursor.parked);
+        }
+    }
+}
+
+/// Applies a topic's newest mark to a cursor: a store reset moves the cursor past the frames of
+/// the old store and restarts the sequence filter; the notice goes out once per mark, however
+/// many of the reader's topics carry it.
+fn apply_mark(
+    ring: &Ring,
+    cursor: &mut Cursor,
+    notice_seen: &mut u64,
+    last_yielded: &mut u64,
+    ready: &mut VecDeque<Delivery>,
+) {
+    let Some(mark) = &ring.mark else { return };
+    if mark.generation <= cursor.mark_seen {
+        return;
+    }
+    cursor.mark_seen = mark.generation;
+    if mark.reason == Resume::Unknown {
+        cursor.position = cursor.position.max(mark.position);
+        *last_yielded = 0;
+    }
+    if mark.generation > *notice_seen {
+        *notice_seen = mark.generation;
+        ready.push_back(Delivery::Resync(mark.reason.clone()));
+    }
+}
+
+impl Stream for Reader {
+    type Item = Delivery;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let this = self.get_mut();
+        if let Some(delivery) = this.ready.pop_front() {
+            return Poll::Ready(Some(delivery));
+        }
+        if this.end.is_some() {
+            return Poll::Ready(None);
+        }
+        let mut parked = false;
+        loop {
+            let closed = this.engine.closed.load(Ordering::Acquire);
+            match this.fill() {
+                Fill::Some => return Poll::Ready(this.ready.pop_front()),
+                Fill::End(end) => {
+                    this.end = Some(end);
+                    return Poll::Ready(this.ready.pop_front());
+                }
+                Fill::Empty if closed => {
+                    this.end = Some(SubscriptionEnd::Closed);
+                    return Poll::Ready(None);
+                }
+                Fill::Empty if parked => return Poll::Pending,
+                // Park first, then look once more: a frame that arrived in between is seen
+                // now, and any later one fires a signal this reader is already listed in.
+                Fill::Empty => {
+                    this.park(cx);
+                    parked = true;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.engine.unsubscribe(&self.cursors);
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field(
+                "topics",
+                &self
+                    .cursors
+                    .iter()
+                    .map(|c| &c.log.topic)
+                    .collect::<Vec<_>>(),
+            )
+            .field("last_yielded", &self.last_yielded)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
