@@ -1,0 +1,117 @@
+//! The benchmark the project is judged by: our hub against a hand-written axum `Sse` +
+//! `tokio::sync::broadcast` endpoint, on identical load, in the same run, server CPU only.
+//!
+//! ```text
+//! cargo run --release --example load -- --scenario fanout-1k
+//! cargo run --release --example load -- --scenario all --json load.json --chart load.svg
+//! cargo run --release --example load -- --subscribers 200 --events 1000 --rate 500 --size 256
+//! cargo run --release --example load -- --idle 5000
+//! ```
+//!
+//! The example plays three roles. The driver (the default) runs each scenario `--repeat` times
+//! per implementation, alternating hub, axum, hub, axum, and for each run starts a fresh server
+//! child (`--role server --impl hub|axum`) and client children (`--role clients`, at most
+//! `--clients-per-process` streams each, as a process may hold 20,000 fds). Once every stream is
+//! live the driver tells the server on stdin to publish; the server publishes in-process (no HTTP
+//! publish in the loop), each event's data starting with its sequence number and its send time in
+//! nanoseconds since the epoch. The clients check that every stream got every event exactly once
+//! and in order, and measure publish-to-receipt latency. The driver reads the server's CPU time
+//! and RSS from /proc, so client CPU never counts.
+//!
+//! `--rate max` publishes in bursts of `--burst` events (default 200) as fast as the publish call
+//! returns, with a yield between events; the next burst starts once every client has the last.
+//! A burst stays below the hub's per-subscriber queue (256 frames by default), which ends a
+//! subscriber that falls further behind; `--burst 0` publishes everything in one burst, which
+//! shows exactly that. The comparator's channel holds every event of the run, so it never lags.
+//! Latency at rate max measures how long a burst takes to drain, so compare it only loosely.
+//!
+//! Reported per scenario: medians with min–max over the repeats, and the hub/axum ratio of the
+//! medians, which stays meaningful on a noisy shared machine where absolute numbers do not.
+//! Any lost, duplicated or reordered event is printed loudly and makes the exit status non-zero.
+//!
+//! Scenarios: `fanout-1k` and `fanout-10k` (rate max), `steady-5k` (10 events/s), `latency-5k`
+//! (50 events/s), `idle` (RSS per idle stream for the hub, the comparator and a plain axum
+//! streaming response, `/hold`), `all`, or `custom` from `--subscribers --events --rate --size`
+//! (`--idle N` for idle streams). `--stalled N` adds streams that never read to hub runs.
+//! Hub options: `--redis URL` (with `--features redis`), `--write-delay-ms N` (needs core v2).
+//! Output: tables on stdout, progress on stderr, `--json PATH`, `--chart PATH.svg`.
+
+#![forbid(unsafe_code)]
+
+mod chart;
+mod child;
+mod clients;
+mod driver;
+mod histogram;
+mod options;
+mod report;
+mod server;
+mod usage;
+
+use std::process::ExitCode;
+
+use options::Role;
+
+fn main() -> ExitCode {
+    let role = match options::parse() {
+        Ok(role) => role,
+        Err(message) => {
+            eprintln!("load: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match role {
+        Role::Driver(options) => drive(&options),
+        Role::Server(options) => runtime().and_then(|rt| rt.block_on(server::run(options))),
+        Role::Clients(options) => runtime().and_then(|rt| rt.block_on(clients::run(options))),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("load: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error>> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs the scenarios, writes the JSON and the chart, and fails if any event went astray.
+fn drive(options: &options::DriverOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let results = driver::run(options)?;
+    if let Some(path) = &options.json {
+        let all: Vec<_> = results
+            .iter()
+            .map(report::ScenarioResult::to_json)
+            .collect();
+        let document = serde_json::json!({
+            "clock_ticks_per_second": usage::clock_ticks(),
+            "repeat": options.repeat,
+            "scenarios": all,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&document)?)?;
+        eprintln!("wrote {path}");
+    }
+    if let Some(path) = &options.chart {
+        std::fs::write(path, chart::svg(&results))?;
+        eprintln!("wrote {path}");
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.errors() > 0)
+        .map(|r| r.name())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "!!! events lost, duplicated or reordered in: {}",
+            failed.join(", ")
+        )
+        .into())
+    }
+}

@@ -1,0 +1,413 @@
+//! Results: one record per run, medians and spreads per scenario, the tables and the JSON.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::clients::ClientReport;
+use crate::driver::Load;
+use crate::options::{Implementation, Rate};
+
+/// What the driver measured of the server process during one run.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSide {
+    /// Server CPU time from the publish command to the last client's report.
+    pub cpu: Duration,
+    /// That window's wall time.
+    pub window: Duration,
+    /// How long the server took to publish every event.
+    pub publish: Duration,
+    /// Server RSS at the end of the window.
+    pub rss_kib: u64,
+    /// Streams the server still had open when publishing ended.
+    pub subscribers_at_end: usize,
+}
+
+/// One publishing run of one implementation.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadRun {
+    /// `hub` or `axum`.
+    pub implementation: String,
+    /// Subscribers times events.
+    pub expected: u64,
+    /// Distinct events received over all subscribers.
+    pub received: u64,
+    /// Expected events never received.
+    pub missing: u64,
+    /// Events received twice.
+    pub duplicates: u64,
+    /// Events received after a later one.
+    pub reordered: u64,
+    /// Events whose data could not be read.
+    pub malformed: u64,
+    /// Streams that ended or were stopped before every event.
+    pub incomplete_streams: u64,
+    /// Server CPU seconds in the window.
+    pub server_cpu_s: f64,
+    /// Server CPU per received event, in microseconds.
+    pub cpu_per_delivery_us: f64,
+    /// Publish-to-receipt latency percentiles, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// Window wall time in seconds.
+    pub window_s: f64,
+    /// Publishing time in seconds.
+    pub publish_s: f64,
+    /// Deliveries per second of window.
+    pub deliveries_per_s: f64,
+    /// Server RSS at the end, MiB.
+    pub rss_mib: f64,
+    /// Streams open on the server when publishing ended (readers plus stalled).
+    pub subscribers_at_end: usize,
+    /// Stalled streams opened (hub runs only).
+    pub stalled: usize,
+    /// Stalled streams the server had ended.
+    pub stalled_cut: u64,
+}
+
+impl LoadRun {
+    /// Combines the clients' and the server's view of a run.
+    pub fn new(
+        implementation: Implementation,
+        load: Load,
+        clients: &ClientReport,
+        server: ServerSide,
+        stalled: usize,
+    ) -> Self {
+        let expected = load.subscribers as u64 * load.events;
+        let ms = |nanos: u64| nanos as f64 / 1e6;
+        Self {
+            implementation: implementation.to_string(),
+            expected,
+            received: clients.received,
+            missing: expected.saturating_sub(clients.received),
+            duplicates: clients.duplicates,
+            reordered: clients.reordered,
+            malformed: clients.malformed,
+            incomplete_streams: clients.closed_early,
+            server_cpu_s: server.cpu.as_secs_f64(),
+            cpu_per_delivery_us: server.cpu.as_secs_f64() * 1e6 / clients.received.max(1) as f64,
+            p50_ms: ms(clients.latency.quantile(0.5)),
+            p99_ms: ms(clients.latency.quantile(0.99)),
+            max_ms: ms(clients.latency.quantile(1.0)),
+            window_s: server.window.as_secs_f64(),
+            publish_s: server.publish.as_secs_f64(),
+            deliveries_per_s: clients.received as f64 / server.window.as_secs_f64().max(1e-9),
+            rss_mib: server.rss_kib as f64 / 1024.0,
+            subscribers_at_end: server.subscribers_at_end,
+            stalled,
+            stalled_cut: clients.stalled_cut,
+        }
+    }
+
+    /// Lost, duplicated, reordered or unreadable events: anything but zero is a bug.
+    pub fn errors(&self) -> u64 {
+        self.missing + self.duplicates + self.reordered + self.malformed
+    }
+
+    /// A progress line.
+    pub fn one_line(&self) -> String {
+        format!(
+            "{:<4} {:.2} µs/delivery, p50 {:.1} ms, p99 {:.1} ms, {} deliveries in {:.1} s, errors {}",
+            self.implementation,
+            self.cpu_per_delivery_us,
+            self.p50_ms,
+            self.p99_ms,
+            self.received,
+            self.window_s,
+            self.errors()
+        )
+    }
+}
+
+/// One idle-memory run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleRun {
+    /// `hub`, `axum` or `hold` (plain axum streaming response).
+    pub target: String,
+    /// Streams opened.
+    pub streams: usize,
+    /// Server RSS before the streams, KiB.
+    pub rss_before_kib: u64,
+    /// Server RSS with every stream open, KiB.
+    pub rss_after_kib: u64,
+    /// RSS growth per stream, bytes.
+    pub bytes_per_stream: f64,
+}
+
+/// Every run of one scenario.
+pub enum ScenarioResult {
+    /// A publishing scenario.
+    Load {
+        /// Its name.
+        name: String,
+        /// Its load.
+        load: Load,
+        /// Runs, alternating hub and axum.
+        runs: Vec<LoadRun>,
+    },
+    /// An idle-memory scenario.
+    Idle {
+        /// Its name.
+        name: String,
+        /// Streams per run.
+        streams: usize,
+        /// Runs, alternating hub, axum and hold.
+        runs: Vec<IdleRun>,
+    },
+}
+
+/// The median and range of one metric over repeats.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    /// Median.
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => values[n / 2],
+            _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        };
+        Self {
+            median,
+            min: values.first().copied().unwrap_or(0.0),
+            max: values.last().copied().unwrap_or(0.0),
+        }
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "{} [{} – {}]",
+            short(self.median),
+            short(self.min),
+            short(self.max)
+        )
+    }
+}
+
+/// Three significant digits, or a whole number when large.
+fn short(value: f64) -> String {
+    match value.abs() {
+        v if v >= 1000.0 => format!("{value:.0}"),
+        v if v >= 100.0 => format!("{value:.1}"),
+        v if v >= 10.0 => format!("{value:.2}"),
+        _ => format!("{value:.3}"),
+    }
+}
+
+/// A table row: its label, its JSON key, and how to read it from a run.
+type Metric = (&'static str, &'static str, fn(&LoadRun) -> f64);
+
+/// The load metrics in the table, in order.
+const LOAD_METRICS: [Metric; 10] = [
+    (
+        "server CPU per delivery (µs)",
+        "cpu_per_delivery_us",
+        |r| r.cpu_per_delivery_us,
+    ),
+    ("latency p50 (ms)", "p50_ms", |r| r.p50_ms),
+    ("latency p99 (ms)", "p99_ms", |r| r.p99_ms),
+    ("latency max (ms)", "max_ms", |r| r.max_ms),
+    ("deliveries", "received", |r| r.received as f64),
+    ("deliveries per second", "deliveries_per_s", |r| {
+        r.deliveries_per_s
+    }),
+    ("server CPU (s)", "server_cpu_s", |r| r.server_cpu_s),
+    ("publishing took (s)", "publish_s", |r| r.publish_s),
+    ("server RSS at end (MiB)", "rss_mib", |r| r.rss_mib),
+    ("lost+dup+reordered", "errors", |r| r.errors() as f64),
+];
+
+impl ScenarioResult {
+    /// Lost, duplicated, reordered or unreadable events over every run.
+    pub fn errors(&self) -> u64 {
+        match self {
+            Self::Load { runs, .. } => runs.iter().map(LoadRun::errors).sum(),
+            Self::Idle { .. } => 0,
+        }
+    }
+
+    /// The scenario's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Load { name, .. } | Self::Idle { name, .. } => name,
+        }
+    }
+
+    /// The median, min and max of `metric` over one implementation's (or target's) runs.
+    pub fn spread(&self, who: &str, metric: &str) -> Spread {
+        match self {
+            Self::Load { runs, .. } => {
+                let read = LOAD_METRICS
+                    .iter()
+                    .find(|(_, key, _)| *key == metric)
+                    .map(|(_, _, read)| *read);
+                let values = runs
+                    .iter()
+                    .filter(|r| r.implementation == who)
+                    .filter_map(|r| read.map(|read| read(r)))
+                    .collect();
+                Spread::of(values)
+            }
+            Self::Idle { runs, .. } => Spread::of(
+                runs.iter()
+                    .filter(|r| r.target == who)
+                    .map(|r| r.bytes_per_stream)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Prints the scenario's table on stdout; correctness failures loudly, on stderr too.
+    pub fn print(&self) {
+        match self {
+            Self::Load { name, load, runs } => {
+                println!();
+                println!(
+                    "{name}: {} subscribers, {} events of {} B, rate {}; {} runs each, alternating hub/axum",
+                    load.subscribers,
+                    load.events,
+                    load.size,
+                    rate_label(load.rate),
+                    runs.len() / 2
+                );
+                println!(
+                    "{:<30} {:>28} {:>28} {:>9}",
+                    "metric", "hub median [min – max]", "axum median [min – max]", "hub/axum"
+                );
+                for (label, key, _) in LOAD_METRICS {
+                    let (hub, axum) = (self.spread("hub", key), self.spread("axum", key));
+                    println!(
+                        "{label:<30} {:>28} {:>28} {:>9}",
+                        hub.show(),
+                        axum.show(),
+                        ratio(hub.median, axum.median)
+                    );
+                }
+                if let Some(stalled) = runs.iter().find(|r| r.stalled > 0) {
+                    println!(
+                        "hub stalled streams: {} opened, {} cut off (first run)",
+                        stalled.stalled, stalled.stalled_cut
+                    );
+                }
+                for run in runs.iter().filter(|r| r.errors() > 0) {
+                    let message = format!(
+                        "!!! CORRECTNESS FAILURE in {name} ({}): {} missing, {} duplicated, {} reordered, {} malformed of {} expected; {} streams incomplete",
+                        run.implementation,
+                        run.missing,
+                        run.duplicates,
+                        run.reordered,
+                        run.malformed,
+                        run.expected,
+                        run.incomplete_streams
+                    );
+                    println!("{message}");
+                    eprintln!("{message}");
+                }
+            }
+            Self::Idle {
+                name,
+                streams,
+                runs,
+            } => {
+                println!();
+                println!(
+                    "{name}: {streams} idle streams; {} runs each, alternating hub/axum/hold",
+                    runs.len() / 3
+                );
+                println!(
+                    "{:<34} {:>28}",
+                    "server RSS growth per stream", "bytes median [min – max]"
+                );
+                let targets = [
+                    ("hub", "hub (/events)"),
+                    ("axum", "axum Sse + broadcast"),
+                    ("hold", "plain axum stream (/hold)"),
+                ];
+                for (who, label) in targets {
+                    println!("{label:<34} {:>28}", self.spread(who, "").show());
+                }
+                let median = |who| self.spread(who, "").median;
+                println!(
+                    "hub − axum: {:+.0} bytes per stream (hub/axum {}); hub − hold: {:+.0}; axum − hold: {:+.0}",
+                    median("hub") - median("axum"),
+                    ratio(median("hub"), median("axum")),
+                    median("hub") - median("hold"),
+                    median("axum") - median("hold")
+                );
+            }
+        }
+    }
+
+    /// Every run and every summary, for `--json`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Load { name, load, runs } => {
+                let mut summary = serde_json::Map::new();
+                for (_, key, _) in LOAD_METRICS {
+                    let (hub, axum) = (self.spread("hub", key), self.spread("axum", key));
+                    let ratio = (axum.median != 0.0).then(|| hub.median / axum.median);
+                    summary.insert(
+                        key.to_owned(),
+                        json!({"hub": hub, "axum": axum, "ratio_hub_axum": ratio}),
+                    );
+                }
+                json!({
+                    "scenario": name,
+                    "subscribers": load.subscribers,
+                    "events": load.events,
+                    "rate": load.rate.to_string(),
+                    "size": load.size,
+                    "summary": summary,
+                    "runs": runs,
+                })
+            }
+            Self::Idle {
+                name,
+                streams,
+                runs,
+            } => {
+                let median = |who| self.spread(who, "");
+                json!({
+                    "scenario": name,
+                    "streams": streams,
+                    "summary": {
+                        "hub": median("hub"),
+                        "axum": median("axum"),
+                        "hold": median("hold"),
+                        "hub_minus_axum_bytes": median("hub").median - median("axum").median,
+                    },
+                    "runs": runs,
+                })
+            }
+        }
+    }
+}
+
+fn ratio(ours: f64, theirs: f64) -> String {
+    if theirs == 0.0 {
+        "-".to_owned()
+    } else {
+        format!("{:.2}", ours / theirs)
+    }
+}
+
+fn rate_label(rate: Rate) -> String {
+    match rate {
+        Rate::Max => "max".to_owned(),
+        Rate::PerSecond(rate) => format!("{rate}/s"),
+    }
+}

@@ -1,0 +1,227 @@
+//! `--role server`: serves the hub or the hand-written comparator, and publishes on command.
+//!
+//! It prints `listening ADDR` on stdout, then reads commands on stdin: `publish N RATE SIZE FIRST`
+//! publishes N events of SIZE bytes at RATE per second (or `max`), numbered from FIRST, and
+//! answers `published N NANOS SUBSCRIBERS`. It serves until stdin closes.
+
+use std::error::Error;
+use std::io::BufRead;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use tower_sse_pubsub::{Hub, MemoryBroker, Publisher};
+
+use crate::child::say;
+use crate::options::{HubSettings, Implementation, Rate, ServerOptions};
+
+/// The topic every load stream subscribes to on the hub.
+pub const LOAD_TOPIC: &str = "load";
+
+/// Far above any load this tool makes, so the hub's limit never refuses a stream.
+const MAX_STREAMS: usize = 200_000;
+
+/// Where published events go.
+enum Source {
+    Hub(Hub, Publisher),
+    Axum(broadcast::Sender<String>),
+}
+
+impl Source {
+    async fn send(&self, data: String) -> Result<(), Box<dyn Error>> {
+        match self {
+            Self::Hub(_, publisher) => {
+                publisher.publish_text(LOAD_TOPIC, data).await?;
+            }
+            // With no receivers `send` fails, which is no error for a benchmark.
+            Self::Axum(sender) => drop(sender.send(data)),
+        }
+        Ok(())
+    }
+
+    fn subscribers(&self) -> usize {
+        match self {
+            Self::Hub(hub, _) => hub.subscriber_count(),
+            Self::Axum(sender) => sender.receiver_count(),
+        }
+    }
+}
+
+/// Serves until stdin closes.
+pub async fn run(options: ServerOptions) -> Result<(), Box<dyn Error>> {
+    let (app, source) = match options.implementation {
+        Implementation::Hub => {
+            let hub = build_hub(&options.hub).await?;
+            let publisher = hub.publisher();
+            (routes().layer(hub.layer()), Source::Hub(hub, publisher))
+        }
+        Implementation::Axum => {
+            let (sender, _) = broadcast::channel(options.capacity.max(16));
+            let app = routes().route("/broadcast", hand_written(sender.clone()));
+            (app, Source::Axum(sender))
+        }
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    say(&format!("listening {}", listener.local_addr()?))?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut commands = stdin_lines();
+    while let Some(line) = commands.recv().await {
+        let command = parse_publish(&line)?;
+        let events = command.events;
+        let started = Instant::now();
+        publish(&source, command).await?;
+        let nanos = started.elapsed().as_nanos();
+        say(&format!(
+            "published {events} {nanos} {}",
+            source.subscribers()
+        ))?;
+    }
+    Ok(())
+}
+
+/// Builds the hub the way an app would, with room for every load stream.
+async fn build_hub(settings: &HubSettings) -> Result<Hub, Box<dyn Error>> {
+    if settings.write_delay_ms != 0 {
+        // TODO(core v2): `.write_delay(Duration::from_millis(settings.write_delay_ms))` on the
+        // builder below, once the core rewrite adds `HubBuilder::write_delay`.
+        return Err(needs_core_v2().into());
+    }
+    let builder = Hub::builder()
+        .allow_anonymous_publish()
+        .max_subscribers(MAX_STREAMS);
+    let builder = match &settings.redis {
+        None => builder.broker(MemoryBroker::builder().build()),
+        Some(url) => builder.broker(redis_broker(url).await?),
+    };
+    Ok(builder.build()?)
+}
+
+/// The refusal for `--write-delay-ms` until the core rewrite lands.
+pub fn needs_core_v2() -> &'static str {
+    "--write-delay-ms needs core v2 (HubBuilder::write_delay does not exist yet); use 0"
+}
+
+#[cfg(feature = "redis")]
+async fn redis_broker(url: &str) -> Result<tower_sse_pubsub::RedisBroker, Box<dyn Error>> {
+    Ok(tower_sse_pubsub::RedisBroker::builder(url)
+        .key_prefix("load")
+        .build()
+        .await?)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_broker(_url: &str) -> Result<MemoryBroker, Box<dyn Error>> {
+    Err(
+        "--redis needs the redis feature: cargo run --release --features redis --example load"
+            .into(),
+    )
+}
+
+/// `/hold` answers like an event stream that never sends an event, without the hub: the baseline
+/// of what hyper and axum hold for an idle streaming response.
+fn routes() -> axum::Router {
+    let hold = axum::routing::get(|| async {
+        let opening = futures::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b": ok\n\n"))
+        });
+        axum::body::Body::from_stream(opening.chain(futures::stream::pending()))
+    });
+    axum::Router::new().route("/hold", hold)
+}
+
+/// The hand-written alternative the hub competes with: axum's `Sse` over a broadcast channel,
+/// each subscriber encoding every event itself. A lagging receiver skips what it missed; the
+/// clients count those events as lost.
+fn hand_written(sender: broadcast::Sender<String>) -> axum::routing::MethodRouter {
+    axum::routing::get(move || {
+        let receiver = sender.subscribe();
+        async move {
+            use axum::response::sse::{Event, Sse};
+            let opening = futures::stream::once(async {
+                Ok::<_, std::convert::Infallible>(Event::default().comment("ok"))
+            });
+            let live = futures::stream::unfold(receiver, |mut receiver| async move {
+                loop {
+                    match receiver.recv().await {
+                        Ok(data) => return Some((Ok(Event::default().data(data)), receiver)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+            Sse::new(opening.chain(live))
+        }
+    })
+}
+
+/// One `publish` command.
+struct PublishCommand {
+    events: u64,
+    rate: Rate,
+    size: usize,
+    first: u64,
+}
+
+/// Publishes the events; each one's data is `SEQ SENT_NANOS ` padded with `x` to `size`.
+async fn publish(source: &Source, command: PublishCommand) -> Result<(), Box<dyn Error>> {
+    let PublishCommand {
+        events,
+        rate,
+        size,
+        first,
+    } = command;
+    let mut ticker = match rate {
+        Rate::Max => None,
+        Rate::PerSecond(rate) => {
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            Some(ticker)
+        }
+    };
+    for seq in first..first + events {
+        match &mut ticker {
+            Some(ticker) => {
+                ticker.tick().await;
+            }
+            // The memory broker's publish never waits, so without a yield the publisher would
+            // run the whole burst before any stream task writes a byte.
+            None => tokio::task::yield_now().await,
+        }
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let mut data = format!("{seq} {sent} ");
+        let pad = size.saturating_sub(data.len());
+        data.extend(std::iter::repeat_n('x', pad));
+        source.send(data).await?;
+    }
+    Ok(())
+}
+
+fn parse_publish(line: &str) -> Result<PublishCommand, Box<dyn Error>> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["publish", events, rate, size, first] => Ok(PublishCommand {
+            events: events.parse()?,
+            rate: rate.parse()?,
+            size: size.parse()?,
+            first: first.parse()?,
+        }),
+        _ => Err(format!("unknown command {line:?}; expected: publish N RATE SIZE FIRST").into()),
+    }
+}
+
+/// Lines from stdin; the channel closes when stdin does.
+fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
