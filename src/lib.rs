@@ -88,6 +88,7 @@ mod layer;
 mod publisher;
 mod service;
 mod signal;
+mod stall;
 
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::ResponseBody;
@@ -109,6 +110,9 @@ pub use hub::{BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBui
 pub use layer::SsePubSubLayer;
 pub use publisher::{PublishError, Publisher};
 pub use service::SsePubSub;
+pub use stall::StallTimeout;
+#[cfg(feature = "axum")]
+pub use stall::StallTimeoutListener;
 
 /// Compiles and runs the README's Rust examples as doctests (they use every feature).
 #[cfg(all(doctest, feature = "redis"))]

@@ -316,3 +316,63 @@ async fn plain_hyper_serves_the_layer_and_shuts_down_gracefully() {
     let end = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
     assert!(end.expect("the stream ends").is_none());
 }
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_and_its_slot_released() {
+    use tower_sse_pubsub::StallTimeoutListener;
+
+    let hub = open_hub();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let listener = StallTimeoutListener::new(listener, Duration::from_millis(300));
+    let app = app(&hub);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // A client with a small receive buffer that reads the opening comment, then never again.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut stalled = socket.connect(addr).await.expect("connect");
+    stalled
+        .write_all(b"GET /events?topic=feed HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("request sent");
+    let mut head = Vec::new();
+    while !head.ends_with(b": ok\n\n") {
+        let mut byte = [0u8; 1];
+        stalled.read_exact(&mut byte).await.expect("response head");
+        head.push(byte[0]);
+    }
+    let mut fast = subscribe(&format!("http://{addr}/events?topic=feed"), None).await;
+    assert_eq!(hub.subscriber_count(), 2);
+
+    // Enough to fill the stalled client's socket buffers many times over.
+    let payload = "x".repeat(32 * 1024);
+    let publisher = hub.publisher();
+    for _ in 0..200 {
+        publisher
+            .publish_text("feed", payload.as_str())
+            .await
+            .expect("publish");
+        assert_eq!(next_event(&mut fast).await.data.len(), payload.len());
+    }
+    // The server ends the stalled connection once a write has waited 300 ms; wait for that,
+    // bounded, by watching the slot count.
+    let waited = tokio::time::Instant::now();
+    while hub.subscriber_count() > 1 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the stalled stream was never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hub.subscriber_count(), 1, "only the fast reader is left");
+    // The fast reader is unaffected.
+    publisher.publish_text("feed", "after").await.expect("publish");
+    assert_eq!(next_event(&mut fast).await.data, "after");
+    server.abort();
+}

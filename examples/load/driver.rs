@@ -9,7 +9,6 @@ use crate::child::{ChildProcess, PROGRESS};
 use crate::clients::ClientReport;
 use crate::options::{DriverOptions, HubSettings, Implementation, Rate};
 use crate::report::{IdleRun, LoadRun, ScenarioResult, ServerSide};
-use crate::server::needs_core_v2;
 use crate::usage;
 
 /// What a scenario does.
@@ -75,9 +74,6 @@ fn scenarios(options: &DriverOptions) -> Result<Vec<(String, Kind)>, String> {
 
 /// Runs every scenario asked for, printing each table as it completes.
 pub fn run(options: &DriverOptions) -> Result<Vec<ScenarioResult>, Box<dyn Error>> {
-    if options.hub.write_delay_ms != 0 {
-        return Err(needs_core_v2().into());
-    }
     let mut results = Vec::new();
     for (name, kind) in scenarios(options)? {
         eprintln!("== {name}: {kind:?}, {} repeats", options.repeat);

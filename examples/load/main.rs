@@ -33,7 +33,7 @@
 //! (50 events/s), `idle` (RSS per idle stream for the hub, the comparator and a plain axum
 //! streaming response, `/hold`), `all`, or `custom` from `--subscribers --events --rate --size`
 //! (`--idle N` for idle streams). `--stalled N` adds streams that never read to hub runs.
-//! Hub options: `--redis URL` (with `--features redis`), `--write-delay-ms N` (needs core v2).
+//! Hub options: `--redis URL` (with `--features redis`), `--write-delay-ms N` (the hub holds frames back up to N ms and writes them together).
 //! Output: tables on stdout, progress on stderr, `--json PATH`, `--chart PATH.svg`.
 
 #![forbid(unsafe_code)]

@@ -84,24 +84,15 @@ pub async fn run(options: ServerOptions) -> Result<(), Box<dyn Error>> {
 
 /// Builds the hub the way an app would, with room for every load stream.
 async fn build_hub(settings: &HubSettings) -> Result<Hub, Box<dyn Error>> {
-    if settings.write_delay_ms != 0 {
-        // TODO(core v2): `.write_delay(Duration::from_millis(settings.write_delay_ms))` on the
-        // builder below, once the core rewrite adds `HubBuilder::write_delay`.
-        return Err(needs_core_v2().into());
-    }
     let builder = Hub::builder()
         .allow_anonymous_publish()
-        .max_subscribers(MAX_STREAMS);
+        .max_subscribers(MAX_STREAMS)
+        .write_delay(Duration::from_millis(settings.write_delay_ms));
     let builder = match &settings.redis {
         None => builder.broker(MemoryBroker::builder().build()),
         Some(url) => builder.broker(redis_broker(url).await?),
     };
     Ok(builder.build()?)
-}
-
-/// The refusal for `--write-delay-ms` until the core rewrite lands.
-pub fn needs_core_v2() -> &'static str {
-    "--write-delay-ms needs core v2 (HubBuilder::write_delay does not exist yet); use 0"
 }
 
 #[cfg(feature = "redis")]
