@@ -91,7 +91,6 @@ fn guard<T>(
     )))
 }
 
-
 impl<IO: AsyncWrite> AsyncWrite for StallTimeout<IO> {
     fn poll_write(
         self: Pin<&mut Self>,

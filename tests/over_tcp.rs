@@ -372,7 +372,10 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_slot_released() {
     }
     assert_eq!(hub.subscriber_count(), 1, "only the fast reader is left");
     // The fast reader is unaffected.
-    publisher.publish_text("feed", "after").await.expect("publish");
+    publisher
+        .publish_text("feed", "after")
+        .await
+        .expect("publish");
     assert_eq!(next_event(&mut fast).await.data, "after");
     server.abort();
 }

@@ -723,3 +723,123 @@ async fn an_idle_process_replaces_a_silently_dead_connection_for_its_next_subscr
     publish(&broker, "feed", "hello").await;
     assert_eq!(next_data(&mut subscription).await, "hello");
 }
+
+/// How often the server has run INFO, scripts included.
+fn info_calls(server: &RedisServer) -> u64 {
+    let stats = server.command(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_info:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_does_not_ask_the_server_for_info_each_time() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "info").await;
+    publish(&broker, "feed", "warm up").await;
+    let before = info_calls(&server);
+    for i in 0..50 {
+        publish(&broker, "feed", &i.to_string()).await;
+    }
+    let calls = info_calls(&server) - before;
+    // Only a new pooled connection asks (once); 50 sequential publishes share one.
+    assert!(calls <= 1, "INFO ran {calls} times for 50 publishes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_message_queue_is_filled_from_history_without_loss() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // A queue of 2 messages overflows under any burst.
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("burst")
+            .push_queue(2),
+    )
+    .await;
+    let mut subscription = subscribe_feed(&broker).await;
+    let mut published = Vec::new();
+    // Bursts from concurrent publishers until the dispatcher has fallen behind at least once.
+    for _round in 0..20 {
+        let bursts: Vec<_> = (0..4)
+            .map(|p| {
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in 0..50 {
+                        ids.push(publish(&broker, "feed", &format!("{p}-{i}")).await);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        for burst in bursts {
+            published.extend(burst.await.expect("publisher"));
+        }
+        if broker.gap_fills() > 0 {
+            break;
+        }
+    }
+    assert!(broker.gap_fills() > 0, "the queue never overflowed");
+    let end = publish(&broker, "feed", "end").await;
+    published.push(end);
+    let mut received = Vec::new();
+    while received.len() < published.len() {
+        let frame = next_delivery(&mut subscription)
+            .await
+            .into_event()
+            .expect("an event, not a resync: nothing was lost");
+        received.push(frame.id().clone());
+    }
+    let mut expected = published.clone();
+    expected.sort_by_key(|id| {
+        id.as_str()
+            .rsplit_once('-')
+            .and_then(|(_, s)| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    assert_eq!(received, expected, "every event once, in id order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_with_fifty_thousand_channels_fills_the_gap() {
+    const TOPICS: usize = 50_000;
+    const PER_SUBSCRIBER: usize = 1_000;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "many").await;
+    let names: Vec<Topic> = (0..TOPICS).map(|i| topic(&format!("t{i}"))).collect();
+    let mut subscriptions = Vec::new();
+    for chunk in names.chunks(PER_SUBSCRIBER) {
+        let request = SubscribeRequest::new(chunk.iter().cloned());
+        subscriptions.push(broker.subscribe(&request).await.expect("subscribe"));
+    }
+    assert_eq!(broker.subscribed_topics().await.len(), TOPICS);
+    let fills = broker.gap_fills();
+
+    server.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    // Published while the connection is down or being rebuilt: one event per subscriber,
+    // spread over its topics.
+    let mut ids = Vec::new();
+    for (i, _) in subscriptions.iter().enumerate() {
+        let name = format!("t{}", i * PER_SUBSCRIBER + i % PER_SUBSCRIBER);
+        ids.push(publish(&broker, &name, &format!("gap {i}")).await);
+    }
+    for (i, subscription) in subscriptions.iter_mut().enumerate() {
+        let frame = next_delivery(subscription)
+            .await
+            .into_event()
+            .expect("an event, not a resync");
+        assert_eq!(frame.id(), &ids[i], "subscriber {i}");
+    }
+    assert!(broker.gap_fills() > fills, "a recovery ran");
+    let channels = server.command(&["PUBSUB", "NUMSUB", "many:c:t49999"]);
+    assert!(channels.contains(":1"), "resubscribed: {channels}");
+}

@@ -5,6 +5,11 @@
 //! topics at once is always subscribed. Each message is read once into a [`Frame`] and appended,
 //! in O(1), to the fan-out engine, which delivers it to the local subscribers.
 //!
+//! The dispatcher never waits on Redis while forwarding: SUBSCRIBE, UNSUBSCRIBE and the health
+//! check's PING go to a worker that sends them in order, and a subscriber is answered when its
+//! channels are confirmed. The queue of pushes is bounded; when it overflows, the gap is filled
+//! from history as after a reconnect.
+//!
 //! When the connection drops, `redis`'s connection manager reconnects; the dispatcher then
 //! resubscribes every channel, reads what each topic published since the last frame the engine
 //! got, and appends that in sequence order before any newer live message, so subscribers see no
@@ -13,15 +18,23 @@
 //! subscriptions stay open and receive a [`Delivery::Resync`](crate::Delivery::Resync) in place
 //! of the missing events, then carry on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, PushInfo, PushKind, RedisResult, Script, Value};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::link::{Link, Pushes};
 use super::wire::{self, Keys};
+use super::worker::{self, Job, Request};
 use crate::broker::{BrokerError, Resume};
 use crate::event::{Frame, Topic};
 use crate::fanout::Fanout;
@@ -42,45 +55,14 @@ pub(super) enum Command {
 struct Channel {
     topic: Topic,
     subscribers: usize,
+    /// `false` while its SUBSCRIBE is on the way.
+    confirmed: bool,
 }
 
-/// How the dispatcher makes (and remakes) its pub/sub connection.
-pub(super) struct Link {
-    pub(super) client: Client,
-    pub(super) timeout: Duration,
-}
-
-impl Link {
-    fn config(&self) -> (ConnectionManagerConfig, mpsc::UnboundedReceiver<PushInfo>) {
-        let (push_sender, pushes) = mpsc::unbounded_channel();
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(push_sender)
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            // One attempt per command: the dispatcher does its own backoff, and keeps answering
-            // subscribers between attempts instead of stalling them in retries.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        (config, pushes)
-    }
-
-    /// Connects now, failing if Redis cannot be reached.
-    pub(super) async fn connect(
-        &self,
-    ) -> RedisResult<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>)> {
-        let (config, pushes) = self.config();
-        let connection = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        Ok((connection, pushes))
-    }
-
-    /// Connects on first use.
-    pub(super) fn connect_lazily(
-        &self,
-    ) -> RedisResult<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>)> {
-        let (config, pushes) = self.config();
-        let connection = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        Ok((connection, pushes))
-    }
+/// A subscriber waiting for its channels to be confirmed.
+struct Waiting {
+    names: HashSet<String>,
+    done: oneshot::Sender<Result<(), BrokerError>>,
 }
 
 /// How often the pub/sub connection is checked, and how long a PING may take.
@@ -90,19 +72,48 @@ pub(super) struct HealthCheck {
     pub(super) timeout: Duration,
 }
 
+type Outcome = Pin<Box<dyn Future<Output = (Finished, bool)> + Send>>;
+
+/// What a job the dispatcher waits for was.
+enum Finished {
+    Subscribed(Vec<String>),
+    Pinged,
+}
+
+/// Channels per SUBSCRIBE during recovery, and per history read.
+const RECOVERY_CHUNK: usize = 1_000;
+/// History entries per topic per read during recovery.
+const RECOVERY_PAGE: usize = 256;
+
 pub(super) struct Dispatcher {
     link: Link,
     connection: ConnectionManager,
-    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    pushes: Pushes,
     keys: Keys,
     replay: Script,
     commands: mpsc::UnboundedReceiver<Command>,
+    worker: mpsc::UnboundedSender<Request>,
+    outcomes: FuturesUnordered<Outcome>,
+    waiting: Vec<Waiting>,
     health: HealthCheck,
+    pinging: bool,
     history_max_age_ms: u64,
     channels: HashMap<String, Channel>,
     fanout: Fanout,
     epoch: Option<String>,
     needs_recovery: bool,
+    /// Whether the first connection was set up; later recoveries fill a gap.
+    started: bool,
+    gap_fills: Arc<AtomicU64>,
+}
+
+/// What the dispatcher is set up with, besides its connection.
+pub(super) struct Settings {
+    pub(super) keys: Keys,
+    pub(super) health: HealthCheck,
+    pub(super) history_max_age_ms: u64,
+    pub(super) fanout: Fanout,
+    pub(super) gap_fills: Arc<AtomicU64>,
 }
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -111,27 +122,31 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 impl Dispatcher {
     pub(super) fn new(
         link: Link,
-        (connection, pushes): (ConnectionManager, mpsc::UnboundedReceiver<PushInfo>),
-        keys: Keys,
+        (connection, pushes): (ConnectionManager, Pushes),
         commands: mpsc::UnboundedReceiver<Command>,
-        health: HealthCheck,
-        history_max_age_ms: u64,
-        fanout: Fanout,
+        settings: Settings,
     ) -> Self {
+        let worker = worker::spawn(link.timeout.max(settings.health.timeout));
         Self {
             link,
             connection,
             pushes,
-            keys,
+            keys: settings.keys,
             replay: Script::new(wire::REPLAY),
             commands,
-            health,
-            history_max_age_ms,
+            worker,
+            outcomes: FuturesUnordered::new(),
+            waiting: Vec::new(),
+            health: settings.health,
+            pinging: false,
+            history_max_age_ms: settings.history_max_age_ms,
             channels: HashMap::new(),
-            fanout,
+            fanout: settings.fanout,
             epoch: None,
             // The first "recovery" subscribes the channel of multi-topic events.
             needs_recovery: true,
+            started: false,
+            gap_fills: settings.gap_fills,
         }
     }
 
@@ -142,10 +157,10 @@ impl Dispatcher {
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.needs_recovery {
-                let attempt = tokio::time::timeout(self.link.timeout, self.recover()).await;
-                if let Ok(Ok(())) = attempt {
+                if let Ok(()) = self.recover().await {
                     self.needs_recovery = false;
                     retry = FIRST_RETRY;
+                    self.started = true;
                 } else {
                     if !self.wait(retry).await {
                         return;
@@ -156,32 +171,81 @@ impl Dispatcher {
             }
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(command) => self.handle(command).await,
+                    Some(command) => self.handle(command),
                     None => return,
                 },
-                push = self.pushes.recv() => match push {
+                push = self.pushes.receiver.recv() => match push {
                     Some(push) => self.on_push(push),
                     // The connection manager is gone; only a replaced one ends like this.
                     None => self.needs_recovery = true,
                 },
-                _ = health.tick() => self.check_health().await,
+                Some((finished, ok)) = self.outcomes.next(), if !self.outcomes.is_empty() => {
+                    self.on_finished(finished, ok);
+                }
+                _ = health.tick() => self.check_health(),
+            }
+            if self.pushes.take_overflow() {
+                // Messages were dropped: fill the gap from history, as after a reconnect.
+                self.needs_recovery = true;
             }
         }
     }
 
-    /// PINGs the pub/sub connection. One that does not answer in time is silently dead (a
-    /// dropped NAT entry, a half-open socket): it is replaced, and the new one resubscribes and
-    /// fills the gap from history.
-    async fn check_health(&mut self) {
-        if self.needs_recovery {
+    /// Sends `job` to the worker; with `notify`, its outcome comes back to the run loop.
+    fn send_job(&mut self, job: Job, notify: Option<Finished>) {
+        let (done, outcome) = match notify {
+            Some(finished) => {
+                let (done, result) = oneshot::channel();
+                let outcome: Outcome =
+                    Box::pin(async move { (finished, result.await.unwrap_or(false)) });
+                (Some(done), Some(outcome))
+            }
+            None => (None, None),
+        };
+        let request = Request {
+            job,
+            connection: self.connection.clone(),
+            done,
+        };
+        if self.worker.send(request).is_ok()
+            && let Some(outcome) = outcome
+        {
+            self.outcomes.push(outcome);
+        }
+    }
+
+    /// Sends `job` to the worker and waits for it (during recovery, when nothing else runs).
+    async fn run_job(&mut self, job: Job) -> bool {
+        let (done, result) = oneshot::channel();
+        let request = Request {
+            job,
+            connection: self.connection.clone(),
+            done: Some(done),
+        };
+        self.worker.send(request).is_ok() && result.await.unwrap_or(false)
+    }
+
+    /// PINGs the pub/sub connection through the worker. One that does not answer in time is
+    /// silently dead (a dropped NAT entry, a half-open socket): it is replaced, and the new one
+    /// resubscribes and fills the gap from history.
+    fn check_health(&mut self) {
+        if self.needs_recovery || self.pinging {
             return;
         }
-        let ping = redis::cmd("PING");
-        let answer = ping.query_async::<String>(&mut self.connection);
-        if let Ok(Ok(_)) = tokio::time::timeout(self.health.timeout, answer).await {
-            return;
+        self.pinging = true;
+        self.send_job(Job::Ping, Some(Finished::Pinged));
+    }
+
+    fn on_finished(&mut self, finished: Finished, ok: bool) {
+        match finished {
+            Finished::Pinged => {
+                self.pinging = false;
+                if !ok {
+                    self.replace_connection();
+                }
+            }
+            Finished::Subscribed(names) => self.on_subscribed(names, ok),
         }
-        self.replace_connection();
     }
 
     /// Drops the pub/sub connection for a new one (connected on first use) and schedules the
@@ -204,94 +268,149 @@ impl Dispatcher {
             tokio::select! {
                 () = &mut sleep => return true,
                 command = self.commands.recv() => match command {
-                    Some(command) => self.handle(command).await,
+                    Some(command) => self.handle(command),
                     None => return false,
                 },
             }
         }
     }
 
-    async fn handle(&mut self, command: Command) {
+    fn handle(&mut self, command: Command) {
         match command {
-            Command::Register { topics, done } => {
-                let result = self.register(topics).await;
-                let _ = done.send(result);
-            }
-            Command::Unregister { topics } => {
-                self.unregister(&topics).await;
-            }
+            Command::Register { topics, done } => self.register(topics, done),
+            Command::Unregister { topics } => self.unregister(&topics),
             Command::Topics { done } => {
-                let topics = self.channels.values().map(|c| c.topic.clone()).collect();
-                let _ = done.send(topics);
+                let topics: Vec<Topic> = self.channels.values().map(|c| c.topic.clone()).collect();
+                // Answered once the worker has sent every earlier SUBSCRIBE and UNSUBSCRIBE.
+                let (flushed, finished) = oneshot::channel();
+                let request = Request {
+                    job: Job::Ping,
+                    connection: self.connection.clone(),
+                    done: Some(flushed),
+                };
+                if self.worker.send(request).is_ok() {
+                    tokio::spawn(async move {
+                        let _ = finished.await;
+                        let _ = done.send(topics);
+                    });
+                } else {
+                    let _ = done.send(topics);
+                }
             }
         }
     }
 
-    async fn register(&mut self, topics: Vec<Topic>) -> Result<(), BrokerError> {
-        let new: Vec<(String, Topic)> = topics
-            .iter()
-            .map(|topic| (self.keys.channel(topic), topic.clone()))
-            .filter(|(name, _)| !self.channels.contains_key(name))
+    fn register(&mut self, topics: Vec<Topic>, done: oneshot::Sender<Result<(), BrokerError>>) {
+        let names: Vec<(String, Topic)> = topics
+            .into_iter()
+            .map(|topic| (self.keys.channel(&topic), topic))
             .collect();
+        let new: Vec<String> = names
+            .iter()
+            .filter(|(name, _)| !self.channels.contains_key(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !new.is_empty() && self.needs_recovery {
+            let _ = done.send(Err(unavailable_now()));
+            return;
+        }
+        let mut unconfirmed = HashSet::new();
+        for (name, topic) in names {
+            let channel = self.channels.entry(name.clone()).or_insert(Channel {
+                topic,
+                subscribers: 0,
+                confirmed: false,
+            });
+            channel.subscribers += 1;
+            if !channel.confirmed {
+                unconfirmed.insert(name);
+            }
+        }
         if !new.is_empty() {
-            if self.needs_recovery {
-                return Err(unavailable_now());
-            }
-            let names: Vec<&String> = new.iter().map(|(name, _)| name).collect();
-            let subscribe = self.connection.subscribe(&names);
-            let confirmed = match tokio::time::timeout(self.link.timeout, subscribe).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(BrokerError::unavailable(
-                    "Redis did not confirm SUBSCRIBE",
-                    e,
-                )),
-                Err(e) => Err(BrokerError::unavailable("Redis did not answer in time", e)),
-            };
-            if let Err(error) = confirmed {
-                // A connection that failed here may be dead: replace it, and resubscribe the
-                // channels already in use.
-                self.replace_connection();
-                return Err(error);
-            }
-            for (name, topic) in new {
-                self.channels.insert(
-                    name,
-                    Channel {
-                        topic,
-                        subscribers: 0,
-                    },
-                );
-            }
+            self.send_job(Job::Subscribe(new.clone()), Some(Finished::Subscribed(new)));
         }
-        for topic in &topics {
-            if let Some(channel) = self.channels.get_mut(&self.keys.channel(topic)) {
-                channel.subscribers += 1;
-            }
+        if unconfirmed.is_empty() {
+            let _ = done.send(Ok(()));
+        } else {
+            self.waiting.push(Waiting {
+                names: unconfirmed,
+                done,
+            });
         }
-        Ok(())
     }
 
-    async fn unregister(&mut self, topics: &[Topic]) {
+    fn on_subscribed(&mut self, names: Vec<String>, ok: bool) {
+        if !ok {
+            // A connection that failed here may be dead: replace it; recovery resubscribes the
+            // channels still in use. Whoever waited for these gets an error (and unregisters).
+            let failed: HashSet<&String> = names.iter().collect();
+            let mut still = Vec::new();
+            for waiting in std::mem::take(&mut self.waiting) {
+                if waiting.names.iter().any(|n| failed.contains(n)) {
+                    let _ = waiting.done.send(Err(BrokerError::unavailable(
+                        "Redis did not confirm SUBSCRIBE",
+                        std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    )));
+                } else {
+                    still.push(waiting);
+                }
+            }
+            self.waiting = still;
+            for name in &names {
+                self.channels.remove(name);
+            }
+            self.replace_connection();
+            return;
+        }
+        let mut gone = Vec::new();
+        for name in names {
+            match self.channels.get_mut(&name) {
+                Some(channel) => channel.confirmed = true,
+                // Its last subscriber left while the SUBSCRIBE was on the way.
+                None => gone.push(name),
+            }
+        }
+        if !gone.is_empty() {
+            self.send_job(Job::Unsubscribe(gone), None);
+        }
+        self.release_waiting();
+    }
+
+    /// Answers every subscriber whose channels are all confirmed.
+    fn release_waiting(&mut self) {
+        let channels = &self.channels;
+        let mut still = Vec::new();
+        for mut waiting in std::mem::take(&mut self.waiting) {
+            waiting
+                .names
+                .retain(|name| !channels.get(name).is_some_and(|c| c.confirmed));
+            if waiting.names.is_empty() {
+                let _ = waiting.done.send(Ok(()));
+            } else {
+                still.push(waiting);
+            }
+        }
+        self.waiting = still;
+    }
+
+    fn unregister(&mut self, topics: &[Topic]) {
         let mut empty = Vec::new();
         for topic in topics {
             let name = self.keys.channel(topic);
             if let Some(channel) = self.channels.get_mut(&name) {
                 channel.subscribers = channel.subscribers.saturating_sub(1);
                 if channel.subscribers == 0 {
+                    let confirmed = channel.confirmed;
                     self.channels.remove(&name);
-                    empty.push(name);
+                    // An unconfirmed one is unsubscribed when its SUBSCRIBE completes.
+                    if confirmed {
+                        empty.push(name);
+                    }
                 }
             }
         }
         if !empty.is_empty() && !self.needs_recovery {
-            let unsubscribe = self.connection.unsubscribe(&empty);
-            if !matches!(
-                tokio::time::timeout(self.link.timeout, unsubscribe).await,
-                Ok(Ok(()))
-            ) {
-                // The connection failed; a new one subscribes only to the channels in use.
-                self.replace_connection();
-            }
+            self.send_job(Job::Unsubscribe(empty), None);
         }
     }
 
@@ -339,82 +458,129 @@ impl Dispatcher {
 
     /// Resubscribes every channel after a reconnect and fills the gap from history.
     ///
-    /// History is read for all channels in one atomic step, which also returns the counter:
-    /// every event up to it is in that read (or known to be trimmed), every later one arrives
-    /// live on the new subscription. So the gap is appended in sequence order across all
-    /// topics, and live messages the read already held are dropped by the engine.
+    /// Every channel is subscribed first (in chunks), then the counter is read once: that is the
+    /// cut. Every event up to it is in the histories (or known to be trimmed), every later one
+    /// arrives live on the new subscription. The histories are then read in chunks of channels
+    /// and pages of entries, the events up to the cut appended in sequence order across all
+    /// topics, and live messages the read already held are dropped by the engine. So recovery
+    /// works with any number of channels, and no single Redis call grows with them.
     async fn recover(&mut self) -> Result<(), BrokerError> {
         let mut names: Vec<String> = self.channels.keys().cloned().collect();
-        names.push(self.keys.multi());
-        self.connection
-            .subscribe(&names)
-            .await
-            .map_err(|e| BrokerError::unavailable("cannot resubscribe after reconnecting", e))?;
-        names.pop();
-        if names.is_empty() {
+        names.sort_unstable();
+        let mut all = names.clone();
+        all.push(self.keys.multi());
+        for chunk in all.chunks(RECOVERY_CHUNK) {
+            if !self.run_job(Job::Subscribe(chunk.to_vec())).await {
+                return Err(BrokerError::unavailable(
+                    "cannot resubscribe after reconnecting",
+                    std::io::Error::from(std::io::ErrorKind::NotConnected),
+                ));
+            }
+        }
+        for channel in self.channels.values_mut() {
+            channel.confirmed = true;
+        }
+        self.release_waiting();
+        if names.is_empty() || !self.started {
             return Ok(());
         }
-        let mut replay = self.read_history(&names).await?;
-        let placed = self.epoch.is_none() || self.epoch.as_deref() == Some(replay.epoch.as_str());
-        if !placed || !replay.placed {
-            // Restarted, reset or rolled back: nothing from before can be compared.
-            let epoch = (!replay.epoch.is_empty()).then(|| replay.epoch.clone());
-            self.reset(epoch);
-            replay = self.read_history(&names).await?;
-        } else if !replay.epoch.is_empty() {
-            self.epoch = Some(replay.epoch.clone());
-        }
 
+        let (epoch, cut) = self.read_cut().await?;
+        // An empty epoch: the store lost everything and makes a new one at the next publish.
+        let changed = self
+            .epoch
+            .as_deref()
+            .is_some_and(|known| epoch.is_empty() || known != epoch);
+        if changed || cut < self.fanout.last_sequence() {
+            // Restarted, reset or rolled back: nothing from before can be compared.
+            self.reset((!epoch.is_empty()).then(|| epoch.clone()));
+        } else if !epoch.is_empty() {
+            self.epoch = Some(epoch.clone());
+        }
         let after = self.fanout.last_sequence();
         let mut gap: Vec<Frame> = Vec::new();
         let mut missed: Vec<Topic> = Vec::new();
-        for (name, part) in names.iter().zip(replay.topics) {
-            if part.trimmed_through > after
-                && let Some(channel) = self.channels.get(name)
-            {
-                // Events this topic's subscribers never got are gone from history.
-                missed.push(channel.topic.clone());
+        for chunk in names.chunks(RECOVERY_CHUNK) {
+            let topics: Vec<Topic> = chunk
+                .iter()
+                .filter_map(|name| self.channels.get(name).map(|c| c.topic.clone()))
+                .collect();
+            let mut starts: Vec<(Topic, u64)> = topics.iter().map(|t| (t.clone(), after)).collect();
+            while !starts.is_empty() {
+                let replay = self.read_history(&starts, &epoch).await?;
+                if !replay.placed || replay.epoch != epoch {
+                    return Err(BrokerError::unavailable(
+                        "the Redis store was reset while recovering",
+                        std::io::Error::from(std::io::ErrorKind::Interrupted),
+                    ));
+                }
+                let mut next = Vec::new();
+                for ((topic, from), part) in starts.iter().zip(replay.topics) {
+                    if *from == after && part.trimmed_through > after {
+                        // Events this topic's subscribers never got are gone from history.
+                        missed.push(topic.clone());
+                    }
+                    let mut last = *from;
+                    for read in part.frames {
+                        last = last.max(read.frame.sequence());
+                        if read.epoch == epoch && read.frame.sequence() <= cut {
+                            gap.push(read.frame);
+                        }
+                    }
+                    if part.more && last < cut {
+                        next.push((topic.clone(), last));
+                    }
+                }
+                starts = next;
             }
-            gap.extend(
-                part.frames
-                    .into_iter()
-                    .filter(|read| read.epoch == replay.epoch)
-                    .map(|read| read.frame),
-            );
         }
+        // Counted before the gap reaches anyone, so a reader that saw it sees the count.
+        self.gap_fills.fetch_add(1, Ordering::Relaxed);
         if !missed.is_empty() {
             self.fanout.resync(Some(&missed), Resume::Expired);
         }
         gap.sort_by_key(Frame::sequence);
+        gap.dedup_by_key(|frame| frame.sequence());
         for frame in gap {
             self.fanout.append(frame);
         }
         Ok(())
     }
 
-    /// Reads every channel's history after what the engine has, in one atomic step.
-    async fn read_history(&mut self, names: &[String]) -> Result<wire::Replay, BrokerError> {
-        let after = self.fanout.last_sequence();
+    /// The store's epoch and counter, read together.
+    async fn read_cut(&mut self) -> Result<(String, u64), BrokerError> {
+        let mut pipe = redis::pipe();
+        pipe.get(&self.keys.epoch).get(&self.keys.sequence);
+        let (epoch, counter): (Option<String>, Option<u64>) = pipe
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|e| BrokerError::unavailable("cannot read the Redis counter", e))?;
+        Ok((epoch.unwrap_or_default(), counter.unwrap_or(0)))
+    }
+
+    /// Reads a page of each topic's history after its start, in one atomic step.
+    async fn read_history(
+        &mut self,
+        starts: &[(Topic, u64)],
+        epoch: &str,
+    ) -> Result<wire::Replay, BrokerError> {
         let mut invocation = self.replay.prepare_invoke();
         invocation.key(&self.keys.epoch).key(&self.keys.sequence);
-        let mut topics = Vec::with_capacity(names.len());
-        for name in names {
-            if let Some(channel) = self.channels.get(name) {
-                invocation.key(self.keys.history(&channel.topic));
-                topics.push(channel.topic.clone());
-            }
+        for (topic, _) in starts {
+            invocation.key(self.keys.history(topic));
         }
         invocation
-            .arg(self.epoch.as_deref().unwrap_or(""))
+            .arg(epoch)
             .arg(self.history_max_age_ms)
-            .arg(0);
-        for _ in &topics {
-            invocation.arg(after);
+            .arg(RECOVERY_PAGE);
+        for (_, after) in starts {
+            invocation.arg(*after);
         }
         let reply: Value = invocation
             .invoke_async(&mut self.connection)
             .await
             .map_err(|e| BrokerError::unavailable("cannot read history to fill a gap", e))?;
+        let topics: Vec<Topic> = starts.iter().map(|(t, _)| t.clone()).collect();
         wire::read_replay(reply, &topics).ok_or_else(|| {
             BrokerError::unavailable(
                 "Redis returned history in an unexpected shape",

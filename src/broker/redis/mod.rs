@@ -12,8 +12,10 @@
 //! `volatile-*` policy): evicting a history stream would lose events without a trace.
 
 mod dispatcher;
+mod link;
 mod replay;
 mod wire;
+mod worker;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,7 +24,8 @@ use std::time::Duration;
 use redis::{IntoConnectionInfo, ProtocolVersion, Script};
 use tokio::sync::{mpsc, oneshot};
 
-use self::dispatcher::{Command, Dispatcher, HealthCheck, Link};
+use self::dispatcher::{Command, Dispatcher, HealthCheck, Settings};
+use self::link::Link;
 use self::wire::Keys;
 use super::{
     BoxFuture, Broker, BrokerError, PublishRequest, Start, SubscribeRequest, Subscription,
@@ -65,6 +68,9 @@ pub(super) struct Shared {
     history_max_age_ms: u64,
     idempotency_window_ms: u64,
     replay_page: usize,
+    /// The server's run id, as pooled connections learned it when they were made.
+    run_id: Arc<std::sync::Mutex<String>>,
+    gap_fills: Arc<std::sync::atomic::AtomicU64>,
     fanout: Fanout,
     commands: mpsc::UnboundedSender<Command>,
 }
@@ -81,6 +87,7 @@ impl RedisBroker {
             subscriber_queue: 256,
             replay_page: 256,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            push_queue: link::DEFAULT_PUSH_QUEUE,
             connect_timeout: Duration::from_secs(5),
             connect_lazily: false,
             health_check: HealthCheck {
@@ -98,6 +105,14 @@ impl RedisBroker {
             return Vec::new();
         }
         topics.await.unwrap_or_default()
+    }
+
+    /// How many times this process filled a gap in its pub/sub feed from history: after a
+    /// reconnect, a replaced connection, or an overflowing message queue.
+    pub fn gap_fills(&self) -> u64 {
+        self.shared
+            .gap_fills
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The fan-out engine this process delivers Redis messages through.
@@ -139,7 +154,8 @@ impl RedisBroker {
             .arg(shared.history_max_age_ms)
             .arg(wire::header(request.is_private(), topics))
             .arg(channel)
-            .arg(shared.idempotency_window_ms);
+            .arg(shared.idempotency_window_ms)
+            .arg(shared.run_id());
         let id: String = invocation
             .invoke_async(&mut connection)
             .await
@@ -193,6 +209,30 @@ impl RedisBroker {
             .on_drop(move || drop(registration));
         Ok(subscription)
     }
+}
+
+impl Shared {
+    fn run_id(&self) -> String {
+        self.run_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Reads the server's run id on a new connection and records it.
+async fn learn_run_id(
+    connection: &mut redis::aio::MultiplexedConnection,
+    learned: &std::sync::Mutex<String>,
+) -> redis::RedisResult<()> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(connection)
+        .await?;
+    if let Some(id) = info.lines().find_map(|line| line.strip_prefix("run_id:")) {
+        *learned.lock().unwrap_or_else(|p| p.into_inner()) = id.trim().to_owned();
+    }
+    Ok(())
 }
 
 /// Unregisters topics from the dispatcher when dropped.
@@ -261,6 +301,7 @@ pub struct RedisBrokerBuilder {
     subscriber_queue: usize,
     replay_page: usize,
     idempotency_window: Duration,
+    push_queue: usize,
     connect_timeout: Duration,
     connect_lazily: bool,
     health_check: HealthCheck,
@@ -305,6 +346,14 @@ impl RedisBrokerBuilder {
     /// subscriber (default 256): replays are read in pages, never all at once.
     pub fn replay_page(mut self, entries: usize) -> Self {
         self.replay_page = entries.max(1);
+        self
+    }
+
+    /// How many pub/sub messages may wait for this process's dispatcher (default 65,536). Past
+    /// it, messages are dropped instead of queued without bound, and the dispatcher fills the
+    /// gap from history, as after a reconnect ([`RedisBroker::gap_fills`] counts these).
+    pub fn push_queue(mut self, messages: usize) -> Self {
+        self.push_queue = messages.max(1);
         self
     }
 
@@ -365,6 +414,7 @@ impl RedisBrokerBuilder {
         let link = Link {
             client,
             timeout: self.connect_timeout,
+            push_queue: self.push_queue,
         };
         let connection = if self.connect_lazily {
             link.connect_lazily()
@@ -375,6 +425,10 @@ impl RedisBrokerBuilder {
             })?
         };
 
+        // The server's run id, learned on every new pooled connection: a restarted server is only
+        // reached through new connections, so a publish always knows the run it executes in, and
+        // the script needs no INFO call to notice a restart. Empty with a pool given by the app.
+        let run_id = Arc::new(std::sync::Mutex::new(String::new()));
         let pool = match self.pool {
             Some(pool) => pool,
             None => {
@@ -383,7 +437,16 @@ impl RedisBrokerBuilder {
                     .set_response_timeout(Some(self.connect_timeout));
                 let manager = deadpool_redis::Manager::new_with_config(info, connection)
                     .map_err(|e| RedisConnectError::new("invalid Redis connection settings", e))?;
+                let learned = run_id.clone();
                 deadpool_redis::Pool::builder(manager)
+                    .post_create(deadpool_redis::Hook::async_fn(move |connection, _| {
+                        let learned = learned.clone();
+                        Box::pin(async move {
+                            learn_run_id(connection, &learned)
+                                .await
+                                .map_err(deadpool_redis::HookError::Backend)
+                        })
+                    }))
                     .wait_timeout(Some(self.connect_timeout))
                     .create_timeout(Some(self.connect_timeout))
                     .recycle_timeout(Some(self.connect_timeout))
@@ -401,6 +464,7 @@ impl RedisBrokerBuilder {
         let history_max_age_ms = self
             .history_max_age
             .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let gap_fills = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Redis keeps the history; the engine only holds the live feed for local readers.
         let fanout = Fanout::builder()
             .history(0)
@@ -410,11 +474,14 @@ impl RedisBrokerBuilder {
         let dispatcher = Dispatcher::new(
             link,
             connection,
-            keys.clone(),
             command_receiver,
-            self.health_check,
-            history_max_age_ms,
-            fanout.clone(),
+            Settings {
+                keys: keys.clone(),
+                health: self.health_check,
+                history_max_age_ms,
+                fanout: fanout.clone(),
+                gap_fills: gap_fills.clone(),
+            },
         );
         tokio::spawn(dispatcher.run());
         Ok(RedisBroker {
@@ -428,6 +495,8 @@ impl RedisBrokerBuilder {
                 idempotency_window_ms: u64::try_from(self.idempotency_window.as_millis())
                     .unwrap_or(u64::MAX),
                 replay_page: self.replay_page,
+                run_id,
+                gap_fills,
                 fanout,
                 commands,
             }),
