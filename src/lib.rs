@@ -45,9 +45,11 @@
 //!   retained event after it, then live events, nothing twice. If the id is older than the
 //!   retained history or unknown, the stream opens with a `resync` event and an `sse-resume`
 //!   response header instead of a silent gap.
-//! * **Bounded memory.** Each subscriber has a bounded queue; one that falls behind gets a final
-//!   comment and its stream ends, so it reconnects and resumes, and never slows the others.
-//!   Limits cover body size, topics per request, topic length and open streams.
+//! * **Bounded memory.** Nothing is queued per subscriber: each topic keeps one bounded log of
+//!   encoded events and a subscriber is a position in it. One that falls out of the log gets a
+//!   final comment and its stream ends, so it reconnects and resumes, and never slows the others;
+//!   one that stops reading is ended by its connection ([`StallTimeout`]). Limits cover body
+//!   size, topics per request, topic length and open streams.
 //! * **Clean shutdown.** [`Hub::shutdown`] ends every stream with a jittered `retry:`.
 //! * **Secure by default.** Nobody publishes over HTTP unless the builder says who may
 //!   ([`HubBuilder::authorizer`] or [`HubBuilder::allow_anonymous_publish`]).

@@ -49,6 +49,10 @@ pub struct Reader {
     notice_seen: u64,
     ready: VecDeque<Delivery>,
     end: Option<SubscriptionEnd>,
+    /// Whether the last look found nothing more: then the next poll parks before looking.
+    drained: bool,
+    /// Whether the last fill of a single topic took everything up to its head.
+    reached_head: bool,
 }
 
 enum Fill {
@@ -69,6 +73,8 @@ impl Reader {
             notice_seen,
             ready: VecDeque::new(),
             end: None,
+            drained: false,
+            reached_head: false,
         }
     }
 
@@ -115,6 +121,7 @@ impl Reader {
             last_yielded,
             notice_seen,
             ready,
+            reached_head,
             ..
         } = self;
         let cursor = &mut cursors[0];
@@ -139,6 +146,7 @@ impl Reader {
             ready.push_back(Delivery::Event(frame.clone()));
         }
         cursor.position = ring.start + index as u64;
+        *reached_head = index >= ring.frames.len();
         if ready.is_empty() {
             Fill::Empty
         } else {
@@ -233,11 +241,19 @@ impl Stream for Reader {
         if this.end.is_some() {
             return Poll::Ready(None);
         }
-        let mut parked = false;
+        // After a look that found nothing more, park first: a frame that arrived since is seen
+        // by the look that follows, so one look serves where two would.
+        let mut parked = std::mem::take(&mut this.drained);
+        if parked {
+            this.park(cx);
+        }
         loop {
             let closed = this.engine.closed.load(Ordering::Acquire);
             match this.fill() {
-                Fill::Some => return Poll::Ready(this.ready.pop_front()),
+                Fill::Some => {
+                    this.drained = this.reached_head;
+                    return Poll::Ready(this.ready.pop_front());
+                }
                 Fill::End(end) => {
                     this.end = Some(end);
                     return Poll::Ready(this.ready.pop_front());
