@@ -328,7 +328,26 @@ impl Event {
     /// that ends the event. Brokers prefix the `id:` line with [`Frame::new`], or, where the id is
     /// assigned elsewhere (a Redis script), by the same `id: <id>\n` rule.
     pub fn encode_fields(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.data.len() + 32);
+        let mut buf = BytesMut::with_capacity(self.fields_len());
+        self.write_fields(&mut buf);
+        buf.freeze()
+    }
+
+    /// An upper bound of the encoded fields' length, so encoding allocates once.
+    fn fields_len(&self) -> usize {
+        let breaks = self
+            .data
+            .bytes()
+            .filter(|&b| b == b'\r' || b == b'\n')
+            .count();
+        let event_type = self.event_type.as_ref().map_or(0, |t| t.len() + 8);
+        let retry = if self.retry.is_some() { 28 } else { 0 };
+        // "data: " and "\n" per line, and the blank line at the end.
+        event_type + retry + self.data.len() + 7 * (breaks + 1) + 1
+    }
+
+    /// Appends the encoded fields to `buf`.
+    fn write_fields(&self, buf: &mut BytesMut) {
         if let Some(event_type) = &self.event_type {
             buf.put_slice(b"event: ");
             buf.put_slice(event_type.as_bytes());
@@ -345,7 +364,6 @@ impl Event {
             buf.put_u8(b'\n');
         }
         buf.put_u8(b'\n');
-        buf.freeze()
     }
 }
 
@@ -364,9 +382,10 @@ fn data_lines(data: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(data);
     std::iter::from_fn(move || {
         let current = rest?;
-        match current.find(['\r', '\n']) {
+        // A byte search: both breaks are ASCII, so every index found is a char boundary.
+        match current.bytes().position(|b| b == b'\r' || b == b'\n') {
             Some(at) => {
-                let skip = if current[at..].starts_with("\r\n") {
+                let skip = if current.as_bytes()[at..].starts_with(b"\r\n") {
                     2
                 } else {
                     1
@@ -455,12 +474,11 @@ impl Frame {
     }
 
     fn encode(id: EventId, sequence: u64, topics: &[Topic], private: bool, event: &Event) -> Self {
-        let fields = event.encode_fields();
-        let mut buf = BytesMut::with_capacity(id.as_str().len() + 5 + fields.len());
+        let mut buf = BytesMut::with_capacity(id.as_str().len() + 5 + event.fields_len());
         buf.put_slice(b"id: ");
         buf.put_slice(id.as_str().as_bytes());
         buf.put_u8(b'\n');
-        buf.put_slice(&fields);
+        event.write_fields(&mut buf);
         Self(Arc::new(FrameInner {
             id,
             sequence,
