@@ -5,6 +5,11 @@
 //! prints one line `report {json}`. With `--events 0` it only holds the streams open. With
 //! `--burst B` it also prints `burst K` as soon as every stream has the first (K+1)·B events, so
 //! the driver can publish the next burst.
+//!
+//! With several `--addr` servers, stream `first_stream + i` goes to server
+//! `(first_stream + i) mod servers`. With `--publishers P`, event SEQ comes from publisher
+//! SEQ mod P: loss and duplicates are counted over all events, order only within a publisher,
+//! as concurrent publishers through one broker have no order between them.
 
 use std::error::Error;
 use std::io::BufRead;
@@ -37,7 +42,7 @@ pub struct ClientReport {
     pub received: u64,
     /// Events received again.
     pub duplicates: u64,
-    /// Events received after one with a higher sequence number.
+    /// Events received after one of the same publisher with a higher sequence number.
     pub reordered: u64,
     /// Events whose data was not `SEQ NANOS ...` with SEQ below the event count.
     pub malformed: u64,
@@ -65,9 +70,13 @@ impl ClientReport {
 
 /// Opens the streams, reads them and prints the report.
 pub async fn run(options: ClientOptions) -> Result<(), Box<dyn Error>> {
-    let streams = open_all(options.addr, &options.path, options.streams, None).await?;
+    let servers = Servers {
+        addrs: &options.addrs,
+        first_stream: options.first_stream,
+    };
+    let streams = open_all(servers, &options.path, options.streams, None).await?;
     let stalled = open_all(
-        options.addr,
+        servers,
         &options.path,
         options.stalled,
         Some(STALLED_RECV_BUFFER),
@@ -87,8 +96,8 @@ pub async fn run(options: ClientOptions) -> Result<(), Box<dyn Error>> {
         let readers: Vec<_> = streams
             .into_iter()
             .map(|stream| {
-                let reader = read_events(stream, options.events, bursts.clone(), stop.clone());
-                tokio::spawn(reader)
+                let check = Sequence::new(options.events, options.publishers);
+                tokio::spawn(read_events(stream, check, bursts.clone(), stop.clone()))
             })
             .collect();
         for reader in readers {
@@ -117,9 +126,27 @@ fn stop_on_stdin() -> watch::Receiver<bool> {
     receiver
 }
 
+/// The servers a client process spreads its streams over.
+#[derive(Debug, Clone, Copy)]
+struct Servers<'a> {
+    addrs: &'a [SocketAddr],
+    /// This process's first stream in the run-wide turn.
+    first_stream: usize,
+}
+
+impl Servers<'_> {
+    /// The server of this process's stream `i`.
+    fn of(&self, i: usize) -> std::io::Result<SocketAddr> {
+        let turn = (self.first_stream + i) % self.addrs.len().max(1);
+        self.addrs.get(turn).copied().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no server address")
+        })
+    }
+}
+
 /// Opens `count` streams, a few at a time.
 async fn open_all(
-    addr: SocketAddr,
+    servers: Servers<'_>,
     path: &str,
     count: usize,
     recv_buffer: Option<u32>,
@@ -128,7 +155,7 @@ async fn open_all(
         .map(|i| {
             // `{i}` in the path spreads streams over topics, as a real app's would be.
             let path = path.replace("{i}", &(i % 1000).to_string());
-            async move { open(addr, &path, recv_buffer).await }
+            async move { open(servers.of(i)?, &path, recv_buffer).await }
         })
         .buffer_unordered(CONNECTING)
         .collect::<Vec<_>>()
@@ -171,14 +198,14 @@ async fn drains_to_end(mut stream: TcpStream) -> bool {
     }
 }
 
-/// Reads until every one of `events` events has arrived, the stream ends, or `stop` turns true.
+/// Reads until every event `check` expects has arrived, the stream ends, or `stop` turns true.
 async fn read_events(
     mut stream: TcpStream,
-    events: u64,
+    mut check: Sequence,
     bursts: Arc<Bursts>,
     mut stop: watch::Receiver<bool>,
 ) -> ClientReport {
-    let mut check = Sequence::new(events);
+    let events = check.events;
     let mut buffer = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut closed = false;
@@ -263,21 +290,22 @@ impl Bursts {
     }
 }
 
-/// One stream's check that events arrive exactly once and in order.
+/// One stream's check that events arrive exactly once, and in order per publisher.
 struct Sequence {
     events: u64,
     seen: Vec<u64>,
-    highest: Option<u64>,
+    /// The highest sequence number seen from each publisher (SEQ mod publishers).
+    highest: Vec<Option<u64>>,
     received: u64,
     report: ClientReport,
 }
 
 impl Sequence {
-    fn new(events: u64) -> Self {
+    fn new(events: u64, publishers: u64) -> Self {
         Self {
             events,
             seen: vec![0; events.div_ceil(64) as usize],
-            highest: None,
+            highest: vec![None; publishers.max(1) as usize],
             received: 0,
             report: ClientReport::default(),
         }
@@ -295,10 +323,12 @@ impl Sequence {
             return;
         }
         self.seen[word] |= bit;
-        if self.highest.is_some_and(|highest| seq < highest) {
+        let publishers = self.highest.len() as u64;
+        let highest = &mut self.highest[(seq % publishers) as usize];
+        if highest.is_some_and(|highest| seq < highest) {
             self.report.reordered += 1;
         }
-        self.highest = self.highest.max(Some(seq));
+        *highest = (*highest).max(Some(seq));
         self.received += 1;
         self.report.latency.record(now.saturating_sub(sent));
     }
@@ -306,5 +336,40 @@ impl Sequence {
     fn into_report(mut self) -> ClientReport {
         self.report.received = self.received;
         self.report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn see(check: &mut Sequence, seqs: &[u64]) {
+        for &seq in seqs {
+            check.saw(Some((seq, 0)), 0);
+        }
+    }
+
+    #[test]
+    fn interleaved_publishers_are_in_order_when_each_publisher_is() {
+        let mut check = Sequence::new(6, 2);
+        // Publisher 1 (odd numbers) got ahead of publisher 0 (even numbers): no reordering.
+        see(&mut check, &[1, 3, 0, 5, 2, 4]);
+        let report = check.into_report();
+        assert_eq!((report.received, report.reordered), (6, 0));
+    }
+
+    #[test]
+    fn one_publisher_going_backwards_is_reordered() {
+        let mut check = Sequence::new(6, 2);
+        see(&mut check, &[2, 0, 1]);
+        assert_eq!(check.into_report().reordered, 1);
+    }
+
+    #[test]
+    fn duplicates_are_counted_over_all_publishers() {
+        let mut check = Sequence::new(4, 2);
+        see(&mut check, &[0, 1, 1, 0]);
+        let report = check.into_report();
+        assert_eq!((report.received, report.duplicates), (2, 2));
     }
 }

@@ -1,5 +1,7 @@
 //! The driver: runs each scenario against the hub and the comparator, alternating, each server
-//! in its own process and the readers in client processes, and measures the server alone.
+//! in its own process and the readers in client processes, and measures the server alone. With
+//! `--servers N` (and `--redis`) it runs the hub alone on N servers sharing one Redis: the
+//! comparator has no way to fan out across processes.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -7,9 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::child::{ChildProcess, PROGRESS};
 use crate::clients::ClientReport;
-use crate::options::{DriverOptions, HubSettings, Implementation, Rate};
+use crate::fleet::{self, Fleet};
+use crate::options::{DriverOptions, Implementation, Rate};
 use crate::report::{IdleRun, LoadRun, ScenarioResult, ServerSide};
 use crate::usage;
+
+/// File descriptors a server needs besides its streams: listener, Redis, stdio, runtime.
+const SERVER_FDS: usize = 100;
+/// How long a client process may take to open its streams; 15,000 take about 10 s here.
+const OPENING: Duration = Duration::from_secs(600);
 
 /// What a scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +39,20 @@ pub struct Load {
     pub rate: Rate,
     /// Bytes of data per event.
     pub size: usize,
+    /// Server processes the streams are spread over (more than 1: hub on Redis only).
+    pub servers: usize,
+    /// Concurrent publishing tasks in the first server.
+    pub publishers: u64,
+}
+
+impl Load {
+    /// The implementations this load compares: the comparator has no cross-process fan-out.
+    pub fn implementations(&self) -> &'static [Implementation] {
+        match self.servers {
+            0 | 1 => &[Implementation::Hub, Implementation::Axum],
+            _ => &[Implementation::Hub],
+        }
+    }
 }
 
 /// The project's targets by name; `all` runs them in order.
@@ -44,6 +66,8 @@ fn scenarios(options: &DriverOptions) -> Result<Vec<(String, Kind)>, String> {
             events,
             rate,
             size: options.size,
+            servers: options.servers,
+            publishers: options.publishers,
         })
     };
     let named = |name: &str| -> Result<Kind, String> {
@@ -79,9 +103,16 @@ pub fn run(options: &DriverOptions) -> Result<Vec<ScenarioResult>, Box<dyn Error
         eprintln!("== {name}: {kind:?}, {} repeats", options.repeat);
         let result = match kind {
             Kind::Load(load) => {
+                check_fds(load, options.stalled)?;
+                if load.servers > 1 {
+                    eprintln!(
+                        "   axum comparator skipped: {} servers, and it has no cross-process fan-out",
+                        load.servers
+                    );
+                }
                 let mut runs = Vec::new();
                 for round in 0..options.repeat {
-                    for implementation in [Implementation::Hub, Implementation::Axum] {
+                    for &implementation in load.implementations() {
                         let run = load_run(load, implementation, options)?;
                         eprintln!("   {round}: {}", run.one_line());
                         runs.push(run);
@@ -122,7 +153,21 @@ fn load_path(implementation: Implementation) -> &'static str {
     }
 }
 
-/// One publishing run: a fresh server, fresh clients, the server's CPU over the window from the
+/// Refuses a load that would give one server more streams than it may hold file descriptors:
+/// the server would stall accepting and the run would measure that instead.
+fn check_fds(load: Load, stalled: usize) -> Result<(), String> {
+    let limit = usage::open_files_limit().map_err(|e| format!("/proc/self/limits: {e}"))?;
+    let per_server = load.subscribers.div_ceil(load.servers.max(1)) + stalled;
+    if per_server + SERVER_FDS > limit {
+        return Err(format!(
+            "{per_server} streams per server, but a process may open only {limit} files; \
+             spread them with --servers N --redis URL, or raise the limit (ulimit -n)"
+        ));
+    }
+    Ok(())
+}
+
+/// One publishing run: fresh servers, fresh clients, the servers' CPU over the window from the
 /// publish command to the last client's report.
 fn load_run(
     load: Load,
@@ -131,19 +176,24 @@ fn load_run(
 ) -> Result<LoadRun, Box<dyn Error>> {
     // The comparator's channel holds the whole burst, so a receiver lags only if it is slower
     // than the entire run; the hub keeps its default per-subscriber queue.
-    let (mut server, addr) = spawn_server(implementation, load.events as usize, &options.hub)?;
+    let servers = load.servers.max(1);
+    let mut fleet = Fleet::spawn(implementation, servers, load.events as usize, &options.hub)?;
     let stalled = match implementation {
         Implementation::Hub => options.stalled,
         Implementation::Axum => 0,
     };
     let path = load_path(implementation);
     let burst = bursts(load, options).1;
-    let mut clients = spawn_clients(addr, path, load, stalled, burst, options)?;
+    let mut clients = spawn_clients(fleet.addrs(), path, load, stalled, burst, options)?;
     std::thread::sleep(Duration::from_millis(300));
 
-    let before = usage::of(server.pid())?;
+    let streams_at_start = fleet.streams(0)?;
+    let before = fleet.usage()?;
     let started = Instant::now();
-    let (publish, subscribers_at_end) = publish_all(&mut server, &mut clients, load, options)?;
+    let (publish, publisher_streams) =
+        publish_all(fleet.publisher()?, &mut clients, load, options)?;
+    let mut streams_at_end = vec![publisher_streams];
+    streams_at_end.extend(fleet.streams(1)?);
 
     let deadline = Instant::now() + Duration::from_secs(options.grace_secs);
     let mut report = ClientReport::default();
@@ -158,14 +208,12 @@ fn load_run(
         };
         report.merge(&serde_json::from_str(&line)?);
     }
-    let after = usage::of(server.pid())?;
+    let after = fleet.usage()?;
     let window = started.elapsed();
     let server_side = ServerSide {
-        cpu: after.cpu.saturating_sub(before.cpu),
         window,
         publish,
-        rss_kib: after.rss_kib,
-        subscribers_at_end,
+        servers: fleet::shares(&before, &after, &streams_at_start, &streams_at_end),
     };
     Ok(LoadRun::new(
         implementation,
@@ -201,8 +249,8 @@ fn publish_all(
         let first = burst * size;
         let events = size.min(load.events - first);
         server.send(&format!(
-            "publish {events} {} {} {first}",
-            load.rate, load.size
+            "publish {events} {} {} {first} {}",
+            load.rate, load.size, load.publishers
         ))?;
         let limit = match load.rate {
             Rate::Max => Duration::from_secs(600),
@@ -260,18 +308,20 @@ fn idle_run(
         IdleTarget::Axum => (Implementation::Axum, "/broadcast"),
         IdleTarget::Hold => (Implementation::Axum, "/hold"),
     };
-    let (server, addr) = spawn_server(implementation, 1024, &options.hub)?;
+    let mut fleet = Fleet::spawn(implementation, 1, 1024, &options.hub)?;
     std::thread::sleep(Duration::from_millis(500));
-    let before = usage::of(server.pid())?;
+    let before = usage::of(fleet.publisher()?.pid())?;
     let idle = Load {
         subscribers: streams,
         events: 0,
         rate: Rate::Max,
         size: 0,
+        servers: 1,
+        publishers: 1,
     };
-    let mut clients = spawn_clients(addr, path, idle, 0, 0, options)?;
+    let mut clients = spawn_clients(fleet.addrs(), path, idle, 0, 0, options)?;
     std::thread::sleep(Duration::from_secs(1));
-    let after = usage::of(server.pid())?;
+    let after = usage::of(fleet.publisher()?.pid())?;
     for client in &mut clients {
         client.send("stop")?;
         client.expect("report", Duration::from_secs(30))?;
@@ -286,31 +336,10 @@ fn idle_run(
     })
 }
 
-/// Starts a server child and reads the address it bound.
-fn spawn_server(
-    implementation: Implementation,
-    capacity: usize,
-    hub: &HubSettings,
-) -> Result<(ChildProcess, SocketAddr), Box<dyn Error>> {
-    let mut args = vec![
-        "--role".to_owned(),
-        "server".to_owned(),
-        "--impl".to_owned(),
-        implementation.to_string(),
-        "--capacity".to_owned(),
-        capacity.to_string(),
-    ];
-    args.extend(hub.to_args());
-    let mut server = ChildProcess::spawn(&format!("{implementation} server"), &args)?;
-    let addr = server
-        .expect("listening", Duration::from_secs(60))?
-        .parse()?;
-    Ok((server, addr))
-}
-
 /// Starts enough client children for `streams` streams and waits until every stream is live.
+/// Streams take the servers in turn, across client processes.
 fn spawn_clients(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     path: &str,
     load: Load,
     stalled: usize,
@@ -319,7 +348,10 @@ fn spawn_clients(
 ) -> Result<Vec<ChildProcess>, Box<dyn Error>> {
     let streams = load.subscribers;
     let processes = streams.div_ceil(options.clients_per_process).max(1);
+    let addrs: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    let addrs = addrs.join(",");
     let mut clients = Vec::with_capacity(processes);
+    let mut first_stream = 0;
     for index in 0..processes {
         // An even split; the first process also takes the stalled streams.
         let share = streams / processes + usize::from(index < streams % processes);
@@ -327,7 +359,9 @@ fn spawn_clients(
             "--role",
             "clients",
             "--addr",
-            &addr.to_string(),
+            &addrs,
+            "--first-stream",
+            &first_stream.to_string(),
             "--path",
             path,
             "--streams",
@@ -338,6 +372,8 @@ fn spawn_clients(
             &burst.to_string(),
             "--stalled",
             &(if index == 0 { stalled } else { 0 }).to_string(),
+            "--publishers",
+            &load.publishers.to_string(),
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -346,9 +382,10 @@ fn spawn_clients(
             &format!("client process {index}"),
             &args,
         )?);
+        first_stream += share;
     }
     for client in &mut clients {
-        client.expect("ready", Duration::from_secs(300))?;
+        client.expect("ready", OPENING)?;
     }
     Ok(clients)
 }

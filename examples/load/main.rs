@@ -6,6 +6,11 @@
 //! cargo run --release --example load -- --scenario all --json load.json --chart load.svg
 //! cargo run --release --example load -- --subscribers 200 --events 1000 --rate 500 --size 256
 //! cargo run --release --example load -- --idle 5000
+//! cargo run --release --example load -- --subscribers 19000 --events 40 --rate 5 --repeat 1
+//! cargo run --release --features redis --example load -- --redis redis://127.0.0.1:6379 \
+//!     --servers 3 --subscribers 50000 --events 20 --rate 2 --repeat 1 --clients-per-process 12500
+//! cargo run --release --features redis --example load -- --redis redis://127.0.0.1:6379 \
+//!     --subscribers 1000 --events 4000 --rate max --publishers 8
 //! ```
 //!
 //! The example plays three roles. The driver (the default) runs each scenario `--repeat` times
@@ -34,6 +39,21 @@
 //! streaming response, `/hold`), `all`, or `custom` from `--subscribers --events --rate --size`
 //! (`--idle N` for idle streams). `--stalled N` adds streams that never read to hub runs.
 //! Hub options: `--redis URL` (with `--features redis`), `--write-delay-ms N` (the hub holds frames back up to N ms and writes them together).
+//!
+//! `--servers N` (needs `--redis`) starts N hub servers on the same Redis key prefix and gives
+//! them the streams in turn (stream k goes to server k mod N, across client processes); only the
+//! first publishes, so every other server's streams get their events through Redis. CPU and RSS
+//! are summed over the servers, and each server's share is printed on stderr. The axum comparator
+//! has no cross-process fan-out, so it is skipped, and the output says so. A server may hold as
+//! many streams as the open-file limit allows (less about 100 for itself); the driver refuses a
+//! load that would need more per server, rather than measure a server stalled on `accept`.
+//!
+//! `--publishers N` (default 1) has the server publish from N concurrent tasks, task P taking the
+//! events numbered P mod N, each at its share of the rate. Concurrent publishers through one
+//! broker have no order between them: the broker's order is the truth. So the clients count loss
+//! and duplicates over all events, but check order only within each publisher's events. With
+//! `--redis` each publish waits for Redis, so one publisher leaves the runtime idle between
+//! round trips; several keep the broker busy.
 //! Output: tables on stdout, progress on stderr, `--json PATH`, `--chart PATH.svg`.
 
 #![forbid(unsafe_code)]
@@ -42,6 +62,7 @@ mod chart;
 mod child;
 mod clients;
 mod driver;
+mod fleet;
 mod histogram;
 mod options;
 mod report;

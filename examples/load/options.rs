@@ -153,8 +153,11 @@ pub struct ServerOptions {
 /// `--role clients`: open streams, read them, report on stdout.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// The server's address.
-    pub addr: SocketAddr,
+    /// The servers' addresses; streams take them in turn.
+    pub addrs: Vec<SocketAddr>,
+    /// The index of this process's first stream among all streams of the run, so that the turn
+    /// continues across client processes and the servers get even shares.
+    pub first_stream: usize,
     /// The path of each reading stream.
     pub path: String,
     /// How many reading streams.
@@ -165,6 +168,9 @@ pub struct ClientOptions {
     pub stalled: usize,
     /// Print `burst K` once every stream has the first (K+1)·burst events (0: never).
     pub burst: u64,
+    /// Concurrent publishers: event SEQ comes from publisher SEQ mod this, and only each
+    /// publisher's own events must arrive in order.
+    pub publishers: u64,
 }
 
 /// The driver: which scenarios to run and where to write the results.
@@ -193,6 +199,10 @@ pub struct DriverOptions {
     pub clients_per_process: usize,
     /// Seconds to wait for the last deliveries after publishing ended.
     pub grace_secs: u64,
+    /// Hub server processes sharing one Redis (1: the usual hub against axum comparison).
+    pub servers: usize,
+    /// Tasks publishing concurrently in the (first) server.
+    pub publishers: u64,
     /// Hub-side settings.
     pub hub: HubSettings,
     /// Where to write all results as JSON.
@@ -213,7 +223,7 @@ pub enum Role {
 
 const DRIVER_FLAGS: &str = "--scenario fanout-1k|fanout-10k|steady-5k|latency-5k|idle|all|custom \
     --subscribers --events --rate N|max --burst --size --idle --stalled --repeat --clients-per-process \
-    --grace-s --write-delay-ms --redis --json --chart";
+    --grace-s --servers --publishers --write-delay-ms --redis --json --chart";
 
 /// Reads the role and its flags from the command line.
 pub fn parse() -> Result<Role, String> {
@@ -232,20 +242,26 @@ pub fn parse() -> Result<Role, String> {
             Ok(Role::Server(options))
         }
         "clients" => {
-            let addr = flags
+            let addrs = flags
                 .take_text("addr")
                 .ok_or("--role clients needs --addr")?;
             let options = ClientOptions {
-                addr: addr
-                    .parse()
-                    .map_err(|_| format!("--addr: cannot read {addr:?}"))?,
+                addrs: parse_addrs(&addrs)?,
+                first_stream: flags.take("first-stream", 0)?,
                 path: flags.take("path", "/events?topic=load".to_owned())?,
                 streams: flags.take("streams", 0)?,
                 events: flags.take("events", 0)?,
                 stalled: flags.take("stalled", 0)?,
                 burst: flags.take("burst", 0)?,
+                publishers: flags.take("publishers", 1)?,
             };
-            flags.finish("--addr --path --streams --events --stalled --burst")?;
+            flags.finish(
+                "--addr ADDR[,ADDR...] --first-stream --path --streams --events --stalled --burst \
+                 --publishers",
+            )?;
+            if options.publishers == 0 {
+                return Err("--publishers must be at least 1".to_owned());
+            }
             Ok(Role::Clients(options))
         }
         "driver" => {
@@ -261,6 +277,8 @@ pub fn parse() -> Result<Role, String> {
                 repeat: flags.take("repeat", 3)?,
                 clients_per_process: flags.take("clients-per-process", 5_000)?,
                 grace_secs: flags.take("grace-s", 10)?,
+                servers: flags.take("servers", 1)?,
+                publishers: flags.take("publishers", 1)?,
                 hub: HubSettings::take(&mut flags)?,
                 json: flags.take_text("json"),
                 chart: flags.take_text("chart"),
@@ -277,10 +295,36 @@ pub fn parse() -> Result<Role, String> {
                     "--clients-per-process at most 15000: a process may hold 20,000 fds".to_owned(),
                 );
             }
+            check_fleet(&options)?;
             Ok(Role::Driver(options))
         }
         other => Err(format!(
             "--role must be driver, server or clients, got {other:?}"
         )),
     }
+}
+
+/// Refuses `--servers` and `--publishers` values the run cannot honour.
+fn check_fleet(options: &DriverOptions) -> Result<(), String> {
+    if options.servers == 0 || options.publishers == 0 {
+        return Err("--servers and --publishers must be at least 1".to_owned());
+    }
+    if options.servers > 1 && options.hub.redis.is_none() {
+        return Err(format!(
+            "--servers {} needs --redis URL: only a shared Redis carries events between hub \
+             servers",
+            options.servers
+        ));
+    }
+    Ok(())
+}
+
+/// `A,B,C`: the addresses of one or more servers.
+fn parse_addrs(list: &str) -> Result<Vec<SocketAddr>, String> {
+    list.split(',')
+        .map(|addr| {
+            addr.parse()
+                .map_err(|_| format!("--addr: cannot read {addr:?}"))
+        })
+        .collect()
 }

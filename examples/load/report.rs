@@ -7,21 +7,18 @@ use serde_json::{Value, json};
 
 use crate::clients::ClientReport;
 use crate::driver::Load;
+use crate::fleet::ServerShare;
 use crate::options::{Implementation, Rate};
 
-/// What the driver measured of the server process during one run.
-#[derive(Debug, Clone, Copy)]
+/// What the driver measured of the server processes during one run.
+#[derive(Debug, Clone)]
 pub struct ServerSide {
-    /// Server CPU time from the publish command to the last client's report.
-    pub cpu: Duration,
-    /// That window's wall time.
+    /// The window's wall time, from the publish command to the last client's report.
     pub window: Duration,
-    /// How long the server took to publish every event.
+    /// How long the (first) server took to publish every event.
     pub publish: Duration,
-    /// Server RSS at the end of the window.
-    pub rss_kib: u64,
-    /// Streams the server still had open when publishing ended.
-    pub subscribers_at_end: usize,
+    /// Each server's CPU in the window, RSS at its end, and streams when publishing ended.
+    pub servers: Vec<ServerShare>,
 }
 
 /// One publishing run of one implementation.
@@ -43,7 +40,7 @@ pub struct LoadRun {
     pub malformed: u64,
     /// Streams that ended or were stopped before every event.
     pub incomplete_streams: u64,
-    /// Server CPU seconds in the window.
+    /// Server CPU seconds in the window, summed over the servers.
     pub server_cpu_s: f64,
     /// Server CPU per received event, in microseconds.
     pub cpu_per_delivery_us: f64,
@@ -59,10 +56,12 @@ pub struct LoadRun {
     pub publish_s: f64,
     /// Deliveries per second of window.
     pub deliveries_per_s: f64,
-    /// Server RSS at the end, MiB.
+    /// Server RSS at the end, MiB, summed over the servers.
     pub rss_mib: f64,
-    /// Streams open on the server when publishing ended (readers plus stalled).
+    /// Streams open on the servers when publishing ended (readers plus stalled).
     pub subscribers_at_end: usize,
+    /// Each server's part; the first one published.
+    pub servers: Vec<ServerShare>,
     /// Stalled streams opened (hub runs only).
     pub stalled: usize,
     /// Stalled streams the server had ended.
@@ -80,6 +79,7 @@ impl LoadRun {
     ) -> Self {
         let expected = load.subscribers as u64 * load.events;
         let ms = |nanos: u64| nanos as f64 / 1e6;
+        let cpu_s: f64 = server.servers.iter().map(|s| s.cpu_s).sum();
         Self {
             implementation: implementation.to_string(),
             expected,
@@ -89,16 +89,17 @@ impl LoadRun {
             reordered: clients.reordered,
             malformed: clients.malformed,
             incomplete_streams: clients.closed_early,
-            server_cpu_s: server.cpu.as_secs_f64(),
-            cpu_per_delivery_us: server.cpu.as_secs_f64() * 1e6 / clients.received.max(1) as f64,
+            server_cpu_s: cpu_s,
+            cpu_per_delivery_us: cpu_s * 1e6 / clients.received.max(1) as f64,
             p50_ms: ms(clients.latency.quantile(0.5)),
             p99_ms: ms(clients.latency.quantile(0.99)),
             max_ms: ms(clients.latency.quantile(1.0)),
             window_s: server.window.as_secs_f64(),
             publish_s: server.publish.as_secs_f64(),
             deliveries_per_s: clients.received as f64 / server.window.as_secs_f64().max(1e-9),
-            rss_mib: server.rss_kib as f64 / 1024.0,
-            subscribers_at_end: server.subscribers_at_end,
+            rss_mib: server.servers.iter().map(|s| s.rss_mib).sum(),
+            subscribers_at_end: server.servers.iter().map(|s| s.streams_at_end).sum(),
+            servers: server.servers,
             stalled,
             stalled_cut: clients.stalled_cut,
         }
@@ -109,9 +110,9 @@ impl LoadRun {
         self.missing + self.duplicates + self.reordered + self.malformed
     }
 
-    /// A progress line.
+    /// A progress line, with each server's part when there are several.
     pub fn one_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{:<4} {:.2} µs/delivery, p50 {:.1} ms, p99 {:.1} ms, {} deliveries in {:.1} s, errors {}",
             self.implementation,
             self.cpu_per_delivery_us,
@@ -120,7 +121,19 @@ impl LoadRun {
             self.received,
             self.window_s,
             self.errors()
-        )
+        );
+        if self.servers.len() > 1 {
+            for (index, server) in self.servers.iter().enumerate() {
+                line.push_str(&format!(
+                    "\n        server {index}: {} streams, {:.2} s CPU, {:.0} MiB RSS{}",
+                    server.streams_at_start,
+                    server.cpu_s,
+                    server.rss_mib,
+                    if index == 0 { " (publisher)" } else { "" }
+                ));
+            }
+        }
+        line
     }
 }
 
@@ -275,27 +288,48 @@ impl ScenarioResult {
     pub fn print(&self) {
         match self {
             Self::Load { name, load, runs } => {
+                let implementations = load.implementations().len();
                 println!();
                 println!(
-                    "{name}: {} subscribers, {} events of {} B, rate {}; {} runs each, alternating hub/axum",
+                    "{name}: {} subscribers, {} events of {} B, rate {}{}; {} runs each{}",
                     load.subscribers,
                     load.events,
                     load.size,
                     rate_label(load.rate),
-                    runs.len() / 2
+                    fleet_label(*load),
+                    runs.len() / implementations,
+                    if implementations > 1 {
+                        ", alternating hub/axum"
+                    } else {
+                        ""
+                    }
                 );
-                println!(
-                    "{:<30} {:>28} {:>28} {:>9}",
-                    "metric", "hub median [min – max]", "axum median [min – max]", "hub/axum"
-                );
+                if implementations == 1 {
+                    println!(
+                        "axum comparator skipped: it has no cross-process fan-out; CPU and RSS are sums over the {} servers",
+                        load.servers
+                    );
+                }
+                if implementations > 1 {
+                    println!(
+                        "{:<30} {:>28} {:>28} {:>9}",
+                        "metric", "hub median [min – max]", "axum median [min – max]", "hub/axum"
+                    );
+                } else {
+                    println!("{:<30} {:>28}", "metric", "hub median [min – max]");
+                }
                 for (label, key, _) in LOAD_METRICS {
                     let (hub, axum) = (self.spread("hub", key), self.spread("axum", key));
-                    println!(
-                        "{label:<30} {:>28} {:>28} {:>9}",
-                        hub.show(),
-                        axum.show(),
-                        ratio(hub.median, axum.median)
-                    );
+                    if implementations > 1 {
+                        println!(
+                            "{label:<30} {:>28} {:>28} {:>9}",
+                            hub.show(),
+                            axum.show(),
+                            ratio(hub.median, axum.median)
+                        );
+                    } else {
+                        println!("{label:<30} {:>28}", hub.show());
+                    }
                 }
                 if let Some(stalled) = runs.iter().find(|r| r.stalled > 0) {
                     println!(
@@ -371,6 +405,8 @@ impl ScenarioResult {
                     "events": load.events,
                     "rate": load.rate.to_string(),
                     "size": load.size,
+                    "servers": load.servers,
+                    "publishers": load.publishers,
                     "summary": summary,
                     "runs": runs,
                 })
@@ -403,6 +439,18 @@ fn ratio(ours: f64, theirs: f64) -> String {
     } else {
         format!("{:.2}", ours / theirs)
     }
+}
+
+/// How many servers and publishers, when not one of each.
+fn fleet_label(load: Load) -> String {
+    let mut label = String::new();
+    if load.servers > 1 {
+        label.push_str(&format!(", {} hub servers sharing Redis", load.servers));
+    }
+    if load.publishers > 1 {
+        label.push_str(&format!(", {} concurrent publishers", load.publishers));
+    }
+    label
 }
 
 fn rate_label(rate: Rate) -> String {

@@ -1,11 +1,14 @@
 //! `--role server`: serves the hub or the hand-written comparator, and publishes on command.
 //!
-//! It prints `listening ADDR` on stdout, then reads commands on stdin: `publish N RATE SIZE FIRST`
-//! publishes N events of SIZE bytes at RATE per second (or `max`), numbered from FIRST, and
-//! answers `published N NANOS SUBSCRIBERS`. It serves until stdin closes.
+//! It prints `listening ADDR` on stdout, then reads commands on stdin until stdin closes:
+//! - `publish N RATE SIZE FIRST PUBLISHERS` publishes events FIRST..FIRST+N of SIZE bytes at RATE
+//!   per second in all (or `max`) from PUBLISHERS concurrent tasks, task P publishing the events
+//!   whose number is P mod PUBLISHERS, in order, and answers `published N NANOS SUBSCRIBERS`;
+//! - `subscribers` answers `subscribers N`, the streams this process has open.
 
 use std::error::Error;
 use std::io::BufRead;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -24,6 +27,7 @@ pub const LOAD_TOPIC: &str = "load";
 const MAX_STREAMS: usize = 200_000;
 
 /// Where published events go.
+#[derive(Clone)]
 enum Source {
     Hub(Hub, Publisher),
     Axum(broadcast::Sender<String>),
@@ -69,10 +73,14 @@ pub async fn run(options: ServerOptions) -> Result<(), Box<dyn Error>> {
 
     let mut commands = stdin_lines();
     while let Some(line) = commands.recv().await {
+        if line.trim() == "subscribers" {
+            say(&format!("subscribers {}", source.subscribers()))?;
+            continue;
+        }
         let command = parse_publish(&line)?;
         let events = command.events;
         let started = Instant::now();
-        publish(&source, command).await?;
+        publish_concurrently(&source, command).await?;
         let nanos = started.elapsed().as_nanos();
         say(&format!(
             "published {events} {nanos} {}",
@@ -149,30 +157,63 @@ fn hand_written(sender: broadcast::Sender<String>) -> axum::routing::MethodRoute
 }
 
 /// One `publish` command.
+#[derive(Debug, Clone, Copy)]
 struct PublishCommand {
     events: u64,
     rate: Rate,
     size: usize,
     first: u64,
+    publishers: u64,
 }
 
-/// Publishes the events; each one's data is `SEQ SENT_NANOS ` padded with `x` to `size`.
-async fn publish(source: &Source, command: PublishCommand) -> Result<(), Box<dyn Error>> {
+/// Runs the command's publishers as concurrent tasks and waits for all of them.
+async fn publish_concurrently(
+    source: &Source,
+    command: PublishCommand,
+) -> Result<(), Box<dyn Error>> {
+    let source = Arc::new(source.clone());
+    let tasks: Vec<_> = (0..command.publishers)
+        .map(|publisher| {
+            let source = source.clone();
+            tokio::spawn(async move {
+                publish(&source, command, publisher)
+                    .await
+                    .map_err(|error| error.to_string())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Publishes this publisher's share of the events, those whose number is `publisher` mod the
+/// publisher count, at its share of the rate; each one's data is `SEQ SENT_NANOS ` padded with
+/// `x` to `size`.
+async fn publish(
+    source: &Source,
+    command: PublishCommand,
+    publisher: u64,
+) -> Result<(), Box<dyn Error>> {
     let PublishCommand {
         events,
         rate,
         size,
         first,
+        publishers,
     } = command;
     let mut ticker = match rate {
         Rate::Max => None,
         Rate::PerSecond(rate) => {
-            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            let period = Duration::from_secs_f64(publishers as f64 / rate);
+            let mut ticker = tokio::time::interval(period);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
             Some(ticker)
         }
     };
-    for seq in first..first + events {
+    let mine = (first..first + events).filter(|seq| seq % publishers == publisher);
+    for seq in mine {
         match &mut ticker {
             Some(ticker) => {
                 ticker.tick().await;
@@ -193,13 +234,18 @@ async fn publish(source: &Source, command: PublishCommand) -> Result<(), Box<dyn
 fn parse_publish(line: &str) -> Result<PublishCommand, Box<dyn Error>> {
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
-        ["publish", events, rate, size, first] => Ok(PublishCommand {
+        ["publish", events, rate, size, first, publishers] => Ok(PublishCommand {
             events: events.parse()?,
             rate: rate.parse()?,
             size: size.parse()?,
             first: first.parse()?,
+            publishers: publishers.parse::<u64>()?.max(1),
         }),
-        _ => Err(format!("unknown command {line:?}; expected: publish N RATE SIZE FIRST").into()),
+        _ => Err(format!(
+            "unknown command {line:?}; expected: publish N RATE SIZE FIRST PUBLISHERS, or \
+             subscribers"
+        )
+        .into()),
     }
 }
 

@@ -1,4 +1,4 @@
-//! CPU time and resident memory of another process, read from /proc.
+//! CPU time and resident memory of another process, and our open-file limit, read from /proc.
 
 use std::io;
 use std::sync::OnceLock;
@@ -47,4 +47,18 @@ pub fn clock_ticks() -> u64 {
             .filter(|&ticks| ticks > 0)
             .unwrap_or(100)
     })
+}
+
+/// This process's soft limit on open files, from /proc/self/limits; children inherit it.
+pub fn open_files_limit() -> io::Result<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| match soft {
+            "unlimited" => Some(usize::MAX),
+            soft => soft.parse().ok(),
+        })
+        .ok_or_else(|| io::Error::other("no numeric \"Max open files\" line"))
 }
