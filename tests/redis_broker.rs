@@ -659,7 +659,13 @@ async fn a_restore_from_an_older_snapshot_never_reissues_ids() {
     }
     // A crash, and Redis comes back from the snapshot: three events behind.
     server.restart();
-    let after = publish(&broker, "feed", "new").await;
+    // A publish on a connection that died with the old server fails ("retry later"), as a
+    // client would retry it; the retry runs on a new connection.
+    let request = PublishRequest::new([topic("feed")], Event::text("new").expect("valid event"));
+    let after = match broker.publish(&request).await {
+        Ok(id) => id,
+        Err(_) => broker.publish(&request).await.expect("the retry succeeds"),
+    };
     assert!(
         !before.contains(&after),
         "{after} was issued before the restart too"
@@ -842,4 +848,44 @@ async fn recovery_with_fifty_thousand_channels_fills_the_gap() {
     assert!(broker.gap_fills() > fills, "a recovery ran");
     let channels = server.command(&["PUBSUB", "NUMSUB", "many:c:t49999"]);
     assert!(channels.contains(":1"), "resubscribed: {channels}");
+}
+
+/// How often the server has run PUBLISH, scripts included.
+fn publish_calls(server: &RedisServer) -> u64 {
+    let stats = server.command(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_on_several_topics_crosses_redis_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "once").await;
+    let mut on_c = broker
+        .subscribe(&SubscribeRequest::new([topic("c")]))
+        .await
+        .expect("subscribe");
+    let before = publish_calls(&server);
+    let request = PublishRequest::new(
+        [topic("a"), topic("b"), topic("c")],
+        Event::text("three topics").expect("valid event"),
+    );
+    broker.publish(&request).await.expect("publish");
+    assert_eq!(
+        publish_calls(&server) - before,
+        1,
+        "one message for three topics"
+    );
+    let frame = next_delivery(&mut on_c)
+        .await
+        .into_event()
+        .expect("an event");
+    let names: Vec<&str> = frame.topics().iter().map(Topic::as_str).collect();
+    assert_eq!(names, ["a", "b", "c"]);
 }

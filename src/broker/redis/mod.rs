@@ -21,6 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::{IntoConnectionInfo, ProtocolVersion, Script};
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,6 +71,8 @@ pub(super) struct Shared {
     replay_page: usize,
     /// The server's run id, as pooled connections learned it when they were made.
     run_id: Arc<std::sync::Mutex<String>>,
+    /// The connection publishes share, once one was taken from the pool.
+    publishing: std::sync::Mutex<Option<PublishingConnection>>,
     gap_fills: Arc<std::sync::atomic::AtomicU64>,
     fanout: Fanout,
     commands: mpsc::UnboundedSender<Command>,
@@ -126,11 +129,7 @@ impl RedisBroker {
             return Err(BrokerError::NoTopics);
         }
         let shared = &*self.shared;
-        let mut connection = shared
-            .pool
-            .get()
-            .await
-            .map_err(|e| BrokerError::unavailable("no Redis connection for publishing", e))?;
+        let mut connection = shared.publishing_connection().await?;
         let mut invocation = shared.publish.prepare_invoke();
         let key = request
             .key()
@@ -156,10 +155,21 @@ impl RedisBroker {
             .arg(channel)
             .arg(shared.idempotency_window_ms)
             .arg(shared.run_id());
-        let id: String = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| BrokerError::unavailable("Redis did not confirm the publish", e))?;
+        let id: String = match invocation.invoke_async(&mut connection).await {
+            Ok(id) => {
+                shared.mark_publishing_used();
+                id
+            }
+            Err(error) => {
+                // The connection may be broken (or the server restarted): the next publish
+                // takes a fresh one, which also learns the server's run id.
+                shared.forget_publishing_connection();
+                return Err(BrokerError::unavailable(
+                    "Redis did not confirm the publish",
+                    error,
+                ));
+            }
+        };
         EventId::new(id).map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e))
     }
 
@@ -212,6 +222,56 @@ impl RedisBroker {
 }
 
 impl Shared {
+    /// The connection publishes share. It is taken out of the pool once and shared: a
+    /// multiplexed connection carries concurrent publishes at once, and a connection taken from
+    /// the pool for every publish would cost a second round trip (the pool checks each one it
+    /// hands out with a PING).
+    async fn publishing_connection(&self) -> Result<MultiplexedConnection, BrokerError> {
+        let cached = self.lock_publishing().clone();
+        if let Some(shared) = cached {
+            if shared.used.elapsed() < PUBLISHING_IDLE_CHECK {
+                return Ok(shared.connection);
+            }
+            // Idle for a while: it may have died unnoticed (a restart, a dropped NAT entry).
+            let mut connection = shared.connection;
+            let ping = redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await;
+            if ping.is_ok() {
+                self.mark_publishing_used();
+                return Ok(connection);
+            }
+            self.forget_publishing_connection();
+        }
+        let pooled = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| BrokerError::unavailable("no Redis connection for publishing", e))?;
+        let connection = deadpool_redis::Connection::take(pooled);
+        let mut cached = self.lock_publishing();
+        // Another publish may have taken one meanwhile; keep the first.
+        let shared = cached.get_or_insert(PublishingConnection {
+            connection,
+            used: tokio::time::Instant::now(),
+        });
+        Ok(shared.connection.clone())
+    }
+
+    fn mark_publishing_used(&self) {
+        if let Some(shared) = self.lock_publishing().as_mut() {
+            shared.used = tokio::time::Instant::now();
+        }
+    }
+
+    fn forget_publishing_connection(&self) {
+        *self.lock_publishing() = None;
+    }
+
+    fn lock_publishing(&self) -> std::sync::MutexGuard<'_, Option<PublishingConnection>> {
+        self.publishing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn run_id(&self) -> String {
         self.run_id
             .lock()
@@ -234,6 +294,16 @@ async fn learn_run_id(
     }
     Ok(())
 }
+
+/// The connection publishes share, and when it last answered.
+#[derive(Clone)]
+struct PublishingConnection {
+    connection: MultiplexedConnection,
+    used: tokio::time::Instant,
+}
+
+/// How long the shared publishing connection may sit unused before it is checked with a PING.
+const PUBLISHING_IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Unregisters topics from the dispatcher when dropped.
 struct Registration {
@@ -496,6 +566,7 @@ impl RedisBrokerBuilder {
                     .unwrap_or(u64::MAX),
                 replay_page: self.replay_page,
                 run_id,
+                publishing: std::sync::Mutex::new(None),
                 gap_fills,
                 fanout,
                 commands,
