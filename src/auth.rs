@@ -8,35 +8,6 @@
 //! [`allow_anonymous_publish`](crate::HubBuilder::allow_anonymous_publish) is the explicit opt-in
 //! for demos. App code publishes through a [`Publisher`](crate::Publisher), which needs no
 //! authorization.
-//!
-//! ```
-//! use http::HeaderValue;
-//! use http::request::Parts;
-//! use tower_sse_pubsub::{authorize_fn, Access, Denied, Hub, Topic};
-//!
-//! /// Put into the request extensions by the app's own login middleware.
-//! #[derive(Clone)]
-//! struct User { admin: bool }
-//!
-//! let hub = Hub::builder()
-//!     .authorizer(authorize_fn(|parts: &Parts, access: Access, _topics: &[Topic]| {
-//!         let user = parts.extensions.get::<User>().cloned();
-//!         async move {
-//!             match (access, user) {
-//!                 (Access::Subscribe, _) => Ok(()), // anyone may subscribe
-//!                 (Access::Publish, Some(User { admin: true })) => Ok(()),
-//!                 (Access::Publish, Some(_)) => Err(Denied::forbidden("only admins may publish")),
-//!                 (Access::Publish, None) => Err(Denied::unauthorized("log in first")
-//!                     .with_challenge(HeaderValue::from_static("Bearer"))),
-//!                 // `Access` may grow; refuse what this policy does not know.
-//!                 _ => Err(Denied::forbidden("not allowed")),
-//!             }
-//!         }
-//!     }))
-//!     .build()?;
-//! # drop(hub);
-//! # Ok::<(), tower_sse_pubsub::BuildError>(())
-//! ```
 
 use std::borrow::Cow;
 use std::fmt;
@@ -144,7 +115,36 @@ pub trait Authorizer: Send + Sync + 'static {
 pub struct AuthorizeFn<F>(F);
 
 /// Makes an [`Authorizer`] of a closure that reads what it needs from the request synchronously
-/// and returns a future with the verdict (see the [module docs](self) for an example).
+/// and returns a future with the verdict.
+///
+/// ```
+/// use http::HeaderValue;
+/// use http::request::Parts;
+/// use tower_sse_pubsub::{authorize_fn, Access, Denied, Hub, Topic};
+///
+/// /// Put into the request extensions by the app's own login middleware.
+/// #[derive(Clone)]
+/// struct User { admin: bool }
+///
+/// let hub = Hub::builder()
+///     .authorizer(authorize_fn(|parts: &Parts, access: Access, _topics: &[Topic]| {
+///         let user = parts.extensions.get::<User>().cloned();
+///         async move {
+///             match (access, user) {
+///                 (Access::Subscribe, _) => Ok(()), // anyone may subscribe
+///                 (Access::Publish, Some(User { admin: true })) => Ok(()),
+///                 (Access::Publish, Some(_)) => Err(Denied::forbidden("only admins may publish")),
+///                 (Access::Publish, None) => Err(Denied::unauthorized("log in first")
+///                     .with_challenge(HeaderValue::from_static("Bearer"))),
+///                 // `Access` may grow; refuse what this policy does not know.
+///                 _ => Err(Denied::forbidden("not allowed")),
+///             }
+///         }
+///     }))
+///     .build()?;
+/// # drop(hub);
+/// # Ok::<(), tower_sse_pubsub::BuildError>(())
+/// ```
 ///
 /// The future must not borrow the request: copy what it needs out first, then return an
 /// `async move` block. A named function works too, but in edition 2024 its `impl Future` return

@@ -163,6 +163,28 @@ async fn graceful_shutdown_completes_while_streams_are_open() {
     assert_eq!(hub.subscriber_count(), 0);
 }
 
+/// A client that subscribes to `topic` with a small receive buffer, reads the response head and
+/// the opening comment (sent once the subscription is registered), and never reads again.
+async fn open_stalled(addr: std::net::SocketAddr, topic: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut stalled = socket.connect(addr).await.expect("connect");
+    let request = format!("GET /events?topic={topic} HTTP/1.1\r\nhost: test\r\n\r\n");
+    stalled
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut head = Vec::new();
+    while !head.ends_with(b": ok\n\n") {
+        let mut byte = [0u8; 1];
+        stalled.read_exact(&mut byte).await.expect("response head");
+        head.push(byte[0]);
+    }
+    stalled
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
     const QUEUE: usize = 64;
@@ -175,24 +197,7 @@ async fn a_stalled_client_neither_delays_the_others_nor_grows_memory() {
         .expect("valid hub");
     let server = TestServer::start(&hub, app(&hub)).await;
 
-    // A client that sends its request and never reads, with a small receive buffer.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .set_recv_buffer_size(4096)
-        .expect("small receive buffer");
-    let mut stalled = socket.connect(server.addr).await.expect("connect");
-    stalled
-        .write_all(b"GET /events?topic=load HTTP/1.1\r\nhost: test\r\n\r\n")
-        .await
-        .expect("request sent");
-    // Read the response head and the opening comment, which the server sends only once the
-    // subscription is registered; after that, never read again.
-    let mut head = Vec::new();
-    while !head.ends_with(b": ok\n\n") {
-        let mut byte = [0u8; 1];
-        stalled.read_exact(&mut byte).await.expect("response head");
-        head.push(byte[0]);
-    }
+    let stalled = open_stalled(server.addr, "load").await;
 
     let mut readers = Vec::new();
     for _ in 0..3 {
@@ -331,22 +336,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_slot_released() {
     let app = app(&hub);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    // A client with a small receive buffer that reads the opening comment, then never again.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .set_recv_buffer_size(4096)
-        .expect("small receive buffer");
-    let mut stalled = socket.connect(addr).await.expect("connect");
-    stalled
-        .write_all(b"GET /events?topic=feed HTTP/1.1\r\nhost: test\r\n\r\n")
-        .await
-        .expect("request sent");
-    let mut head = Vec::new();
-    while !head.ends_with(b": ok\n\n") {
-        let mut byte = [0u8; 1];
-        stalled.read_exact(&mut byte).await.expect("response head");
-        head.push(byte[0]);
-    }
+    let stalled = open_stalled(addr, "feed").await;
     let mut fast = subscribe(&format!("http://{addr}/events?topic=feed"), None).await;
     assert_eq!(hub.subscriber_count(), 2);
 
@@ -377,5 +367,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_slot_released() {
         .await
         .expect("publish");
     assert_eq!(next_event(&mut fast).await.data, "after");
+    // Held open (never read) until here: the server, not the client, ended its stream.
+    drop(stalled);
     server.abort();
 }

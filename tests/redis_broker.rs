@@ -730,12 +730,13 @@ async fn an_idle_process_replaces_a_silently_dead_connection_for_its_next_subscr
     assert_eq!(next_data(&mut subscription).await, "hello");
 }
 
-/// How often the server has run INFO, scripts included.
-fn info_calls(server: &RedisServer) -> u64 {
+/// How often the server has run `command` (lowercase), scripts included.
+fn calls_of(server: &RedisServer, command: &str) -> u64 {
     let stats = server.command(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
     stats
         .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_info:calls="))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next())
         .and_then(|calls| calls.parse().ok())
         .unwrap_or(0)
@@ -748,11 +749,11 @@ async fn publishing_does_not_ask_the_server_for_info_each_time() {
     };
     let broker = broker_on(&server, "info").await;
     publish(&broker, "feed", "warm up").await;
-    let before = info_calls(&server);
+    let before = calls_of(&server, "info");
     for i in 0..50 {
         publish(&broker, "feed", &i.to_string()).await;
     }
-    let calls = info_calls(&server) - before;
+    let calls = calls_of(&server, "info") - before;
     // Only a new pooled connection asks (once); 50 sequential publishes share one.
     assert!(calls <= 1, "INFO ran {calls} times for 50 publishes");
 }
@@ -850,17 +851,6 @@ async fn recovery_with_fifty_thousand_channels_fills_the_gap() {
     assert!(channels.contains(":1"), "resubscribed: {channels}");
 }
 
-/// How often the server has run PUBLISH, scripts included.
-fn publish_calls(server: &RedisServer) -> u64 {
-    let stats = server.command(&["INFO", "commandstats"]);
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|calls| calls.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_on_several_topics_crosses_redis_once() {
     let Some(server) = RedisServer::start() else {
@@ -871,14 +861,14 @@ async fn an_event_on_several_topics_crosses_redis_once() {
         .subscribe(&SubscribeRequest::new([topic("c")]))
         .await
         .expect("subscribe");
-    let before = publish_calls(&server);
+    let before = calls_of(&server, "publish");
     let request = PublishRequest::new(
         [topic("a"), topic("b"), topic("c")],
         Event::text("three topics").expect("valid event"),
     );
     broker.publish(&request).await.expect("publish");
     assert_eq!(
-        publish_calls(&server) - before,
+        calls_of(&server, "publish") - before,
         1,
         "one message for three topics"
     );

@@ -82,6 +82,17 @@ impl fmt::Display for IdempotencyKeyError {
 
 impl std::error::Error for IdempotencyKeyError {}
 
+/// `topics`, each once, in the order first named.
+fn distinct(topics: impl IntoIterator<Item = Topic>) -> Vec<Topic> {
+    let mut distinct: Vec<Topic> = Vec::new();
+    for topic in topics {
+        if !distinct.contains(&topic) {
+            distinct.push(topic);
+        }
+    }
+    distinct
+}
+
 /// One event to publish, to one or more topics.
 ///
 /// ```
@@ -109,14 +120,8 @@ impl PublishRequest {
     /// A broker refuses a request without topics
     /// ([`BrokerError::NoTopics`](super::BrokerError::NoTopics)).
     pub fn new(topics: impl IntoIterator<Item = Topic>, event: Event) -> Self {
-        let mut distinct: Vec<Topic> = Vec::new();
-        for topic in topics {
-            if !distinct.contains(&topic) {
-                distinct.push(topic);
-            }
-        }
         Self {
-            topics: distinct,
+            topics: distinct(topics),
             event,
             key: None,
             private: false,
@@ -225,14 +230,8 @@ pub struct SubscribeRequest {
 impl SubscribeRequest {
     /// Subscribes to `topics` (each counted once), live, public events only, no deadline.
     pub fn new(topics: impl IntoIterator<Item = Topic>) -> Self {
-        let mut distinct: Vec<Topic> = Vec::new();
-        for topic in topics {
-            if !distinct.contains(&topic) {
-                distinct.push(topic);
-            }
-        }
         Self {
-            topics: distinct,
+            topics: distinct(topics),
             start: Start::Live,
             grant: Grant::PublicOnly,
             deadline: None,

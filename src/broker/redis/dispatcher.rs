@@ -564,29 +564,20 @@ impl Dispatcher {
         starts: &[(Topic, u64)],
         epoch: &str,
     ) -> Result<wire::Replay, BrokerError> {
-        let mut invocation = self.replay.prepare_invoke();
-        invocation.key(&self.keys.epoch).key(&self.keys.sequence);
-        for (topic, _) in starts {
-            invocation.key(self.keys.history(topic));
-        }
-        invocation
-            .arg(epoch)
-            .arg(self.history_max_age_ms)
-            .arg(RECOVERY_PAGE);
-        for (_, after) in starts {
-            invocation.arg(*after);
-        }
-        let reply: Value = invocation
-            .invoke_async(&mut self.connection)
-            .await
-            .map_err(|e| BrokerError::unavailable("cannot read history to fill a gap", e))?;
-        let topics: Vec<Topic> = starts.iter().map(|(t, _)| t.clone()).collect();
-        wire::read_replay(reply, &topics).ok_or_else(|| {
-            BrokerError::unavailable(
-                "Redis returned history in an unexpected shape",
-                std::io::Error::from(std::io::ErrorKind::InvalidData),
-            )
-        })
+        let read = wire::PageRead {
+            keys: &self.keys,
+            script: &self.replay,
+            starts,
+            epoch,
+            max_age_ms: self.history_max_age_ms,
+            page: RECOVERY_PAGE,
+        };
+        wire::read_pages(
+            read,
+            &mut self.connection,
+            "cannot read history to fill a gap",
+        )
+        .await
     }
 }
 

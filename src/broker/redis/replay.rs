@@ -9,8 +9,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use redis::Value;
-
 use super::{Shared, wire};
 use crate::broker::{BrokerError, ReplayPages, Resume};
 use crate::event::{EventId, Frame, Topic};
@@ -188,34 +186,18 @@ async fn read(
     starts: &[(Topic, u64)],
     epoch: &str,
 ) -> Result<wire::Replay, BrokerError> {
-    let mut invocation = shared.replay.prepare_invoke();
-    invocation
-        .key(&shared.keys.epoch)
-        .key(&shared.keys.sequence);
-    for (topic, _) in starts {
-        invocation.key(shared.keys.history(topic));
-    }
-    invocation
-        .arg(epoch)
-        .arg(shared.history_max_age_ms)
-        .arg(shared.replay_page);
-    for (_, after) in starts {
-        invocation.arg(*after);
-    }
     let mut connection = shared
         .pool
         .get()
         .await
         .map_err(|e| BrokerError::unavailable("no Redis connection to read history", e))?;
-    let reply: Value = invocation
-        .invoke_async(&mut connection)
-        .await
-        .map_err(|e| BrokerError::unavailable("cannot read history from Redis", e))?;
-    let topics: Vec<Topic> = starts.iter().map(|(t, _)| t.clone()).collect();
-    wire::read_replay(reply, &topics).ok_or_else(|| {
-        BrokerError::unavailable(
-            "Redis returned history in an unexpected shape",
-            std::io::Error::from(std::io::ErrorKind::InvalidData),
-        )
-    })
+    let read = wire::PageRead {
+        keys: &shared.keys,
+        script: &shared.replay,
+        starts,
+        epoch,
+        max_age_ms: shared.history_max_age_ms,
+        page: shared.replay_page,
+    };
+    wire::read_pages(read, &mut connection, "cannot read history from Redis").await
 }

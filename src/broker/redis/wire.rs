@@ -178,6 +178,51 @@ end
 return out
 ";
 
+/// What one read of history pages asks for.
+pub(super) struct PageRead<'a> {
+    pub(super) keys: &'a Keys,
+    pub(super) script: &'a redis::Script,
+    /// Each topic and the sequence after which to read.
+    pub(super) starts: &'a [(Topic, u64)],
+    /// The epoch the starts belong to.
+    pub(super) epoch: &'a str,
+    pub(super) max_age_ms: u64,
+    /// Entries per topic (0: all).
+    pub(super) page: usize,
+}
+
+/// Reads one page of each topic's history after its start, in one atomic script call.
+pub(super) async fn read_pages(
+    read: PageRead<'_>,
+    connection: &mut impl redis::aio::ConnectionLike,
+    what: &str,
+) -> Result<Replay, crate::broker::BrokerError> {
+    use crate::broker::BrokerError;
+    let mut invocation = read.script.prepare_invoke();
+    invocation.key(&read.keys.epoch).key(&read.keys.sequence);
+    for (topic, _) in read.starts {
+        invocation.key(read.keys.history(topic));
+    }
+    invocation
+        .arg(read.epoch)
+        .arg(read.max_age_ms)
+        .arg(read.page);
+    for (_, after) in read.starts {
+        invocation.arg(*after);
+    }
+    let reply: Value = invocation
+        .invoke_async(connection)
+        .await
+        .map_err(|e| BrokerError::unavailable(what.to_owned(), e))?;
+    let topics: Vec<Topic> = read.starts.iter().map(|(t, _)| t.clone()).collect();
+    read_replay(reply, &topics).ok_or_else(|| {
+        BrokerError::unavailable(
+            "Redis returned history in an unexpected shape",
+            std::io::Error::from(std::io::ErrorKind::InvalidData),
+        )
+    })
+}
+
 /// Key and channel names under one prefix.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
