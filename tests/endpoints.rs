@@ -181,24 +181,42 @@ async fn bad_subscribe_requests_get_400_with_a_reason() {
             "topic must be 1..=256 bytes",
         ),
         ("/events?topic=a&topic=b&topic=c".to_owned(), "at most 2"),
-        (
-            "/events?topic=a&lastEventID=a%0Ab".to_owned(),
-            "invalid lastEventID",
-        ),
-        (
-            format!("/events?topic=a&last_event_id={long}"),
-            "invalid last_event_id",
-        ),
+        ("/events?topic=%FF".to_owned(), "not valid UTF-8"),
     ];
     for (uri, reason) in cases {
         assert_refused(&hub, get(&uri), StatusCode::BAD_REQUEST, reason).await;
     }
-    let mut request = get("/events?topic=a");
-    request.headers_mut().insert(
+}
+
+#[tokio::test]
+async fn an_unusable_resume_id_opens_the_stream_with_a_resync_notice() {
+    let hub = open_hub();
+    let long = "x".repeat(257);
+    let mut requests = vec![
+        get("/events?topic=a&lastEventID=a%0Ab"),
+        get(&format!("/events?topic=a&last_event_id={long}")),
+        get("/events?topic=a&lastEventID=nul%00"),
+    ];
+    let mut with_header = get("/events?topic=a");
+    with_header.headers_mut().insert(
         "last-event-id",
         HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is a valid header value"),
     );
-    assert_refused(&hub, request, StatusCode::BAD_REQUEST, "Last-Event-ID").await;
+    requests.push(with_header);
+    for request in requests {
+        let uri = request.uri().clone();
+        let response = call(&hub, request).await;
+        // A 400 would end a browser's EventSource for good.
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        assert_eq!(response.headers()["sse-resume"], "unknown", "{uri}");
+        let mut body = response.into_body();
+        let opening = next_chunk(&mut body).await.expect("opening");
+        assert!(opening.contains("event: resync\n"), "{uri}: {opening:?}");
+        assert!(
+            opening.contains(r#""lastEventId":null"#),
+            "{uri}: {opening:?}"
+        );
+    }
 }
 
 #[tokio::test]

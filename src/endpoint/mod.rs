@@ -5,6 +5,7 @@
 //! `subscribe` and `publish` are the endpoints, `stream` the body of an open event stream,
 //! `reply` the short answers.
 
+mod form;
 pub(crate) mod publish;
 pub(crate) mod reply;
 pub(crate) mod stream;

@@ -1,7 +1,8 @@
 //! The publish endpoint: `POST /publish` with a form or a JSON body.
 //!
 //! Form (`application/x-www-form-urlencoded`): `topic` (repeatable), `data`, and optionally
-//! `event` and `retry` (milliseconds). JSON (`application/json`): `{"topic": "a"}` or
+//! `event` and `retry` (milliseconds, 100 to 3,600,000). Names and values must be UTF-8 once
+//! percent-decoded. JSON (`application/json`): `{"topic": "a"}` or
 //! `{"topics": ["a", "b"]}`, `"data"` as a string (sent as it is) or any other JSON value (sent
 //! as compact JSON), and optionally `"event"` and `"retry"`. The reply is 200 with the event's id
 //! as plain text.
@@ -15,9 +16,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::Endpoints;
 use super::reply::{Reply, denied as denied_response, refuse, text};
 use super::stream::RESYNC_EVENT;
+use super::{Endpoints, form};
 use crate::auth::Access;
 use crate::broker::{BrokerError, PublishRequest};
 use crate::event::{Event, Topic};
@@ -195,20 +196,37 @@ impl Fields {
     }
 }
 
+/// The reconnection times a publisher may set, in milliseconds: a client told to reconnect at
+/// once would hammer the server, one told to wait days is as good as gone.
+pub(crate) const RETRY_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+
 fn parse_retry(value: &str) -> Result<Duration, String> {
-    value
+    let ms = value
         .parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| format!("invalid retry {value:?}: expected whole milliseconds"))
+        .map_err(|_| format!("invalid retry {value:?}: expected whole milliseconds"))?;
+    retry_in_range(ms)
+}
+
+fn retry_in_range(ms: u64) -> Result<Duration, String> {
+    if RETRY_RANGE_MS.contains(&ms) {
+        Ok(Duration::from_millis(ms))
+    } else {
+        Err(format!(
+            "retry must be {}..={} milliseconds (100 ms to 1 hour), got {ms}",
+            RETRY_RANGE_MS.start(),
+            RETRY_RANGE_MS.end()
+        ))
+    }
 }
 
 fn parse_form(body: &[u8], max_topics: usize) -> Result<PublishRequest, String> {
     let mut fields = Fields::new(max_topics);
-    for (key, value) in form_urlencoded::parse(body) {
-        match &*key {
+    for pair in form::pairs(body) {
+        let (key, value) = pair.map_err(|e| format!("invalid form body: {e}"))?;
+        match key.as_str() {
             "topic" => fields.add_topic(&value)?,
-            "data" => Fields::set_once(&mut fields.data, "data", value.into_owned())?,
-            "event" => Fields::set_once(&mut fields.event_type, "event", value.into_owned())?,
+            "data" => Fields::set_once(&mut fields.data, "data", value)?,
+            "event" => Fields::set_once(&mut fields.event_type, "event", value)?,
             "retry" => Fields::set_once(&mut fields.retry, "retry", parse_retry(&value)?)?,
             other => {
                 return Err(format!(
@@ -250,7 +268,7 @@ fn parse_json(body: &[u8], max_topics: usize) -> Result<PublishRequest, String> 
                 let ms = ms.as_u64().ok_or_else(|| {
                     format!("invalid retry {ms}: expected whole, non-negative milliseconds")
                 })?;
-                Fields::set_once(&mut fields.retry, "retry", Duration::from_millis(ms))?;
+                Fields::set_once(&mut fields.retry, "retry", retry_in_range(ms)?)?;
             }
             (field @ ("topic" | "topics" | "event" | "retry"), other) => {
                 return Err(format!("field {field:?} has the wrong type: {other}"));
@@ -323,7 +341,20 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_explained() {
-        let cases: [(&[u8], &str, bool); 14] = [
+        let cases: [(&[u8], &str, bool); 19] = [
+            (b"topic=a&data=x&retry=0", "100..=3600000", false),
+            (
+                b"topic=a&data=x&retry=18446744073709551615",
+                "100..=3600000",
+                false,
+            ),
+            (
+                br#"{"topic":"a","data":"x","retry":99}"#,
+                "100..=3600000",
+                true,
+            ),
+            (b"topic=a&data=%FF", "not valid UTF-8", false),
+            (b"topic=%C3&data=x", "not valid UTF-8", false),
             (b"data=x", "no topic", false),
             (b"topic=a", "no data", false),
             (b"topic=a&data=", "must not be empty", false),

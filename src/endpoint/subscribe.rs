@@ -10,10 +10,11 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use super::Endpoints;
+use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
 use super::stream::{SseStream, SubscriberSlot, resync_notice, retry_frame};
 use crate::auth::Access;
-use crate::broker::SubscribeRequest;
+use crate::broker::{Resume, Start, SubscribeRequest};
 use crate::event::{EventId, Topic};
 
 /// The response header that reports a resume point that could not be honoured in full:
@@ -27,7 +28,27 @@ const RESUME_PARAMS: [&str; 2] = ["lastEventID", "last_event_id"];
 #[derive(Debug)]
 struct Query {
     topics: Vec<Topic>,
-    after: Option<EventId>,
+    after: ResumePoint,
+}
+
+/// The resume point a client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ResumePoint {
+    None,
+    Id(EventId),
+    /// Sent, but cannot be an id of ours (too long, control characters, not ASCII). Refusing it
+    /// with 400 would end a browser's EventSource for good, so the stream opens as for an
+    /// unknown id: with the resync notice, then everything retained.
+    Unusable,
+}
+
+impl ResumePoint {
+    fn id(&self) -> Option<&EventId> {
+        match self {
+            Self::Id(id) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
@@ -55,8 +76,12 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
     {
         return denied_response(&denied);
     }
-    let broker_request =
-        SubscribeRequest::new(request.topics.iter().cloned()).after(request.after.clone());
+    let start = match &request.after {
+        ResumePoint::None => Start::Live,
+        ResumePoint::Id(id) => Start::After(id.clone()),
+        ResumePoint::Unusable => Start::Earliest,
+    };
+    let broker_request = SubscribeRequest::new(request.topics.iter().cloned()).start(start);
     let subscription = match shared.broker.subscribe(&broker_request).await {
         Ok(subscription) => subscription,
         Err(error) => return unavailable(&shared, &parts, error),
@@ -66,10 +91,13 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         return unavailable(&shared, &parts, "the server is shutting down; reconnect");
     }
 
-    let resume = subscription.resume().clone();
+    let resume = match request.after {
+        ResumePoint::Unusable => Resume::Unknown,
+        _ => subscription.resume().clone(),
+    };
     let notice = resume
         .is_gap()
-        .then(|| resync_notice(&resume, request.after.as_ref()));
+        .then(|| resync_notice(&resume, request.after.id()));
     shared.start_tickers();
     let stream = SseStream::new(slot, subscription, notice);
     let mut response = Response::new(Reply::Events(Box::new(stream)));
@@ -158,8 +186,9 @@ fn set_stream_headers(headers: &mut http::HeaderMap) {
 
 fn parse(parts: &Parts, max_topics: usize) -> Result<Query, String> {
     let mut topics: Vec<Topic> = Vec::new();
-    let mut query_after = None;
-    for (key, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+    let mut query_after = ResumePoint::None;
+    for pair in form::pairs(parts.uri.query().unwrap_or("").as_bytes()) {
+        let (key, value) = pair.map_err(|e| format!("invalid query: {e}"))?;
         if key == "topic" {
             let topic = Topic::new(&value).map_err(|e| format!("invalid topic {value:?}: {e}"))?;
             if !topics.contains(&topic) {
@@ -168,9 +197,8 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<Query, String> {
                 }
                 topics.push(topic);
             }
-        } else if RESUME_PARAMS.contains(&&*key) && !value.is_empty() {
-            query_after =
-                Some(EventId::new(&value).map_err(|e| format!("invalid {key} {value:?}: {e}"))?);
+        } else if RESUME_PARAMS.contains(&key.as_str()) && !value.is_empty() {
+            query_after = EventId::new(&value).map_or(ResumePoint::Unusable, ResumePoint::Id);
         }
     }
     if topics.is_empty() {
@@ -179,19 +207,19 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<Query, String> {
     // The header wins: on reconnect a browser keeps the URL it started with (and its stale
     // query parameter) but sends the id of the last event it saw as the header.
     let header_after = match parts.headers.get("last-event-id") {
-        None => None,
-        Some(value) if value.is_empty() => None,
-        Some(value) => {
-            let value = value
-                .to_str()
-                .map_err(|_| "invalid Last-Event-ID header: not visible ASCII".to_owned())?;
-            Some(EventId::new(value).map_err(|e| format!("invalid Last-Event-ID header: {e}"))?)
-        }
+        None => ResumePoint::None,
+        Some(value) if value.is_empty() => ResumePoint::None,
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|value| EventId::new(value).ok())
+            .map_or(ResumePoint::Unusable, ResumePoint::Id),
     };
-    Ok(Query {
-        topics,
-        after: header_after.or(query_after),
-    })
+    let after = match header_after {
+        ResumePoint::None => query_after,
+        header => header,
+    };
+    Ok(Query { topics, after })
 }
 
 #[cfg(test)]
@@ -210,13 +238,10 @@ mod tests {
     fn header_resume_point_wins_over_query_parameter() {
         let request = parse(&parts("/events?topic=a&lastEventID=old", Some("new")), 8)
             .expect("valid request");
-        assert_eq!(
-            request.after.map(|id| id.to_string()).as_deref(),
-            Some("new")
-        );
+        assert_eq!(request.after.id().map(EventId::as_str), Some("new"));
         let request =
             parse(&parts("/events?topic=a&last_event_id=q", None), 8).expect("valid request");
-        assert_eq!(request.after.map(|id| id.to_string()).as_deref(), Some("q"));
+        assert_eq!(request.after.id().map(EventId::as_str), Some("q"));
     }
 
     #[test]
