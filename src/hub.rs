@@ -183,10 +183,12 @@ impl HubBuilder {
                 keep_alive: Some(Duration::from_secs(15)),
                 max_topics: 32,
                 max_body_bytes: 64 * 1024,
-                max_subscribers: 100_000,
+                max_subscribers: crate::endpoint::limits::default_max_subscribers()
+                    .unwrap_or(FALLBACK_MAX_SUBSCRIBERS),
                 anonymous_publish: false,
                 shutdown_retry: Duration::from_secs(3),
                 write_delay: None,
+                body_timeout: Duration::from_secs(10),
             },
         }
     }
@@ -242,7 +244,11 @@ impl HubBuilder {
         self
     }
 
-    /// The most event streams open at once through this hub (default 100,000); more get 503.
+    /// The most event streams open at once through this hub; more get 503 (or, for an
+    /// EventSource, a stream that tells it to retry later). The default follows the process's
+    /// open-file limit, read when the builder is made: the soft limit less a twentieth (at least
+    /// 64) for the listener, Redis and the app's own connections, so a full hub still accepts
+    /// connections and answers (100,000 where the limit cannot be read).
     pub fn max_subscribers(mut self, subscribers: usize) -> Self {
         self.config.max_subscribers = subscribers;
         self
@@ -267,6 +273,13 @@ impl HubBuilder {
     /// 1 hour).
     pub fn shutdown_retry(mut self, retry: Duration) -> Self {
         self.config.shutdown_retry = retry;
+        self
+    }
+
+    /// How long a publish request's body may take to arrive (default 10 s); a slower one gets
+    /// 408, so a client trickling a body cannot hold a request open.
+    pub fn publish_body_timeout(mut self, timeout: Duration) -> Self {
+        self.config.body_timeout = timeout;
         self
     }
 
@@ -340,6 +353,8 @@ impl fmt::Debug for HubBuilder {
 
 /// The shortest keep-alive interval accepted.
 const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// The subscriber limit where the open-file limit cannot be read.
+const FALLBACK_MAX_SUBSCRIBERS: usize = 100_000;
 /// The longest write delay accepted.
 const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
 /// The longest shutdown retry accepted.

@@ -874,3 +874,63 @@ async fn head_answers_as_get_would_without_subscribing() {
     let response = call(&hub, head("/events")).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_publish_body_that_never_finishes_gets_408() {
+    type Trickle = http_body_util::StreamBody<
+        std::pin::Pin<
+            Box<dyn futures::Stream<Item = Result<http_body::Frame<Bytes>, Infallible>> + Send>,
+        >,
+    >;
+    let hub = Hub::builder()
+        .allow_anonymous_publish()
+        .publish_body_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid hub");
+    // The first bytes of a form, then nothing more, ever.
+    let chunks = futures::StreamExt::chain(
+        futures::stream::once(async {
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(b"topic=a&da")))
+        }),
+        futures::stream::pending(),
+    );
+    let request = Request::post("/publish")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Trickle::new(Box::pin(chunks)))
+        .expect("valid request");
+    let service = tower::ServiceBuilder::new()
+        .layer(hub.layer())
+        .service(service_fn(|_request: Request<Trickle>| async {
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        }));
+    let started = tokio::time::Instant::now();
+    let response = service.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn head_agrees_with_get_when_the_hub_is_full() {
+    let hub = Hub::builder()
+        .max_subscribers(1)
+        .build()
+        .expect("valid hub");
+    let open = call(&hub, get("/events?topic=a")).await;
+    assert_eq!(open.status(), StatusCode::OK);
+    let head = Request::head("/events?topic=a")
+        .body(Body::default())
+        .expect("valid request");
+    assert_refused(&hub, head, StatusCode::SERVICE_UNAVAILABLE, "limit of 1").await;
+    assert_refused(
+        &hub,
+        get("/events?topic=a"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "limit of 1",
+    )
+    .await;
+    drop(open);
+    let head = Request::head("/events?topic=a")
+        .body(Body::default())
+        .expect("valid request");
+    assert_eq!(call(&hub, head).await.status(), StatusCode::OK);
+}

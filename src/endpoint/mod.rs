@@ -6,6 +6,7 @@
 //! `reply` the short answers.
 
 mod form;
+pub(crate) mod limits;
 pub(crate) mod publish;
 pub(crate) mod reply;
 pub(crate) mod stream;
@@ -34,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) anonymous_publish: bool,
     pub(crate) shutdown_retry: Duration,
     pub(crate) write_delay: Option<Duration>,
+    pub(crate) body_timeout: Duration,
 }
 
 /// Everything the endpoints share.
@@ -92,6 +94,19 @@ impl Endpoints {
             (true, false) => Route::WrongMethod("GET, HEAD"),
             (false, true) => Route::WrongMethod("POST"),
         }
+    }
+
+    /// Whether every subscriber slot is taken.
+    pub(crate) fn is_full(&self) -> bool {
+        self.subscribers.load(Ordering::Acquire) >= self.config.max_subscribers
+    }
+
+    /// Why a new stream is refused when the hub is full.
+    pub(crate) fn full_reason(&self) -> String {
+        format!(
+            "this server has reached its limit of {} open event streams; retry later",
+            self.config.max_subscribers
+        )
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {

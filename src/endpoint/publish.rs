@@ -50,7 +50,7 @@ where
         Err(reason) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason),
     };
     let limit = shared.config.max_body_bytes;
-    let bytes = match read_limited(&parts, body, limit).await {
+    let bytes = match read_limited(&parts, body, limit, shared.config.body_timeout).await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
@@ -99,8 +99,13 @@ fn format_of(parts: &Parts) -> Result<Format, String> {
     }
 }
 
-/// Reads the whole body, but never more than `limit` bytes of it.
-async fn read_limited<B>(parts: &Parts, body: B, limit: usize) -> Result<Bytes, Response<Reply>>
+/// Reads the whole body, but never more than `limit` bytes of it, nor for longer than `timeout`.
+async fn read_limited<B>(
+    parts: &Parts,
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Response<Reply>>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -119,7 +124,14 @@ where
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    // A body trickled a byte at a time must not hold the request (and its memory) forever.
+    let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await else {
+        return Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {timeout:?}"),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
         Err(error) => Err(refuse(

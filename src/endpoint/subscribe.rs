@@ -60,14 +60,7 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         return unavailable(&shared, &parts, "the server is shutting down; reconnect");
     }
     let Some(slot) = SubscriberSlot::acquire(&shared) else {
-        return unavailable(
-            &shared,
-            &parts,
-            format!(
-                "this server has reached its limit of {} open event streams; retry later",
-                shared.config.max_subscribers
-            ),
-        );
+        return unavailable(&shared, &parts, shared.full_reason());
     };
     if let Some(authorizer) = &shared.authorizer
         && let Err(denied) = authorizer
@@ -120,6 +113,10 @@ pub(crate) async fn probe(shared: Arc<Endpoints>, parts: Parts) -> Response<Repl
     };
     if shared.is_shut_down() {
         return unavailable(&shared, &parts, "the server is shutting down; reconnect");
+    }
+    // Answer as a GET would now: refused when every slot is taken.
+    if shared.is_full() {
+        return unavailable(&shared, &parts, shared.full_reason());
     }
     if let Some(authorizer) = &shared.authorizer
         && let Err(denied) = authorizer
