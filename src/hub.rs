@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::auth::Authorizer;
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{Broker, MemoryBroker, ReplayBudget};
 use crate::endpoint::{Config, Endpoints};
 use crate::layer::SsePubSubLayer;
 use crate::publisher::Publisher;
@@ -189,6 +189,7 @@ impl HubBuilder {
                 shutdown_retry: Duration::from_secs(3),
                 write_delay: None,
                 body_timeout: Duration::from_secs(10),
+                replay_budget: ReplayBudget::new(DEFAULT_REPLAY_EVENTS, DEFAULT_REPLAY_BYTES),
             },
         }
     }
@@ -276,6 +277,16 @@ impl HubBuilder {
         self
     }
 
+    /// The most one resuming request replays: `events` events and `bytes` bytes of encoded
+    /// frames (default 1,000 and 2 MiB, sized for a public endpoint: one request cannot make the
+    /// server read and send megabytes). Past it, the client gets the `resync` notice and the
+    /// newest events that fit (the Redis broker sends the oldest that fit, then the notice), so
+    /// it reloads its state instead of silently missing events.
+    pub fn max_replay(mut self, events: usize, bytes: usize) -> Self {
+        self.config.replay_budget = ReplayBudget::new(events, bytes);
+        self
+    }
+
     /// How long a publish request's body may take to arrive (default 10 s); a slower one gets
     /// 408, so a client trickling a body cannot hold a request open.
     pub fn publish_body_timeout(mut self, timeout: Duration) -> Self {
@@ -353,6 +364,10 @@ impl fmt::Debug for HubBuilder {
 
 /// The shortest keep-alive interval accepted.
 const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// The most events one resuming request replays by default.
+const DEFAULT_REPLAY_EVENTS: usize = 1_000;
+/// The most bytes of events one resuming request replays by default.
+const DEFAULT_REPLAY_BYTES: usize = 2 * 1024 * 1024;
 /// The subscriber limit where the open-file limit cannot be read.
 const FALLBACK_MAX_SUBSCRIBERS: usize = 100_000;
 /// The longest write delay accepted.

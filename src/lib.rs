@@ -96,8 +96,8 @@ pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::ResponseBody;
 pub use broker::{
     BoxFuture, Broker, BrokerError, Delivery, Grant, IdempotencyKey, IdempotencyKeyError,
-    MAX_IDEMPOTENCY_KEY_LEN, MemoryBroker, MemoryBrokerBuilder, PublishRequest, ReplayPages,
-    Resume, Start, SubscribeRequest, Subscription, SubscriptionEnd,
+    MAX_IDEMPOTENCY_KEY_LEN, MemoryBroker, MemoryBrokerBuilder, PublishRequest, ReplayBudget,
+    ReplayPages, Resume, Start, SubscribeRequest, Subscription, SubscriptionEnd,
 };
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};

@@ -934,3 +934,35 @@ async fn head_agrees_with_get_when_the_hub_is_full() {
         .expect("valid request");
     assert_eq!(call(&hub, head).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_resume_past_the_replay_budget_gets_the_newest_events_and_a_resync() {
+    let hub = Hub::builder()
+        .max_replay(3, 1 << 20)
+        .build()
+        .expect("valid hub");
+    let publisher = hub.publisher();
+    let first = publisher.publish_text("a", "0").await.expect("publish");
+    for i in 1..10 {
+        publisher
+            .publish_text("a", i.to_string())
+            .await
+            .expect("publish");
+    }
+    let mut request = get("/events?topic=a");
+    request.headers_mut().insert(
+        "last-event-id",
+        HeaderValue::from_str(first.as_str()).expect("valid"),
+    );
+    let response = call(&hub, request).await;
+    assert_eq!(response.headers()["sse-resume"], "expired");
+    let mut body = response.into_body();
+    let opening = next_chunk(&mut body).await.expect("opening");
+    assert!(opening.contains("event: resync\n"), "{opening:?}");
+    let replay = next_chunk(&mut body).await.expect("replay");
+    let data: Vec<&str> = replay
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data, ["7", "8", "9"], "the newest three");
+}

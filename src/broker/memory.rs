@@ -143,10 +143,12 @@ impl MemoryBroker {
             Start::Earliest => (Position::Earliest, false),
             _ => (Position::Live, false),
         };
-        let (reader, mut resume) =
-            shared
-                .fanout
-                .subscribe(request.topics(), position, request.granted().clone());
+        let (reader, mut resume) = shared.fanout.subscribe_within(
+            request.topics(),
+            position,
+            request.granted().clone(),
+            request.budget(),
+        );
         if foreign {
             resume = super::Resume::Unknown;
         }

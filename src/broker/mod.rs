@@ -24,8 +24,8 @@ use std::pin::Pin;
 pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
 pub use memory::{MemoryBroker, MemoryBrokerBuilder};
 pub use request::{
-    Grant, IdempotencyKey, IdempotencyKeyError, MAX_IDEMPOTENCY_KEY_LEN, PublishRequest, Start,
-    SubscribeRequest,
+    Grant, IdempotencyKey, IdempotencyKeyError, MAX_IDEMPOTENCY_KEY_LEN, PublishRequest,
+    ReplayBudget, Start, SubscribeRequest,
 };
 pub use subscription::{Delivery, ReplayPages, Resume, Subscription, SubscriptionEnd};
 

@@ -204,6 +204,39 @@ impl Grant {
     }
 }
 
+/// The most a subscription may replay before it goes live: past it, the subscriber is told it
+/// missed events ([`Resume::Expired`](super::Resume::Expired) or an in-band
+/// [`Delivery::Resync`](super::Delivery::Resync)) instead of receiving them all.
+///
+/// ```
+/// use tower_sse_pubsub::ReplayBudget;
+///
+/// let budget = ReplayBudget::new(1_000, 2 * 1024 * 1024);
+/// assert_eq!((budget.events(), budget.bytes()), (1_000, 2 * 1024 * 1024));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayBudget {
+    events: usize,
+    bytes: usize,
+}
+
+impl ReplayBudget {
+    /// At most `events` events and `bytes` bytes of encoded frames.
+    pub fn new(events: usize, bytes: usize) -> Self {
+        Self { events, bytes }
+    }
+
+    /// The most events replayed.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// The most bytes of encoded frames replayed.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// What a subscriber wants: its topics, where to start, its grant, and when to stop.
 ///
 /// ```
@@ -225,6 +258,7 @@ pub struct SubscribeRequest {
     start: Start,
     grant: Grant,
     deadline: Option<Instant>,
+    budget: Option<ReplayBudget>,
 }
 
 impl SubscribeRequest {
@@ -235,7 +269,19 @@ impl SubscribeRequest {
             start: Start::Live,
             grant: Grant::PublicOnly,
             deadline: None,
+            budget: None,
         }
+    }
+
+    /// Replays at most this much before going live (default: no limit beyond the history).
+    pub fn replay_budget(mut self, budget: ReplayBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The replay budget, if any.
+    pub fn budget(&self) -> Option<ReplayBudget> {
+        self.budget
     }
 
     /// Where to start (default [`Start::Live`]).

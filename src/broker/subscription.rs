@@ -101,6 +101,8 @@ pub struct Subscription {
     resume: Resume,
     end: Option<SubscriptionEnd>,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// What the replay pages may still deliver (events, bytes).
+    budget: Option<(usize, usize)>,
     on_drop: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -115,8 +117,19 @@ impl Subscription {
             resume,
             end: None,
             deadline: None,
+            budget: None,
             on_drop: None,
         }
+    }
+
+    /// Limits what the replay pages deliver: past `budget`, the rest of the replay is dropped
+    /// and a [`Delivery::Resync`] with [`Resume::Expired`] takes its place, then live events
+    /// follow. (A broker whose replay comes from the engine applies the budget when it places
+    /// the reader, with [`Fanout::subscribe_within`](crate::fanout::Fanout::subscribe_within).)
+    #[must_use]
+    pub fn with_replay_budget(mut self, budget: Option<super::ReplayBudget>) -> Self {
+        self.budget = budget.map(|b| (b.events(), b.bytes()));
+        self
     }
 
     /// Replays `pages` (frames in sequence order) before the reader's frames. The reader must
@@ -170,6 +183,17 @@ impl Subscription {
             if let Some(frame) = self.page.pop_front() {
                 if frame.sequence() <= self.reader.last_yielded() {
                     continue;
+                }
+                if let Some((events, bytes)) = &mut self.budget {
+                    let size = frame.bytes().len();
+                    if *events == 0 || size > *bytes {
+                        // Over budget: the rest of the replay is skipped, and said so.
+                        self.replay = None;
+                        self.page.clear();
+                        return Poll::Ready(Some(Delivery::Resync(Resume::Expired)));
+                    }
+                    *events -= 1;
+                    *bytes -= size;
                 }
                 self.reader.skip_through(frame.sequence());
                 return Poll::Ready(Some(Delivery::Event(frame)));

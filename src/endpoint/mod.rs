@@ -20,7 +20,7 @@ use http::Method;
 use tokio::sync::watch;
 
 use crate::auth::Authorizer;
-use crate::broker::Broker;
+use crate::broker::{Broker, ReplayBudget};
 use crate::signal::Signal;
 
 /// The settings of a hub.
@@ -36,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) shutdown_retry: Duration,
     pub(crate) write_delay: Option<Duration>,
     pub(crate) body_timeout: Duration,
+    pub(crate) replay_budget: ReplayBudget,
 }
 
 /// Everything the endpoints share.

@@ -74,7 +74,9 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         ResumePoint::Id(id) => Start::After(id.clone()),
         ResumePoint::Unusable => Start::Earliest,
     };
-    let broker_request = SubscribeRequest::new(request.topics.iter().cloned()).start(start);
+    let broker_request = SubscribeRequest::new(request.topics.iter().cloned())
+        .start(start)
+        .replay_budget(shared.config.replay_budget);
     let subscription = match shared.broker.subscribe(&broker_request).await {
         Ok(subscription) => subscription,
         Err(error) => return unavailable(&shared, &parts, error),

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use self::reader::Cursor;
 pub use self::reader::Reader;
 use self::ring::{Mark, TopicLog};
-use crate::broker::{Grant, PublishRequest, Resume};
+use crate::broker::{Grant, PublishRequest, ReplayBudget, Resume};
 use crate::event::{EventId, Frame, Topic};
 
 /// Where a reader starts in its topics' logs.
@@ -205,6 +205,19 @@ impl Fanout {
         position: Position,
         grant: Grant,
     ) -> (Reader, Resume) {
+        self.subscribe_within(topics, position, grant, None)
+    }
+
+    /// As [`Fanout::subscribe`], replaying at most `budget`: when more is retained after the
+    /// start, the replay begins at the oldest frame that still fits (the newest frames are
+    /// kept) and the resume is [`Resume::Expired`] (or stays [`Resume::Unknown`]).
+    pub fn subscribe_within(
+        &self,
+        topics: &[Topic],
+        position: Position,
+        grant: Grant,
+        budget: Option<ReplayBudget>,
+    ) -> (Reader, Resume) {
         let engine = self.engine();
         let now = Instant::now();
         let mut state = engine.lock();
@@ -254,11 +267,31 @@ impl Fanout {
                 parked: None,
             });
         }
-        drop(state);
-        let seen = match position {
+        let mut seen = match position {
             Position::After(after) => after,
             _ => 0,
         };
+        if let Some(budget) = budget
+            && position != Position::Live
+            && let Some(cutoff) = replay_cutoff(&cursors, budget)
+        {
+            for cursor in &mut cursors {
+                let ring = cursor.log.read();
+                let from = (cursor.position - ring.start) as usize;
+                let skip = ring
+                    .frames
+                    .range(from..)
+                    .take_while(|f| f.sequence() <= cutoff)
+                    .count();
+                drop(ring);
+                cursor.position += skip as u64;
+            }
+            seen = seen.max(cutoff);
+            if resume == Resume::Complete {
+                resume = Resume::Expired;
+            }
+        }
+        drop(state);
         (Reader::new(engine.clone(), cursors, grant, seen), resume)
     }
 
@@ -337,6 +370,32 @@ impl Fanout {
     pub fn topic_count(&self) -> usize {
         self.engine().lock().topics.len()
     }
+}
+
+/// The highest sequence a replay from `cursors` must skip to fit `budget`, keeping the newest
+/// frames; `None` when all of it fits. Called under the ingest lock, so the rings hold still.
+fn replay_cutoff(cursors: &[Cursor], budget: ReplayBudget) -> Option<u64> {
+    let mut pending: Vec<(u64, usize)> = Vec::new();
+    for cursor in cursors {
+        let ring = cursor.log.read();
+        let from = (cursor.position - ring.start) as usize;
+        pending.extend(
+            ring.frames
+                .range(from..)
+                .map(|f| (f.sequence(), f.bytes().len())),
+        );
+    }
+    pending.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    pending.dedup_by_key(|entry| entry.0);
+    let (mut events, mut bytes) = (0, 0);
+    for (sequence, size) in pending {
+        events += 1;
+        bytes += size;
+        if events > budget.events() || bytes > budget.bytes() {
+            return Some(sequence);
+        }
+    }
+    None
 }
 
 impl Engine {

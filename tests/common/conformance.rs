@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tower_sse_pubsub::BoxFuture;
 use tower_sse_pubsub::{
-    Broker, BrokerError, Event, EventId, Frame, Grant, IdempotencyKey, PublishRequest, Resume,
-    Start, SubscribeRequest, Subscription, SubscriptionEnd, Topic,
+    Broker, BrokerError, Delivery, Event, EventId, Frame, Grant, IdempotencyKey, PublishRequest,
+    ReplayBudget, Resume, Start, SubscribeRequest, Subscription, SubscriptionEnd, Topic,
 };
 
 /// What a test needs a broker to be configured with.
@@ -549,6 +549,44 @@ pub async fn a_retried_publish_with_the_same_key_returns_the_first_id(make: &imp
     assert_eq!(data, ["once", "end"], "published once");
 }
 
+pub async fn a_replay_past_its_budget_is_cut_and_the_cut_is_said(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let first = publish(&*broker, &["a"], "start").await;
+    for i in 0..20 {
+        publish(&*broker, &["a"], &format!("{i}")).await;
+    }
+    let request = SubscribeRequest::new([topic("a")])
+        .start(Start::After(first))
+        .replay_budget(ReplayBudget::new(5, 1 << 20));
+    let mut subscription = subscribe_with(&*broker, request).await;
+    let mut told = subscription.resume() == &Resume::Expired;
+    publish(&*broker, &["a"], "live").await;
+    let mut replayed = Vec::new();
+    loop {
+        let delivery = tokio::time::timeout(WAIT, subscription.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the subscription is open");
+        match delivery {
+            Delivery::Resync(Resume::Expired) => told = true,
+            Delivery::Event(frame) if data_of(&frame) == "live" => break,
+            Delivery::Event(frame) => replayed.push(data_of(&frame)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(told, "a cut replay is never silent");
+    assert!(replayed.len() <= 5, "at most the budget: {replayed:?}");
+    assert!(!replayed.is_empty(), "what fits is replayed");
+    let numbers: Vec<usize> = replayed
+        .iter()
+        .map(|d| d.parse().expect("numbered"))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "a contiguous run: {numbers:?}"
+    );
+}
+
 pub async fn a_subscription_ends_at_its_deadline(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -615,6 +653,7 @@ macro_rules! broker_conformance {
             private_events_reach_only_granted_subscribers,
             a_retried_publish_with_the_same_key_returns_the_first_id,
             a_subscription_ends_at_its_deadline,
+            a_replay_past_its_budget_is_cut_and_the_cut_is_said,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -215,6 +215,7 @@ impl RedisBroker {
             }
         };
         subscription = subscription
+            .with_replay_budget(request.budget())
             .with_deadline(request.deadline_at())
             .on_drop(move || drop(registration));
         Ok(subscription)
