@@ -385,7 +385,7 @@ fn replay_cutoff(cursors: &[Cursor], budget: ReplayBudget) -> Option<u64> {
                 .map(|f| (f.sequence(), f.bytes().len())),
         );
     }
-    pending.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    pending.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
     pending.dedup_by_key(|entry| entry.0);
     let (mut events, mut bytes) = (0, 0);
     for (sequence, size) in pending {
