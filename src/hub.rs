@@ -190,6 +190,8 @@ impl HubBuilder {
                 write_delay: None,
                 body_timeout: Duration::from_secs(10),
                 replay_budget: ReplayBudget::new(DEFAULT_REPLAY_EVENTS, DEFAULT_REPLAY_BYTES),
+                max_streams_per_client: None,
+                client_header: None,
             },
         }
     }
@@ -287,6 +289,25 @@ impl HubBuilder {
         self
     }
 
+    /// The most event streams one client address may hold open at once; more get 429 with
+    /// `Retry-After` (an EventSource gets a stream telling it to retry later, since it never
+    /// reconnects after a non-200 status). Off by default: the address is only known when the
+    /// server provides it (axum's `into_make_service_with_connect_info` with feature `axum`, or a
+    /// `SocketAddr` request extension), and many users can share one address behind a NAT.
+    pub fn max_streams_per_client(mut self, streams: usize) -> Self {
+        self.config.max_streams_per_client = Some(streams);
+        self
+    }
+
+    /// Reads the client's address from this header (the last address in it, which your proxy
+    /// added) instead of the connection, for a hub behind a reverse proxy that sets it, e.g.
+    /// `x-forwarded-for`. Only set it when every request passes through that proxy: a client
+    /// that reaches the hub directly can put any address in it.
+    pub fn trusted_client_header(mut self, header: http::HeaderName) -> Self {
+        self.config.client_header = Some(header);
+        self
+    }
+
     /// How long a publish request's body may take to arrive (default 10 s); a slower one gets
     /// 408, so a client trickling a body cannot hold a request open.
     pub fn publish_body_timeout(mut self, timeout: Duration) -> Self {
@@ -318,6 +339,10 @@ impl HubBuilder {
             ("max_topics_per_request", config.max_topics),
             ("max_body_bytes", config.max_body_bytes),
             ("max_subscribers", config.max_subscribers),
+            (
+                "max_streams_per_client",
+                config.max_streams_per_client.unwrap_or(1),
+            ),
         ] {
             if value == 0 {
                 return Err(BuildError::ZeroLimit(name));

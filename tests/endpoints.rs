@@ -966,3 +966,49 @@ async fn a_resume_past_the_replay_budget_gets_the_newest_events_and_a_resync() {
         .collect();
     assert_eq!(data, ["7", "8", "9"], "the newest three");
 }
+
+#[tokio::test]
+async fn a_client_over_its_stream_limit_gets_429_and_others_are_served() {
+    let hub = Hub::builder()
+        .max_streams_per_client(2)
+        .build()
+        .expect("valid hub");
+    let from = |address: &str| {
+        let mut request = get("/events?topic=a");
+        let peer: std::net::SocketAddr = address.parse().expect("valid address");
+        request.extensions_mut().insert(peer);
+        request
+    };
+    let first = call(&hub, from("192.0.2.1:1000")).await;
+    let second = call(&hub, from("192.0.2.1:1001")).await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let refused = call(&hub, from("192.0.2.1:1002")).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    assert!(
+        text_of(refused)
+            .await
+            .contains("already has 2 event streams")
+    );
+    // An EventSource is never given a status that would end it for good.
+    let mut event_source = from("192.0.2.1:1003");
+    event_source
+        .headers_mut()
+        .insert("accept", HeaderValue::from_static("text/event-stream"));
+    let answer = call(&hub, event_source).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(text_of(answer).await.starts_with("retry: "));
+    // Another address is served; and a closed stream frees its place.
+    assert_eq!(
+        call(&hub, from("198.51.100.7:1000")).await.status(),
+        StatusCode::OK
+    );
+    drop(first);
+    assert_eq!(
+        call(&hub, from("192.0.2.1:1004")).await.status(),
+        StatusCode::OK
+    );
+}

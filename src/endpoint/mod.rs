@@ -5,6 +5,7 @@
 //! `subscribe` and `publish` are the endpoints, `stream` the body of an open event stream,
 //! `reply` the short answers.
 
+pub(crate) mod clients;
 mod form;
 pub(crate) mod limits;
 pub(crate) mod publish;
@@ -37,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) write_delay: Option<Duration>,
     pub(crate) body_timeout: Duration,
     pub(crate) replay_budget: ReplayBudget,
+    pub(crate) max_streams_per_client: Option<usize>,
+    pub(crate) client_header: Option<http::HeaderName>,
 }
 
 /// Everything the endpoints share.
@@ -45,6 +48,7 @@ pub(crate) struct Endpoints {
     pub(crate) config: Config,
     pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
     pub(crate) subscribers: AtomicUsize,
+    pub(crate) clients: clients::ClientStreams,
     shut_down: AtomicBool,
     shutdown: watch::Sender<bool>,
     /// Fires every half keep-alive interval, and once at shutdown: idle streams wake on it.
@@ -75,6 +79,7 @@ impl Endpoints {
             config,
             authorizer,
             subscribers: AtomicUsize::new(0),
+            clients: clients::ClientStreams::default(),
             shut_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             ticker: Signal::default(),

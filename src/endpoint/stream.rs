@@ -7,6 +7,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,26 +35,58 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// The event type of the notice sent when a resume point cannot be honoured in full.
 pub const RESYNC_EVENT: &str = "resync";
 
-/// A claim on one of the hub's subscriber slots, released on drop.
-pub(crate) struct SubscriberSlot(Arc<Endpoints>);
+/// A claim on one of the hub's subscriber slots (and on one of its client's, under a per-client
+/// limit), released on drop.
+pub(crate) struct SubscriberSlot {
+    endpoints: Arc<Endpoints>,
+    client: Option<IpAddr>,
+}
+
+/// Why no slot was given.
+pub(crate) enum NoSlot {
+    /// The hub's limit is reached.
+    Full,
+    /// The client's own limit is reached.
+    ClientLimit(usize),
+}
 
 impl SubscriberSlot {
-    /// Takes a slot, or `None` when the hub's limit is reached.
-    pub(crate) fn acquire(endpoints: &Arc<Endpoints>) -> Option<Self> {
+    /// Takes a slot for a stream of `client` (if known).
+    pub(crate) fn acquire(
+        endpoints: &Arc<Endpoints>,
+        client: Option<IpAddr>,
+    ) -> Result<Self, NoSlot> {
+        let per_client = endpoints.config.max_streams_per_client.zip(client);
+        if let Some((max, client)) = per_client
+            && !endpoints.clients.claim(client, max)
+        {
+            return Err(NoSlot::ClientLimit(max));
+        }
         let max = endpoints.config.max_subscribers;
-        endpoints
+        let taken = endpoints
             .subscribers
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(endpoints.clone()))
+            });
+        if taken.is_err() {
+            if let Some((_, client)) = per_client {
+                endpoints.clients.release(client);
+            }
+            return Err(NoSlot::Full);
+        }
+        Ok(Self {
+            endpoints: endpoints.clone(),
+            client: per_client.map(|(_, client)| client),
+        })
     }
 }
 
 impl Drop for SubscriberSlot {
     fn drop(&mut self) {
-        self.0.subscribers.fetch_sub(1, Ordering::AcqRel);
+        self.endpoints.subscribers.fetch_sub(1, Ordering::AcqRel);
+        if let Some(client) = self.client {
+            self.endpoints.clients.release(client);
+        }
     }
 }
 
@@ -95,7 +128,7 @@ impl SseStream {
                 Bytes::from(first)
             }
         };
-        let tick_seen = slot.0.ticker.generation();
+        let tick_seen = slot.endpoints.ticker.generation();
         Self {
             pending: Some(pending),
             subscription,
@@ -111,7 +144,7 @@ impl SseStream {
     }
 
     fn endpoints(&self) -> &Endpoints {
-        &self.slot.0
+        &self.slot.endpoints
     }
 
     fn closing_frame(&self) -> Bytes {
@@ -126,7 +159,7 @@ impl SseStream {
         if self.endpoints().config.write_delay.is_none() || !self.subscription.has_ready() {
             return false;
         }
-        let generation = self.slot.0.flush.generation();
+        let generation = self.slot.endpoints.flush.generation();
         match self.held_since {
             Some(since) if since != generation => {
                 self.held_since = None;
@@ -209,7 +242,7 @@ impl Stream for SseStream {
             }
         }
         this.waiter.register(cx.waker());
-        let endpoints = this.slot.0.clone();
+        let endpoints = this.slot.endpoints.clone();
         endpoints
             .ticker
             .register(&this.waiter, &mut this.tick_parked);

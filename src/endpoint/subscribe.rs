@@ -10,9 +10,10 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use super::Endpoints;
+use super::clients::client_address;
 use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
-use super::stream::{SseStream, SubscriberSlot, resync_notice, retry_frame};
+use super::stream::{NoSlot, SseStream, SubscriberSlot, resync_notice, retry_frame};
 use crate::auth::Access;
 use crate::broker::{Resume, Start, SubscribeRequest};
 use crate::event::{EventId, Topic};
@@ -59,8 +60,11 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
     if shared.is_shut_down() {
         return unavailable(&shared, &parts, "the server is shutting down; reconnect");
     }
-    let Some(slot) = SubscriberSlot::acquire(&shared) else {
-        return unavailable(&shared, &parts, shared.full_reason());
+    let client = client_address(&parts, shared.config.client_header.as_ref());
+    let slot = match SubscriberSlot::acquire(&shared, client) {
+        Ok(slot) => slot,
+        Err(NoSlot::Full) => return unavailable(&shared, &parts, shared.full_reason()),
+        Err(NoSlot::ClientLimit(max)) => return too_many(&shared, &parts, max),
     };
     if let Some(authorizer) = &shared.authorizer
         && let Err(denied) = authorizer
@@ -150,6 +154,22 @@ fn unavailable(
         return response;
     }
     let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, reason);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// The answer when the client already has as many streams open as it may: 429 with
+/// `Retry-After`, or, for an EventSource (which never reconnects after a non-200 status), a 200
+/// stream that tells it to retry later.
+fn too_many(shared: &Endpoints, parts: &Parts, max: usize) -> Response<Reply> {
+    let reason =
+        format!("this client already has {max} event streams open; close one or retry later");
+    if accepts_event_stream(parts) {
+        return unavailable(shared, parts, reason);
+    }
+    let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, reason);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
