@@ -82,17 +82,24 @@ async fn age_limit_reaches_topics_nobody_touches_again() {
 
 #[tokio::test]
 async fn byte_limit_evicts_the_oldest_events_across_topics() {
-    let frame_len = {
+    // What one event and one topic cost, as the broker charges them.
+    let (event_cost, topic_cost) = {
         let probe = MemoryBroker::new();
-        probe
-            .publish(&publish_request(&[topic("a")], "0123456789"))
-            .await
-            .expect("publish");
-        probe.retained_bytes()
+        let mut costs = Vec::new();
+        for _ in 0..2 {
+            probe
+                .publish(&publish_request(&[topic("even")], "0123456789"))
+                .await
+                .expect("publish");
+            costs.push(probe.memory_bytes());
+        }
+        let event = costs[1] - costs[0];
+        (event, costs[0] - event)
     };
     let broker = MemoryBroker::builder()
-        // Later ids have more digits, so leave room for that, though not for a sixth frame.
-        .history_max_bytes(frame_len * 5 + 10)
+        // Two topics and five events; later ids have more digits, so leave room for that,
+        // though not for a sixth event.
+        .history_max_bytes(2 * topic_cost + 5 * event_cost + 10)
         .build();
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -105,7 +112,7 @@ async fn byte_limit_evicts_the_oldest_events_across_topics() {
         );
     }
     assert_eq!(broker.retained_count(), 5);
-    assert!(broker.retained_bytes() <= frame_len * 5 + 10);
+    assert!(broker.memory_bytes() <= 2 * topic_cost + 5 * event_cost + 10);
     // The newest five survive, whatever their topic.
     let subscription = broker
         .subscribe(&subscribe_request(
@@ -162,4 +169,51 @@ async fn a_forgotten_topic_still_reports_what_it_lost() {
         .await
         .expect("subscribe");
     assert_eq!(resumed.resume(), &Resume::Expired);
+}
+
+/// This process's resident set size in KiB, from /proc (Linux); `None` elsewhere.
+fn rss_kib() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_flood_of_unique_topics_stays_within_the_memory_cap() {
+    use futures::FutureExt;
+    const CAP: usize = 16 * 1024 * 1024;
+    const TOPICS: usize = 300_000;
+    let broker = MemoryBroker::builder().history_max_bytes(CAP).build();
+    let before = rss_kib();
+    for i in 0..TOPICS {
+        let request = publish_request(&[topic(&format!("flood-{i}"))], "payload of a few bytes");
+        broker
+            .publish(&request)
+            .now_or_never()
+            .expect("the memory broker answers at once")
+            .expect("publish");
+    }
+    assert!(broker.memory_bytes() <= CAP, "{}", broker.memory_bytes());
+    assert!(
+        broker.topic_count() < TOPICS / 4,
+        "old topics were forgotten"
+    );
+    if let (Some(before), Some(after)) = (before, rss_kib()) {
+        let grown = after.saturating_sub(before) * 1024;
+        println!(
+            "{TOPICS} unique topics: {} kept, RSS grew {} KiB for a cap of {} KiB",
+            broker.topic_count(),
+            grown / 1024,
+            CAP / 1024
+        );
+        assert!(
+            grown <= 2 * CAP,
+            "RSS grew {grown} bytes for a cap of {CAP}"
+        );
+    }
 }

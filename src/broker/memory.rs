@@ -25,7 +25,7 @@ const DEFAULT_IDEMPOTENCY_KEYS: usize = 10_000;
 /// replays all it has.
 ///
 /// History is bounded three ways: per topic by count (default 1,000 events), over all topics by
-/// the bytes of the encoded events (default 64 MiB, oldest evicted first), and optionally by age
+/// what it costs in memory (default 64 MiB, oldest evicted first), and optionally by age
 /// (checked on every publish and subscribe). A topic with neither history nor subscribers is
 /// forgotten, so the number of topics is bounded too. A subscriber that falls further behind
 /// than the history (or [`subscriber_queue`](MemoryBrokerBuilder::subscriber_queue) events,
@@ -98,6 +98,13 @@ impl MemoryBroker {
     /// The bytes of encoded events currently retained (an event on two topics counts twice).
     pub fn retained_bytes(&self) -> usize {
         self.shared.fanout.retained_bytes()
+    }
+
+    /// What the history costs in memory as the broker estimates it (encoded events, their
+    /// bookkeeping, and the topics): what
+    /// [`history_max_bytes`](MemoryBrokerBuilder::history_max_bytes) bounds.
+    pub fn memory_bytes(&self) -> usize {
+        self.shared.fanout.memory_bytes()
     }
 
     /// The number of topics the broker knows: those with history or subscribers.
@@ -240,8 +247,11 @@ impl MemoryBrokerBuilder {
         self
     }
 
-    /// The most bytes of encoded events kept over all topics; past it the oldest events go first
-    /// (default 64 MiB).
+    /// The most memory the history may cost over all topics: the encoded events, their
+    /// bookkeeping (about 320 bytes per event per topic) and the topics themselves (about 320
+    /// bytes each plus the name); past it the oldest events go first, and topics left with no
+    /// event and no subscriber are forgotten (default 64 MiB). So a flood of unique topics is
+    /// bounded too.
     pub fn history_max_bytes(mut self, bytes: usize) -> Self {
         self.fanout = self.fanout.max_bytes(bytes);
         self

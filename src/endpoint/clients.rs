@@ -18,7 +18,13 @@ use http::request::Parts;
 /// says.
 pub(crate) fn client_address(parts: &Parts, proxy_header: Option<&HeaderName>) -> Option<IpAddr> {
     if let Some(name) = proxy_header {
-        let value = parts.headers.get_all(name).iter().next_back()?.to_str().ok()?;
+        let value = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .next_back()?
+            .to_str()
+            .ok()?;
         let last = value.rsplit(',').next()?.trim();
         return last
             .parse::<IpAddr>()

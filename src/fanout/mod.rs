@@ -120,6 +120,9 @@ struct Ingest {
     retained: VecDeque<Retained>,
     live_entries: usize,
     live_bytes: usize,
+    /// What the held frames, their index entries and the topics cost in memory (estimated):
+    /// what the byte limit over all topics bounds.
+    accounted: usize,
     /// Topics are forgotten once they have neither frames nor readers; one seen again starts
     /// from this floor, so a resume point older than anything a forgotten topic lost is
     /// reported as expired, never as complete.
@@ -236,6 +239,9 @@ impl Fanout {
                 continue;
             }
             let floor = state.forgotten_through;
+            if !state.topics.contains_key(topic) {
+                state.accounted += topic_cost(topic);
+            }
             let entry = state.topics.entry(topic.clone()).or_insert_with(|| Entry {
                 log: Arc::new(TopicLog::new(topic.clone(), floor)),
                 readers: 0,
@@ -331,6 +337,7 @@ impl Fanout {
                 state.retained.clear();
                 state.live_entries = 0;
                 state.live_bytes = 0;
+                state.accounted = state.topics.keys().map(topic_cost).sum();
                 state.forgotten_through = 0;
                 engine.watermark.store(0, Ordering::Release);
             }
@@ -366,10 +373,28 @@ impl Fanout {
         self.engine().lock().live_bytes
     }
 
+    /// What the held frames, their bookkeeping and the known topics cost in memory, as the
+    /// engine estimates it: what [`FanoutBuilder::max_bytes`] bounds.
+    pub fn memory_bytes(&self) -> usize {
+        self.engine().lock().accounted
+    }
+
     /// The number of topics known: those with frames or readers.
     pub fn topic_count(&self) -> usize {
         self.engine().lock().topics.len()
     }
+}
+
+/// What one frame held in one topic costs beyond its encoded bytes: the frame's allocations
+/// (its header, id, topic list and byte buffer) and its entries in the ring and the retention
+/// list, with allocator rounding. Counted per topic, so a frame on several topics is charged
+/// more than it costs: the limit errs on the safe side.
+const FRAME_COST: usize = 320;
+/// What a topic costs while known: its log, lock, wake list, map entry and name.
+const TOPIC_COST: usize = 320;
+
+fn topic_cost(topic: &Topic) -> usize {
+    TOPIC_COST + topic.as_str().len()
 }
 
 /// The highest sequence a replay from `cursors` must skip to fit `budget`, keeping the newest
@@ -442,6 +467,7 @@ impl Ingest {
             let log = match self.topics.get(topic) {
                 Some(entry) => entry.log.clone(),
                 None if create => {
+                    self.accounted += topic_cost(topic);
                     let log = Arc::new(TopicLog::new(topic.clone(), floor));
                     self.topics.insert(
                         topic.clone(),
@@ -460,12 +486,14 @@ impl Ingest {
                 ring.bytes += size;
                 self.live_entries += 1;
                 self.live_bytes += size;
+                self.accounted += size + FRAME_COST;
                 while ring.frames.len() > capacity
                     || (ring.bytes > limits.topic_bytes && ring.frames.len() > 1)
                 {
                     if let Some(bytes) = ring.pop_front() {
                         self.live_entries -= 1;
                         self.live_bytes -= bytes;
+                        self.accounted -= bytes + FRAME_COST;
                     }
                 }
             }
@@ -476,7 +504,7 @@ impl Ingest {
             });
             touched.push(log);
         }
-        while self.live_bytes > limits.max_bytes && self.pop_oldest() {}
+        while self.accounted > limits.max_bytes && self.pop_oldest() {}
         self.compact();
         touched
     }
@@ -495,6 +523,7 @@ impl Ingest {
         {
             self.live_entries -= 1;
             self.live_bytes -= bytes;
+            self.accounted -= bytes + FRAME_COST;
         }
         let empty = ring.frames.is_empty();
         drop(ring);
@@ -555,6 +584,7 @@ impl Ingest {
         drop(ring);
         self.live_bytes -= bytes;
         self.live_entries -= count;
+        self.accounted -= bytes + count * FRAME_COST + topic_cost(topic);
         self.forgotten_through = self.forgotten_through.max(through);
         self.topics.remove(topic);
     }
@@ -572,6 +602,7 @@ impl Ingest {
         drop(ring);
         self.forgotten_through = self.forgotten_through.max(through);
         self.topics.remove(topic);
+        self.accounted -= topic_cost(topic);
     }
 }
 
@@ -604,8 +635,10 @@ impl FanoutBuilder {
         self
     }
 
-    /// The most bytes of frames held over all topics; past it the oldest go first (default
-    /// 64 MiB).
+    /// The most memory the held frames may cost over all topics, counting their encoded bytes,
+    /// their bookkeeping and the topics themselves (estimated; see [`Fanout::memory_bytes`]);
+    /// past it the oldest frames go first, and topics left without frames or readers with them
+    /// (default 64 MiB).
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_bytes = bytes;
         self
@@ -636,6 +669,7 @@ impl FanoutBuilder {
                     retained: VecDeque::new(),
                     live_entries: 0,
                     live_bytes: 0,
+                    accounted: 0,
                     forgotten_through: 0,
                 }),
                 watermark: AtomicU64::new(0),
