@@ -49,10 +49,6 @@ pub struct Reader {
     notice_seen: u64,
     ready: VecDeque<Delivery>,
     end: Option<SubscriptionEnd>,
-    /// Whether the last look found nothing more: then the next poll parks before looking.
-    drained: bool,
-    /// Whether the last fill of a single topic took everything up to its head.
-    reached_head: bool,
 }
 
 enum Fill {
@@ -73,8 +69,6 @@ impl Reader {
             notice_seen,
             ready: VecDeque::new(),
             end: None,
-            drained: false,
-            reached_head: false,
         }
     }
 
@@ -121,7 +115,6 @@ impl Reader {
             last_yielded,
             notice_seen,
             ready,
-            reached_head,
             ..
         } = self;
         let cursor = &mut cursors[0];
@@ -146,7 +139,6 @@ impl Reader {
             ready.push_back(Delivery::Event(frame.clone()));
         }
         cursor.position = ring.start + index as u64;
-        *reached_head = index >= ring.frames.len();
         if ready.is_empty() {
             Fill::Empty
         } else {
@@ -241,19 +233,11 @@ impl Stream for Reader {
         if this.end.is_some() {
             return Poll::Ready(None);
         }
-        // After a look that found nothing more, park first: a frame that arrived since is seen
-        // by the look that follows, so one look serves where two would.
-        let mut parked = std::mem::take(&mut this.drained);
-        if parked {
-            this.park(cx);
-        }
+        let mut parked = false;
         loop {
             let closed = this.engine.closed.load(Ordering::Acquire);
             match this.fill() {
-                Fill::Some => {
-                    this.drained = this.reached_head;
-                    return Poll::Ready(this.ready.pop_front());
-                }
+                Fill::Some => return Poll::Ready(this.ready.pop_front()),
                 Fill::End(end) => {
                     this.end = Some(end);
                     return Poll::Ready(this.ready.pop_front());
