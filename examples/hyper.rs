@@ -1,6 +1,10 @@
 //! The hub on plain hyper 1, with no framework: the layer wraps a `service_fn`, hyper serves
 //! each connection, and graceful shutdown ends the event streams first.
 //!
+//! Every connection has deadlines, as a server on the open internet needs: the request head
+//! must arrive within 10 s (`header_read_timeout`), and a client that stops reading its event
+//! stream is disconnected once a write has waited 30 s (`StallTimeout`), which releases its slot.
+//!
 //! ```text
 //! cargo run --example hyper                 # http://127.0.0.1:3000, PORT overrides
 //! curl -N 'http://127.0.0.1:3000/events?topic=news'
@@ -17,12 +21,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
-use tower_sse_pubsub::Hub;
+use tower_sse_pubsub::{Hub, StallTimeout};
 
 /// The app's own handler: everything the hub does not answer lands here.
 async fn app(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -58,8 +62,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
+                let io = TokioIo::new(StallTimeout::new(stream, Duration::from_secs(30)));
                 let connection = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(io, TowerToHyperService::new(service.clone()));
                 let connection = connections.watch(connection);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
