@@ -538,26 +538,37 @@ async fn broker_failures_become_503_with_the_reason() {
     );
 }
 
+/// Publishes the events "0", "1", … to topic `a` and returns the first one's id.
+async fn publish_numbered(hub: &Hub, count: usize) -> EventId {
+    let publisher = hub.publisher();
+    let first = publisher.publish_text("a", "0").await.expect("publish");
+    for i in 1..count {
+        publisher
+            .publish_text("a", i.to_string())
+            .await
+            .expect("publish");
+    }
+    first
+}
+
+/// A subscribe to topic `a` that resumes after `id`.
+fn resuming_after(id: &EventId) -> Request<Body> {
+    let mut request = get("/events?topic=a");
+    request.headers_mut().insert(
+        "last-event-id",
+        HeaderValue::from_str(id.as_str()).expect("valid"),
+    );
+    request
+}
+
 #[tokio::test]
 async fn expired_resume_point_opens_with_a_resync_event_and_header() {
     let hub = Hub::builder()
         .broker(MemoryBroker::builder().history_per_topic(2).build())
         .build()
         .expect("valid hub");
-    let publisher = hub.publisher();
-    let first = publisher.publish_text("a", "0").await.expect("publish");
-    for i in 1..5 {
-        publisher
-            .publish_text("a", i.to_string())
-            .await
-            .expect("publish");
-    }
-    let mut request = get("/events?topic=a");
-    request.headers_mut().insert(
-        "last-event-id",
-        HeaderValue::from_str(first.as_str()).expect("valid"),
-    );
-    let response = call(&hub, request).await;
+    let first = publish_numbered(&hub, 5).await;
+    let response = call(&hub, resuming_after(&first)).await;
     assert_eq!(response.headers()["sse-resume"], "expired");
     let mut body = response.into_body();
     let opening = next_chunk(&mut body).await.expect("opening");
@@ -941,20 +952,8 @@ async fn a_resume_past_the_replay_budget_gets_the_newest_events_and_a_resync() {
         .max_replay(3, 1 << 20)
         .build()
         .expect("valid hub");
-    let publisher = hub.publisher();
-    let first = publisher.publish_text("a", "0").await.expect("publish");
-    for i in 1..10 {
-        publisher
-            .publish_text("a", i.to_string())
-            .await
-            .expect("publish");
-    }
-    let mut request = get("/events?topic=a");
-    request.headers_mut().insert(
-        "last-event-id",
-        HeaderValue::from_str(first.as_str()).expect("valid"),
-    );
-    let response = call(&hub, request).await;
+    let first = publish_numbered(&hub, 10).await;
+    let response = call(&hub, resuming_after(&first)).await;
     assert_eq!(response.headers()["sse-resume"], "expired");
     let mut body = response.into_body();
     let opening = next_chunk(&mut body).await.expect("opening");

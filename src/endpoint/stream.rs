@@ -175,8 +175,11 @@ impl SseStream {
 
     /// Everything ready, as one chunk; `None` when nothing is.
     fn drain(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        // A single ready frame goes out as it is (the shared bytes, no copy); only a second one
+        // starts a chunk that gathers them.
         let mut first: Option<Bytes> = None;
         let mut rest: Option<BytesMut> = None;
+        let mut size = 0;
         loop {
             let bytes = match Pin::new(&mut self.subscription).poll_next(cx) {
                 Poll::Ready(Some(Delivery::Event(frame))) => frame.bytes().clone(),
@@ -191,19 +194,17 @@ impl SseStream {
                 }
                 Poll::Pending => break,
             };
+            size += bytes.len();
             match (&first, &mut rest) {
                 (None, _) => first = Some(bytes),
                 (Some(head), None) => {
-                    let mut chunk = BytesMut::with_capacity((head.len() + bytes.len()) * 2);
+                    let mut chunk = BytesMut::with_capacity(size * 2);
                     chunk.extend_from_slice(head);
                     chunk.extend_from_slice(&bytes);
                     rest = Some(chunk);
                 }
                 (Some(_), Some(chunk)) => chunk.extend_from_slice(&bytes),
             }
-            let size = rest
-                .as_ref()
-                .map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
             if self.finished || size >= CHUNK_BYTES {
                 break;
             }

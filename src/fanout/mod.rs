@@ -504,13 +504,13 @@ impl Ingest {
             });
             touched.push(log);
         }
-        while self.accounted > limits.max_bytes && self.pop_oldest() {}
+        while self.accounted > limits.max_bytes && self.pop_oldest(limits) {}
         self.compact();
         touched
     }
 
     /// Evicts the oldest retained frame, whatever its topic. Returns whether anything was left.
-    fn pop_oldest(&mut self) -> bool {
+    fn pop_oldest(&mut self, limits: &Limits) -> bool {
         let Some(entry) = self.retained.pop_front() else {
             return false;
         };
@@ -529,7 +529,7 @@ impl Ingest {
         drop(ring);
         if empty {
             let topic = entry.log.topic.clone();
-            self.forget_if_unused_keep(&topic);
+            self.forget_if_unused(limits, &topic);
         }
         true
     }
@@ -544,7 +544,7 @@ impl Ingest {
             .front()
             .is_some_and(|e| now.saturating_duration_since(e.at) > max_age)
         {
-            self.pop_oldest();
+            self.pop_oldest(limits);
         }
     }
 
@@ -563,6 +563,8 @@ impl Ingest {
         }
     }
 
+    /// Forgets `topic` when nobody reads it and it holds no frames (or holds frames nobody
+    /// needs: an engine that does not keep idle topics).
     fn forget_if_unused(&mut self, limits: &Limits, topic: &Topic) {
         let Some(entry) = self.topics.get(topic) else {
             return;
@@ -587,22 +589,6 @@ impl Ingest {
         self.accounted -= bytes + count * FRAME_COST + topic_cost(topic);
         self.forgotten_through = self.forgotten_through.max(through);
         self.topics.remove(topic);
-    }
-
-    /// Forgets a topic that has neither frames nor readers.
-    fn forget_if_unused_keep(&mut self, topic: &Topic) {
-        let Some(entry) = self.topics.get(topic) else {
-            return;
-        };
-        let ring = entry.log.read();
-        if entry.readers > 0 || !ring.frames.is_empty() {
-            return;
-        }
-        let through = ring.evicted_through;
-        drop(ring);
-        self.forgotten_through = self.forgotten_through.max(through);
-        self.topics.remove(topic);
-        self.accounted -= topic_cost(topic);
     }
 }
 

@@ -117,14 +117,19 @@ impl Reader {
             ready,
             ..
         } = self;
-        let cursor = &mut cursors[0];
-        let log = cursor.log.clone();
+        // Disjoint fields: the ring is read through `log` while the position moves.
+        let Cursor {
+            log,
+            position,
+            mark_seen,
+            ..
+        } = &mut cursors[0];
         let ring = log.read();
-        apply_mark(&ring, cursor, notice_seen, last_yielded, ready);
-        if cursor.position < ring.start {
+        apply_mark(&ring, position, mark_seen, notice_seen, last_yielded, ready);
+        if *position < ring.start {
             return Fill::End(SubscriptionEnd::Lagged);
         }
-        let mut index = (cursor.position - ring.start) as usize;
+        let mut index = (*position - ring.start) as usize;
         let mut bytes = 0;
         while let Some(frame) = ring.frames.get(index) {
             if bytes >= BATCH_BYTES || ready.len() >= BATCH_FRAMES {
@@ -138,7 +143,7 @@ impl Reader {
             bytes += frame.bytes().len();
             ready.push_back(Delivery::Event(frame.clone()));
         }
-        cursor.position = ring.start + index as u64;
+        *position = ring.start + index as u64;
         if ready.is_empty() {
             Fill::Empty
         } else {
@@ -152,19 +157,25 @@ impl Reader {
         while bytes < BATCH_BYTES && self.ready.len() < BATCH_FRAMES {
             let mut best: Option<(usize, Frame)> = None;
             for (i, cursor) in self.cursors.iter_mut().enumerate() {
-                let log = cursor.log.clone();
+                let Cursor {
+                    log,
+                    position,
+                    mark_seen,
+                    ..
+                } = cursor;
                 let ring = log.read();
                 apply_mark(
                     &ring,
-                    cursor,
+                    position,
+                    mark_seen,
                     &mut self.notice_seen,
                     &mut self.last_yielded,
                     &mut self.ready,
                 );
-                if cursor.position < ring.start {
+                if *position < ring.start {
                     return Fill::End(SubscriptionEnd::Lagged);
                 }
-                let next = ring.frames.get((cursor.position - ring.start) as usize);
+                let next = ring.frames.get((*position - ring.start) as usize);
                 if let Some(frame) = next
                     && frame.sequence() <= watermark
                     && best
@@ -197,23 +208,24 @@ impl Reader {
     }
 }
 
-/// Applies a topic's newest mark to a cursor: a store reset moves the cursor past the frames of
+/// Applies a topic's newest mark to a cursor's position: a store reset moves the cursor past the frames of
 /// the old store and restarts the sequence filter; the notice goes out once per mark, however
 /// many of the reader's topics carry it.
 fn apply_mark(
     ring: &Ring,
-    cursor: &mut Cursor,
+    position: &mut u64,
+    mark_seen: &mut u64,
     notice_seen: &mut u64,
     last_yielded: &mut u64,
     ready: &mut VecDeque<Delivery>,
 ) {
     let Some(mark) = &ring.mark else { return };
-    if mark.generation <= cursor.mark_seen {
+    if mark.generation <= *mark_seen {
         return;
     }
-    cursor.mark_seen = mark.generation;
+    *mark_seen = mark.generation;
     if mark.reason == Resume::Unknown {
-        cursor.position = cursor.position.max(mark.position);
+        *position = (*position).max(mark.position);
         *last_yielded = 0;
     }
     if mark.generation > *notice_seen {
