@@ -192,6 +192,8 @@ impl HubBuilder {
                 replay_budget: ReplayBudget::new(DEFAULT_REPLAY_EVENTS, DEFAULT_REPLAY_BYTES),
                 max_streams_per_client: None,
                 client_header: None,
+                max_replays: DEFAULT_MAX_REPLAYS,
+                max_publish_cost: DEFAULT_MAX_PUBLISH_COST,
             },
         }
     }
@@ -289,6 +291,31 @@ impl HubBuilder {
         self
     }
 
+    /// The most streams in this process that may be sending a replay at once (default 128).
+    ///
+    /// A stream replays from the moment it opens with a resume point until it has caught up
+    /// with live events; each replay costs broker reads (on Redis, paged reads of its history)
+    /// and up to [`max_replay`](Self::max_replay) bytes of writes. When every replay slot is
+    /// taken, a resuming client gets 503 with `Retry-After` (an EventSource gets a stream telling
+    /// it to reconnect after the [`shutdown_retry`](Self::shutdown_retry) delay, and resumes
+    /// then with the same id, so nothing is lost). Clients without a resume point are not
+    /// counted: they start live.
+    pub fn max_concurrent_replays(mut self, replays: usize) -> Self {
+        self.config.max_replays = replays;
+        self
+    }
+
+    /// The most one publish may cost, counted as the event's data size times the number of
+    /// topics it goes to (default 1 MiB: a 64 KiB event to 16 topics, or 32 KiB to all 32 a
+    /// request may name). Each topic keeps the event in its history (on Redis, a copy per
+    /// topic), so this bounds what one request can add to retained history; a costlier publish
+    /// gets 413. Applies to the HTTP endpoint; the app's own [`Publisher`](crate::Publisher) is
+    /// trusted.
+    pub fn max_publish_cost(mut self, bytes: usize) -> Self {
+        self.config.max_publish_cost = bytes;
+        self
+    }
+
     /// The most event streams one client address may hold open at once; more get 429 with
     /// `Retry-After` (an EventSource gets a stream telling it to retry later, since it never
     /// reconnects after a non-200 status). Off by default: the address is only known when the
@@ -339,6 +366,8 @@ impl HubBuilder {
             ("max_topics_per_request", config.max_topics),
             ("max_body_bytes", config.max_body_bytes),
             ("max_subscribers", config.max_subscribers),
+            ("max_concurrent_replays", config.max_replays),
+            ("max_publish_cost", config.max_publish_cost),
             (
                 "max_streams_per_client",
                 config.max_streams_per_client.unwrap_or(1),
@@ -393,6 +422,10 @@ const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
 const DEFAULT_REPLAY_EVENTS: usize = 1_000;
 /// The most bytes of events one resuming request replays by default.
 const DEFAULT_REPLAY_BYTES: usize = 2 * 1024 * 1024;
+/// The most streams replaying at once by default.
+const DEFAULT_MAX_REPLAYS: usize = 128;
+/// The most a publish may cost by default (data size times topics).
+const DEFAULT_MAX_PUBLISH_COST: usize = 1024 * 1024;
 /// The subscriber limit where the open-file limit cannot be read.
 const FALLBACK_MAX_SUBSCRIBERS: usize = 100_000;
 /// The longest write delay accepted.

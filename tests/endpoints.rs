@@ -108,6 +108,13 @@ async fn next_chunk_within(body: &mut ResponseBody<Body>, deadline: Duration) ->
     Some(String::from_utf8(data.to_vec()).expect("UTF-8 chunk"))
 }
 
+/// Whether a stream has nothing more to send right now (it stays open, silent, for 20 ms).
+async fn is_quiet(body: &mut ResponseBody<Body>) -> bool {
+    tokio::time::timeout(Duration::from_millis(20), body.frame())
+        .await
+        .is_err()
+}
+
 async fn assert_refused(hub: &Hub, request: Request<Body>, status: StatusCode, reason: &str) {
     let response = call(hub, request).await;
     assert_eq!(response.status(), status);
@@ -870,7 +877,7 @@ async fn event_source_clients_are_told_to_retry_instead_of_failing_for_good() {
 }
 
 #[tokio::test]
-async fn head_answers_as_get_would_without_subscribing() {
+async fn head_answers_as_get_would_without_keeping_a_stream() {
     let hub = open_hub();
     let head = |uri: &str| {
         Request::head(uri)
@@ -1010,4 +1017,89 @@ async fn a_client_over_its_stream_limit_gets_429_and_others_are_served() {
         call(&hub, from("192.0.2.1:1004")).await.status(),
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn head_agrees_with_get_when_the_broker_is_down() {
+    let hub = Hub::builder().broker(DownBroker).build().expect("valid hub");
+    let head = Request::head("/events?topic=a")
+        .body(Body::default())
+        .expect("valid request");
+    assert_refused(&hub, head, StatusCode::SERVICE_UNAVAILABLE, "backend down").await;
+}
+
+#[tokio::test]
+async fn resumes_beyond_the_replay_limit_are_told_to_come_back_and_nothing_is_lost() {
+    let hub = Hub::builder()
+        .max_concurrent_replays(1)
+        .build()
+        .expect("valid hub");
+    let first = publish_numbered(&hub, 5).await;
+    // The first resume takes the only replay slot and keeps it until its body has caught up.
+    let replaying = call(&hub, resuming_after(&first)).await;
+    assert_eq!(replaying.status(), StatusCode::OK);
+    assert_refused(
+        &hub,
+        resuming_after(&first),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "1 streams are replaying",
+    )
+    .await;
+    // An EventSource is told to reconnect later (with its id), not failed for good.
+    let mut event_source = resuming_after(&first);
+    event_source
+        .headers_mut()
+        .insert("accept", HeaderValue::from_static("text/event-stream"));
+    let text = text_of(call(&hub, event_source).await).await;
+    assert!(text.starts_with("retry: "), "{text:?}");
+    // A client without a resume point starts live and needs no replay slot.
+    assert_eq!(
+        call(&hub, get("/events?topic=a")).await.status(),
+        StatusCode::OK
+    );
+
+    // Once the first stream has sent its replay and caught up, the slot is free again.
+    let mut body = replaying.into_body();
+    let mut seen = String::new();
+    while !seen.contains("data: 4\n") {
+        seen.push_str(&next_chunk(&mut body).await.expect("replay"));
+    }
+    assert!(is_quiet(&mut body).await, "caught up");
+    let again = call(&hub, resuming_after(&first)).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let mut body = again.into_body();
+    let mut replay = String::new();
+    while !replay.contains("data: 4\n") {
+        replay.push_str(&next_chunk(&mut body).await.expect("replay"));
+    }
+    let data: Vec<&str> = replay
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data, ["1", "2", "3", "4"], "everything after the id");
+}
+
+#[tokio::test]
+async fn a_publish_costing_more_than_the_limit_gets_413_and_is_not_stored() {
+    let hub = Hub::builder()
+        .allow_anonymous_publish()
+        .max_publish_cost(1000)
+        .build()
+        .expect("valid hub");
+    let data = "x".repeat(300);
+    // 300 bytes to three topics is 900: accepted; to four, 1,200: refused.
+    let ok = call(&hub, form(&format!("topic=a&topic=b&topic=c&data={data}"))).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_refused(
+        &hub,
+        form(&format!("topic=a&topic=b&topic=c&topic=d&data={data}")),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "costs 1200 bytes (300 bytes of data to 4 topics)",
+    )
+    .await;
+    let response = call(&hub, get("/events?topic=d&lastEventID=x")).await;
+    let mut body = response.into_body();
+    let opening = next_chunk(&mut body).await.expect("opening");
+    assert!(!opening.contains("data: x"), "{opening:?}");
+    assert!(is_quiet(&mut body).await, "nothing was published to d");
 }

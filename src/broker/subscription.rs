@@ -173,6 +173,11 @@ impl Subscription {
         self.end
     }
 
+    /// Whether replay pages from the broker's store are still to come or to be delivered.
+    pub(crate) fn has_replay_pages(&self) -> bool {
+        self.replay.is_some() || !self.page.is_empty()
+    }
+
     /// Whether the next poll yields without waiting.
     pub(crate) fn has_ready(&self) -> bool {
         !self.page.is_empty() || (self.replay.is_none() && self.reader.has_ready())

@@ -40,6 +40,8 @@ pub(crate) struct Config {
     pub(crate) replay_budget: ReplayBudget,
     pub(crate) max_streams_per_client: Option<usize>,
     pub(crate) client_header: Option<http::HeaderName>,
+    pub(crate) max_replays: usize,
+    pub(crate) max_publish_cost: usize,
 }
 
 /// Everything the endpoints share.
@@ -48,6 +50,8 @@ pub(crate) struct Endpoints {
     pub(crate) config: Config,
     pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
     pub(crate) subscribers: AtomicUsize,
+    /// Streams still sending a replay (see [`stream::ReplayPermit`]).
+    pub(crate) replays: AtomicUsize,
     pub(crate) clients: clients::ClientStreams,
     shut_down: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -61,7 +65,7 @@ pub(crate) struct Endpoints {
 /// What a request is, as far as the hub is concerned.
 pub(crate) enum Route {
     Subscribe,
-    /// `HEAD` on the events path: the answer a `GET` would start with, without subscribing.
+    /// `HEAD` on the events path: the status and headers a `GET` would get, without the stream.
     Probe,
     Publish,
     WrongMethod(&'static str),
@@ -79,6 +83,7 @@ impl Endpoints {
             config,
             authorizer,
             subscribers: AtomicUsize::new(0),
+            replays: AtomicUsize::new(0),
             clients: clients::ClientStreams::default(),
             shut_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
@@ -100,11 +105,6 @@ impl Endpoints {
             (true, false) => Route::WrongMethod("GET, HEAD"),
             (false, true) => Route::WrongMethod("POST"),
         }
-    }
-
-    /// Whether every subscriber slot is taken.
-    pub(crate) fn is_full(&self) -> bool {
-        self.subscribers.load(Ordering::Acquire) >= self.config.max_subscribers
     }
 
     /// Why a new stream is refused when the hub is full.

@@ -63,6 +63,19 @@ where
         Ok(request) => request,
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
+    let cost = request.event().data().len() * request.topics().len();
+    if cost > shared.config.max_publish_cost {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "this publish costs {cost} bytes ({} bytes of data to {} topics), over the \
+                 limit of {}: send less data or fewer topics per request",
+                request.event().data().len(),
+                request.topics().len(),
+                shared.config.max_publish_cost
+            ),
+        );
+    }
     if let Some(authorizer) = &shared.authorizer
         && let Err(denied) = authorizer
             .authorize(&parts, Access::Publish, request.topics())

@@ -90,6 +90,34 @@ impl Drop for SubscriberSlot {
     }
 }
 
+/// A claim on one of the hub's replay slots, held by a stream from the moment it opens with a
+/// resume point until it has caught up with live events; released on drop.
+pub(crate) struct ReplayPermit {
+    endpoints: Arc<Endpoints>,
+}
+
+impl ReplayPermit {
+    /// Takes a replay slot, or `None` when all are taken.
+    pub(crate) fn acquire(endpoints: &Arc<Endpoints>) -> Option<Self> {
+        let max = endpoints.config.max_replays;
+        endpoints
+            .replays
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self {
+                endpoints: endpoints.clone(),
+            })
+    }
+}
+
+impl Drop for ReplayPermit {
+    fn drop(&mut self) {
+        self.endpoints.replays.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The byte stream of one open SSE response.
 ///
 /// Each wake drains every ready frame (up to [`CHUNK_BYTES`]) into one chunk, so a burst costs
@@ -108,6 +136,8 @@ pub(crate) struct SseStream {
     held_since: Option<u64>,
     flush_parked: Option<u64>,
     finished: bool,
+    /// Held while the stream is replaying; dropped once it has caught up.
+    replay: Option<ReplayPermit>,
     slot: SubscriberSlot,
 }
 
@@ -118,6 +148,7 @@ impl SseStream {
         slot: SubscriberSlot,
         subscription: Subscription,
         notice: Option<Bytes>,
+        replay: Option<ReplayPermit>,
     ) -> Self {
         let pending = match notice {
             None => Bytes::from_static(OPENING),
@@ -139,6 +170,7 @@ impl SseStream {
             held_since: None,
             flush_parked: None,
             finished: false,
+            replay,
             slot,
         }
     }
@@ -186,13 +218,20 @@ impl SseStream {
                 Poll::Ready(Some(Delivery::Resync(reason))) => resync_notice(&reason, None),
                 Poll::Ready(None) => {
                     self.finished = true;
+                    self.replay = None;
                     Bytes::from_static(match self.subscription.end() {
                         Some(SubscriptionEnd::Lagged) => LAGGED,
                         Some(SubscriptionEnd::Deadline) => DEADLINE,
                         _ => CLOSED,
                     })
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    // Nothing ready and no replay page to come: the stream has caught up.
+                    if self.replay.is_some() && !self.subscription.has_replay_pages() {
+                        self.replay = None;
+                    }
+                    break;
+                }
             };
             size += bytes.len();
             match (&first, &mut rest) {

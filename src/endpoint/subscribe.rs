@@ -13,7 +13,9 @@ use super::Endpoints;
 use super::clients::client_address;
 use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
-use super::stream::{NoSlot, SseStream, SubscriberSlot, resync_notice, retry_frame};
+use super::stream::{
+    NoSlot, ReplayPermit, SseStream, SubscriberSlot, resync_notice, retry_frame,
+};
 use crate::auth::Access;
 use crate::broker::{Resume, Start, SubscribeRequest};
 use crate::event::{EventId, Topic};
@@ -78,6 +80,22 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         ResumePoint::Id(id) => Start::After(id.clone()),
         ResumePoint::Unusable => Start::Earliest,
     };
+    let replay = match start {
+        Start::Live => None,
+        _ => match ReplayPermit::acquire(&shared) {
+            Some(permit) => Some(permit),
+            None => {
+                return unavailable(
+                    &shared,
+                    &parts,
+                    format!(
+                        "{} streams are replaying history already; reconnect later to resume",
+                        shared.config.max_replays
+                    ),
+                );
+            }
+        },
+    };
     let broker_request = SubscribeRequest::new(request.topics.iter().cloned())
         .start(start)
         .replay_budget(shared.config.replay_budget);
@@ -98,7 +116,7 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         .is_gap()
         .then(|| resync_notice(&resume, request.after.id()));
     shared.start_tickers();
-    let stream = SseStream::new(slot, subscription, notice);
+    let stream = SseStream::new(slot, subscription, notice, replay);
     let mut response = Response::new(Reply::Events(Box::new(stream)));
     let headers = response.headers_mut();
     set_stream_headers(headers);
@@ -111,29 +129,15 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
     response
 }
 
-/// `HEAD` on the events path: the same checks and headers as a subscribe, no stream.
+/// `HEAD` on the events path: the status and headers a `GET` would get now, from the same
+/// checks and the same broker call, without the stream.
 pub(crate) async fn probe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
-    let request = match parse(&parts, shared.config.max_topics) {
-        Ok(request) => request,
-        Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
-    };
-    if shared.is_shut_down() {
-        return unavailable(&shared, &parts, "the server is shutting down; reconnect");
+    let (head, body) = subscribe(shared, parts).await.into_parts();
+    match body {
+        // Dropping the stream unsubscribes and frees its slots.
+        Reply::Events(_) => Response::from_parts(head, Reply::Full(bytes::Bytes::new())),
+        refusal @ Reply::Full(_) => Response::from_parts(head, refusal),
     }
-    // Answer as a GET would now: refused when every slot is taken.
-    if shared.is_full() {
-        return unavailable(&shared, &parts, shared.full_reason());
-    }
-    if let Some(authorizer) = &shared.authorizer
-        && let Err(denied) = authorizer
-            .authorize(&parts, Access::Subscribe, &request.topics)
-            .await
-    {
-        return denied_response(&denied);
-    }
-    let mut response = Response::new(Reply::Full(bytes::Bytes::new()));
-    set_stream_headers(response.headers_mut());
-    response
 }
 
 /// The answer when the stream cannot be served right now.
