@@ -1021,7 +1021,10 @@ async fn a_client_over_its_stream_limit_gets_429_and_others_are_served() {
 
 #[tokio::test]
 async fn head_agrees_with_get_when_the_broker_is_down() {
-    let hub = Hub::builder().broker(DownBroker).build().expect("valid hub");
+    let hub = Hub::builder()
+        .broker(DownBroker)
+        .build()
+        .expect("valid hub");
     let head = Request::head("/events?topic=a")
         .body(Body::default())
         .expect("valid request");

@@ -879,3 +879,129 @@ async fn an_event_on_several_topics_crosses_redis_once() {
     let names: Vec<&str> = frame.topics().iter().map(Topic::as_str).collect();
     assert_eq!(names, ["a", "b", "c"]);
 }
+
+/// The integer reply of a command (`:N`).
+fn integer(server: &RedisServer, args: &[&str]) -> i64 {
+    let reply = server.command(args);
+    reply
+        .trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("an integer reply to {args:?}, got {reply:?}"))
+}
+
+/// What Redis spends on one topic: its history and its size counter.
+fn topic_memory(server: &RedisServer, prefix: &str, topic: &str) -> i64 {
+    let history = format!("{prefix}:h:{topic}");
+    let size = format!("{prefix}:s:{topic}");
+    integer(server, &["MEMORY", "USAGE", &history, "SAMPLES", "0"])
+        + integer(server, &["MEMORY", "USAGE", &size, "SAMPLES", "0"])
+}
+
+/// The bound the README states for one topic's Redis memory.
+fn stated_topic_bound(history_bytes: usize, history_events: usize) -> i64 {
+    (history_bytes + history_bytes / 2 + 128 * history_events + 1024) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_bounded_in_bytes_and_redis_memory_stays_within_the_stated_bound() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let per_topic_bytes = 256 * 1024;
+    let events = 500;
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("bytes")
+            .history_per_topic(events)
+            .history_bytes_per_topic(per_topic_bytes),
+    )
+    .await;
+    // From events so small that the count limit binds, to events so large that few fit. Each
+    // topic gets more than a full history: 2.4 MB for the 8 KiB events.
+    for size in [1, 100, 1000, 2000, 4000, 4100, 8 * 1024, 60 * 1024] {
+        let name = format!("s{size}");
+        let data = "x".repeat(size);
+        let first = publish(&broker, &name, &data).await;
+        let count = (3 * per_topic_bytes / size).clamp(events + 100, 800);
+        for _ in 1..count {
+            publish(&broker, &name, &data).await;
+        }
+        let kept = integer(&server, &["XLEN", &format!("bytes:h:{name}")]);
+        let counted: usize = server
+            .command(&["GET", &format!("bytes:s:{name}")])
+            .lines()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("a size");
+        assert!(counted <= per_topic_bytes, "{size} B events: {counted}");
+        assert!(kept as usize <= events, "{size} B events: {kept}");
+        let memory = topic_memory(&server, "bytes", &name);
+        eprintln!(
+            "{size} B events: {kept} kept, {counted} B counted, {memory} B of Redis memory \
+             ({:.2}x counted)",
+            memory as f64 / counted as f64
+        );
+        assert!(
+            memory <= stated_topic_bound(per_topic_bytes, events),
+            "{size} B events: {memory} B over the bound"
+        );
+        // The trimmed events are recorded: a client resuming from the first hears it missed some.
+        let resumed = broker
+            .subscribe(&SubscribeRequest::new([topic(&name)]).after(Some(first)))
+            .await
+            .expect("subscribe");
+        assert_eq!(resumed.resume(), &Resume::Expired, "{size} B events");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_topic_expires_and_a_resume_across_the_expiry_hears_it_missed_events() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let expiry = Duration::from_millis(300);
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("idle")
+            .history_idle_expiry(expiry),
+    )
+    .await;
+    let before = publish(&broker, "other", "x").await;
+    let gone = publish(&broker, "a", "will expire").await;
+    let ttl = integer(&server, &["PTTL", "idle:h:a"]);
+    assert!(ttl > 0 && ttl <= 300, "the history expires: {ttl}");
+    let ttl = integer(&server, &["PTTL", "idle:s:a"]);
+    assert!(ttl > 0 && ttl <= 300, "and so does its size: {ttl}");
+    // Wait for Redis to expire the key (the passage of time is what is under test).
+    let started = std::time::Instant::now();
+    while integer(&server, &["EXISTS", "idle:h:a"]) == 1 {
+        assert!(started.elapsed() < WAIT, "the history did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(integer(&server, &["EXISTS", "idle:s:a"]), 0);
+
+    // The key is gone, and with it the record of what it held: the expiry floor still says
+    // that a client which last saw an event before it missed some.
+    let resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("a")]).after(Some(before.clone())))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Expired);
+
+    // A new publish makes the history afresh, and it too remembers the floor...
+    publish(&broker, "a", "new").await;
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("a")]).after(Some(before)))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Expired);
+    assert_eq!(next_data(&mut resumed).await, "new");
+    // ...while a client that saw the expired event has missed nothing.
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("a")]).after(Some(gone)))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    assert_eq!(next_data(&mut resumed).await, "new");
+}

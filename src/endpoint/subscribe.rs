@@ -13,9 +13,7 @@ use super::Endpoints;
 use super::clients::client_address;
 use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
-use super::stream::{
-    NoSlot, ReplayPermit, SseStream, SubscriberSlot, resync_notice, retry_frame,
-};
+use super::stream::{NoSlot, ReplayPermit, SseStream, SubscriberSlot, resync_notice, retry_frame};
 use crate::auth::Access;
 use crate::broker::{Resume, Start, SubscribeRequest};
 use crate::event::{EventId, Topic};

@@ -97,7 +97,7 @@ pub(super) struct Dispatcher {
     waiting: Vec<Waiting>,
     health: HealthCheck,
     pinging: bool,
-    history_max_age_ms: u64,
+    retention: wire::Retention,
     channels: HashMap<String, Channel>,
     fanout: Fanout,
     epoch: Option<String>,
@@ -111,7 +111,7 @@ pub(super) struct Dispatcher {
 pub(super) struct Settings {
     pub(super) keys: Keys,
     pub(super) health: HealthCheck,
-    pub(super) history_max_age_ms: u64,
+    pub(super) retention: wire::Retention,
     pub(super) fanout: Fanout,
     pub(super) gap_fills: Arc<AtomicU64>,
 }
@@ -139,7 +139,7 @@ impl Dispatcher {
             waiting: Vec::new(),
             health: settings.health,
             pinging: false,
-            history_max_age_ms: settings.history_max_age_ms,
+            retention: settings.retention,
             channels: HashMap::new(),
             fanout: settings.fanout,
             epoch: None,
@@ -569,7 +569,7 @@ impl Dispatcher {
             script: &self.replay,
             starts,
             epoch,
-            max_age_ms: self.history_max_age_ms,
+            retention: self.retention,
             page: RECOVERY_PAGE,
         };
         wire::read_pages(

@@ -36,6 +36,12 @@ use crate::fanout::{Fanout, Position};
 
 /// How long an idempotency key is remembered by default.
 const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// The most bytes a topic's history keeps by default.
+const DEFAULT_HISTORY_BYTES: usize = 1024 * 1024;
+/// How long a quiet topic's history stays in Redis by default.
+const DEFAULT_IDLE_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest idle expiry accepted (Redis refuses expiry times that overflow).
+const MAX_IDLE_EXPIRY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 /// A broker that shares topics, ids and history between processes through Redis.
 ///
@@ -65,8 +71,9 @@ pub(super) struct Shared {
     publish: Script,
     replay: Script,
     history_per_topic: usize,
-    /// 0: no age limit.
-    history_max_age_ms: u64,
+    /// 0: no limit.
+    history_bytes_per_topic: usize,
+    retention: wire::Retention,
     idempotency_window_ms: u64,
     replay_page: usize,
     /// The server's run id, as pooled connections learned it when they were made.
@@ -86,7 +93,9 @@ impl RedisBroker {
             pool: None,
             key_prefix: "sse".to_owned(),
             history_per_topic: 1_000,
+            history_bytes_per_topic: DEFAULT_HISTORY_BYTES,
             history_max_age: None,
+            history_idle_expiry: DEFAULT_IDLE_EXPIRY,
             subscriber_queue: 256,
             replay_page: 256,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
@@ -138,9 +147,12 @@ impl RedisBroker {
             .key(&shared.keys.sequence)
             .key(&shared.keys.epoch)
             .key(&shared.keys.run)
-            .key(key);
+            .key(key)
+            .key(&shared.keys.checkpoints);
         for topic in topics {
-            invocation.key(shared.keys.history(topic));
+            invocation
+                .key(shared.keys.history(topic))
+                .key(shared.keys.size(topic));
         }
         let channel = match topics {
             [only] => shared.keys.channel(only),
@@ -150,11 +162,13 @@ impl RedisBroker {
             .arg(request.event().encode_fields().as_ref())
             .arg(shared.history_per_topic)
             .arg(nonce())
-            .arg(shared.history_max_age_ms)
+            .arg(shared.retention.max_age_ms)
             .arg(wire::header(request.is_private(), topics))
             .arg(channel)
             .arg(shared.idempotency_window_ms)
-            .arg(shared.run_id());
+            .arg(shared.run_id())
+            .arg(shared.history_bytes_per_topic)
+            .arg(shared.retention.expiry_ms);
         let id: String = match invocation.invoke_async(&mut connection).await {
             Ok(id) => {
                 shared.mark_publishing_used();
@@ -368,7 +382,9 @@ pub struct RedisBrokerBuilder {
     pool: Option<deadpool_redis::Pool>,
     key_prefix: String,
     history_per_topic: usize,
+    history_bytes_per_topic: usize,
     history_max_age: Option<Duration>,
+    history_idle_expiry: Duration,
     subscriber_queue: usize,
     replay_page: usize,
     idempotency_window: Duration,
@@ -398,10 +414,30 @@ impl RedisBrokerBuilder {
         self
     }
 
+    /// The most bytes each topic's history keeps, counting its frames and their headers
+    /// (default 1 MiB; 0: no byte limit). The oldest events are trimmed first; a single event
+    /// larger than this is published but not kept. Redis spends about the same again on its
+    /// own structures: see the README for the worst case.
+    pub fn history_bytes_per_topic(mut self, bytes: usize) -> Self {
+        self.history_bytes_per_topic = bytes;
+        self
+    }
+
     /// Drops retained events older than `age` (by the Redis server's clock): trimmed when their
-    /// topic is next published to, and never replayed once too old (default: no age limit).
+    /// topic is next published to, and never replayed once too old (default: no age limit). A
+    /// topic's keys also expire `age` after its last publish, if that is sooner than the
+    /// [idle expiry](Self::history_idle_expiry).
     pub fn history_max_age(mut self, age: Duration) -> Self {
         self.history_max_age = Some(age.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// How long after its last publish a topic's history expires from Redis (default 24 hours,
+    /// at most 10 years), so topics that go quiet give their memory back. A client resuming
+    /// from before then, on any topic, is told it may have missed events (the `resync` notice),
+    /// never that its replay is complete.
+    pub fn history_idle_expiry(mut self, expiry: Duration) -> Self {
+        self.history_idle_expiry = expiry.clamp(Duration::from_millis(1), MAX_IDLE_EXPIRY);
         self
     }
 
@@ -532,9 +568,16 @@ impl RedisBrokerBuilder {
 
         let keys = Keys::new(&self.key_prefix);
         let (commands, command_receiver) = mpsc::unbounded_channel();
-        let history_max_age_ms = self
-            .history_max_age
-            .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let retention = wire::Retention {
+            max_age_ms: self.history_max_age.map_or(0, millis),
+            expiry_ms: millis(
+                self.history_max_age
+                    .map_or(self.history_idle_expiry, |age| {
+                        age.min(self.history_idle_expiry)
+                    }),
+            ),
+        };
         let gap_fills = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Redis keeps the history; the engine only holds the live feed for local readers.
         let fanout = Fanout::builder()
@@ -549,7 +592,7 @@ impl RedisBrokerBuilder {
             Settings {
                 keys: keys.clone(),
                 health: self.health_check,
-                history_max_age_ms,
+                retention,
                 fanout: fanout.clone(),
                 gap_fills: gap_fills.clone(),
             },
@@ -562,7 +605,8 @@ impl RedisBrokerBuilder {
                 publish: Script::new(wire::PUBLISH),
                 replay: Script::new(wire::REPLAY),
                 history_per_topic: self.history_per_topic,
-                history_max_age_ms,
+                history_bytes_per_topic: self.history_bytes_per_topic,
+                retention,
                 idempotency_window_ms: u64::try_from(self.idempotency_window.as_millis())
                     .unwrap_or(u64::MAX),
                 replay_page: self.replay_page,
@@ -613,6 +657,9 @@ impl fmt::Debug for RedisBrokerBuilder {
             .field("url", &self.url)
             .field("key_prefix", &self.key_prefix)
             .field("history_per_topic", &self.history_per_topic)
+            .field("history_bytes_per_topic", &self.history_bytes_per_topic)
+            .field("history_max_age", &self.history_max_age)
+            .field("history_idle_expiry", &self.history_idle_expiry)
             .field("subscriber_queue", &self.subscriber_queue)
             .finish_non_exhaustive()
     }

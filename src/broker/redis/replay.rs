@@ -196,7 +196,7 @@ async fn read(
         script: &shared.replay,
         starts,
         epoch,
-        max_age_ms: shared.history_max_age_ms,
+        retention: shared.retention,
         page: shared.replay_page,
     };
     wire::read_pages(read, &mut connection, "cannot read history from Redis").await

@@ -8,7 +8,9 @@
 //! | `P:seq` | string | the last sequence issued (one counter for all topics) |
 //! | `P:epoch` | string | made anew when the counter is created or the server restarted; in every id, so ids from before a reset or restart are recognised |
 //! | `P:run` | string | the server `run_id` the epoch was made under |
-//! | `P:h:<topic>` | stream | the topic's history: entry id `<sequence>-0`, field `f` = the encoded frame, `t` = the server's time in ms; trimmed to the retention |
+//! | `P:h:<topic>` | stream | the topic's history: entry id `<sequence>-0`, field `f` = the encoded frame, `t` = the server's time in ms, `m` = the header; trimmed to the retention, expires when the topic goes quiet |
+//! | `P:s:<topic>` | string | the bytes of frames and headers in the topic's history; expires with it |
+//! | `P:t` | sorted set | checkpoints of the counter over time, for the expiry floor (at most about 257 entries) |
 //! | `P:k:<key>` | string | the id a publish with this idempotency key got; expires |
 //! | `P:c:<topic>` | channel | every event published to this topic alone: header, LF, frame |
 //! | `P:m` | channel | every event published to several topics at once: header, LF, frame |
@@ -23,26 +25,54 @@ use redis::Value;
 
 use crate::event::{EventId, Frame, Topic};
 
+/// A Lua function both scripts share: the expiry floor. Every topic's keys expire `ttl` ms after
+/// its last publish, taking their history (and its record of what was trimmed) with them, so an
+/// event published before `now - ttl` may be gone without a trace. `P:t` holds checkpoints
+/// (score: the server's time in ms; member: the last sequence issued before it), one per
+/// `ttl / 256` at most; the first checkpoint after `now - ttl` bounds the sequences published
+/// before then. Returns that bound: every sequence above it was published within `ttl`, so its
+/// topic's keys still exist.
+macro_rules! floor_lua {
+    () => {
+        r"
+local function expiry_floor(checkpoints, now_ms, ttl, last)
+  local first = redis.call('ZRANGEBYSCORE', checkpoints, '(' .. (now_ms - ttl), '+inf', 'LIMIT', 0, 1)
+  if #first == 0 then return last end
+  return tonumber(first[1])
+end
+local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')) end
+"
+    };
+}
+
 /// Publishes one event atomically: takes the next sequence (creating the counter and a new
 /// epoch if the store lost them), builds the frame by putting the `id:` line in front of the
 /// event's encoded fields (the rule of `Frame::new`), appends it to every topic's history (with
-/// the server's time, for age limits), trims the history by age and count while recording the
-/// newest entry trimmed away, and publishes the frame on every topic's channel. Returns the id.
+/// the server's time, for age limits), trims the history by age, count and bytes while recording
+/// the newest entry trimmed away, sets the topic's keys to expire when it goes quiet, and
+/// publishes the frame once. Returns the id.
 ///
 /// A new epoch starts whenever the counter is missing or the server's `run_id` changed since the
 /// epoch was made: after a restart, even one that restored data, ids issued before may have
 /// been lost and issued again, so they must not be compared with new ones.
 ///
+/// A topic's history key made afresh (first publish, or after it expired) records the expiry
+/// floor as trimmed: events of an earlier, expired history are reported missed, never complete.
+///
 /// With an idempotency key whose first publish is remembered, returns that id and does nothing.
 ///
-/// KEYS: `P:seq`, `P:epoch`, `P:run`, `P:k:<key>` (or an empty name without a key), then one
-/// history key per topic.
+/// KEYS: `P:seq`, `P:epoch`, `P:run`, `P:k:<key>` (or an empty name without a key), `P:t`, then
+/// per topic its history key and its size key.
 /// ARGV: the encoded fields, the history length, a random nonce (hex, used only when a new
 /// epoch is made), the history's maximum age in milliseconds (0: none), the frame header (see
 /// [`header`]), the channel to publish on, how long the idempotency key is remembered in
-/// milliseconds, and the server's run id as the publishing connection learned it when it was
-/// made (empty when unknown: then the script asks INFO, which costs about 20 µs of Redis time).
-pub(super) const PUBLISH: &str = r"
+/// milliseconds, the server's run id as the publishing connection learned it when it was made
+/// (empty when unknown: then the script asks INFO, which costs about 20 µs of Redis time), the
+/// most bytes of history per topic (0: no limit), and the milliseconds after its last publish
+/// that a topic's keys expire.
+pub(super) const PUBLISH: &str = concat!(
+    floor_lua!(),
+    r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if KEYS[4] ~= '' then
@@ -56,6 +86,7 @@ if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 or redis.call('GET', KEYS[3
   epoch = string.format('%x', tonumber(now[1])) .. ARGV[3]
   redis.call('SET', KEYS[2], epoch)
   redis.call('SET', KEYS[3], run_id)
+  redis.call('DEL', KEYS[5])
   if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], 0) end
 end
 local sequence = redis.call('INCR', KEYS[1])
@@ -65,50 +96,87 @@ local header = ARGV[5]
 local entry = sequence .. '-0'
 local max = tonumber(ARGV[2])
 local max_age = tonumber(ARGV[4])
-local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')) end
-local topics = #KEYS - 4
+local max_bytes = tonumber(ARGV[9])
+local ttl = tonumber(ARGV[10])
+-- A checkpoint per ttl/256 (at least a second), and none older than the ttl needs.
+local spacing = math.max(1000, math.floor(ttl / 256))
+local newest = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
+if #newest == 0 or tonumber(newest[2]) + spacing <= now_ms then
+  redis.call('ZADD', KEYS[5], now_ms, sequence - 1)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms - ttl)
+end
+local floor = nil
+local size_of = function(e) return #e[2][2] + #(e[2][6] or '') end
+local topics = (#KEYS - 5) / 2
 for t = 1, topics do
-  local key = KEYS[4 + t]
+  local key = KEYS[4 + 2 * t]
+  local size_key = KEYS[5 + 2 * t]
   -- Trimming does not record what it removed, so note the newest entry that goes, for
   -- resuming clients to learn they missed it (XINFO's max-deleted-entry-id).
   local trimmed = nil
-  if max_age > 0 then
+  local size = 0
+  local fresh = redis.call('EXISTS', key) == 0
+  if not fresh then size = tonumber(redis.call('GET', size_key) or '0') end
+  -- Removes the oldest entries up to and including `last`, whose sizes sum to `bytes`.
+  local function drop_through(last, bytes)
+    redis.call('XTRIM', key, 'MINID', (seq_of(last) + 1) .. '-0')
+    size = size - bytes
+    trimmed = last
+  end
+  if max_age > 0 and not fresh then
     local cutoff = now_ms - max_age
     local start = '-'
-    local expired = nil
+    local expired, bytes = nil, 0
     repeat
       local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 32)
       local young = false
       for _, e in ipairs(batch) do
-        if (tonumber(e[2][4]) or 0) < cutoff then expired = e[1] else young = true break end
+        if (tonumber(e[2][4]) or 0) < cutoff then
+          expired = e[1]
+          bytes = bytes + size_of(e)
+        else young = true break end
       end
       if expired then start = '(' .. expired end
     until young or #batch < 32
-    if expired then
-      redis.call('XTRIM', key, 'MINID', seq_of(expired) .. '-1')
-      trimmed = expired
-    end
+    if expired then drop_through(expired, bytes) end
   end
-  local length = redis.call('XLEN', key)
-  if length + 1 > max then
-    if max == 0 then
-      trimmed = entry
-    else
-      local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length + 1 - max)
-      trimmed = oldest[#oldest][1]
-    end
-  end
-  local added = redis.pcall('XADD', key, 'MAXLEN', max, entry, 'f', frame, 't', now_ms, 'm', header)
+  local added = redis.pcall('XADD', key, entry, 'f', frame, 't', now_ms, 'm', header)
   if type(added) == 'table' and added.err then
     -- History left from before a store reset holds larger ids: it is stale, start afresh.
     redis.call('DEL', key)
-    redis.call('XADD', key, 'MAXLEN', max, entry, 'f', frame, 't', now_ms, 'm', header)
-    trimmed = nil
-    if max == 0 then trimmed = entry end
+    redis.call('XADD', key, entry, 'f', frame, 't', now_ms, 'm', header)
+    trimmed, size, fresh = nil, 0, true
+  end
+  size = size + #frame + #header
+  local length = redis.call('XLEN', key)
+  if length > max then
+    local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length - max)
+    local bytes = 0
+    for _, e in ipairs(oldest) do bytes = bytes + size_of(e) end
+    drop_through(oldest[#oldest][1], bytes)
+  end
+  if max_bytes > 0 and size > max_bytes then
+    local start, last, bytes = '-', nil, 0
+    repeat
+      local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 32)
+      for _, e in ipairs(batch) do
+        if size - bytes <= max_bytes then break end
+        last = e[1]
+        bytes = bytes + size_of(e)
+      end
+      if last then start = '(' .. last end
+    until size - bytes <= max_bytes or #batch < 32
+    if last then drop_through(last, bytes) end
+  end
+  if fresh then
+    floor = floor or expiry_floor(KEYS[5], now_ms, ttl, sequence - 1)
+    if floor > 0 and (not trimmed or seq_of(trimmed) < floor) then trimmed = floor .. '-0' end
   end
   if trimmed then
     redis.call('XSETID', key, entry, 'MAXDELETEDID', trimmed)
   end
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('SET', size_key, size, 'PX', ttl)
 end
 -- One message per event: on the topic's channel, or on the shared channel for several topics.
 redis.call('PUBLISH', ARGV[6], header .. '\n' .. frame)
@@ -116,39 +184,45 @@ if KEYS[4] ~= '' then
   redis.call('SET', KEYS[4], id, 'PX', ARGV[7])
 end
 return id
-";
+"
+);
 
 /// Reads, in one atomic step, what a resuming subscriber (or the dispatcher filling a gap)
 /// needs: the epoch, the counter, whether the resume points are placeable, and per topic the
 /// highest sequence trimmed from its history and the entries after its resume point. Every entry
 /// issued up to the returned counter is in these histories or counted as trimmed, so the counter
 /// is a clean cut: later events arrive live. Entries older than the age limit count as trimmed (a
-/// quiet topic is trimmed only when it is next published to).
+/// quiet topic is trimmed only when it is next published to), and so does everything up to the
+/// expiry floor for a topic whose history has expired.
 ///
-/// KEYS: `P:epoch`, `P:seq`, then one history key per topic.
+/// KEYS: `P:epoch`, `P:seq`, `P:t`, then one history key per topic.
 /// ARGV: the epoch the resume points belong to, the history's maximum age in milliseconds (0:
-/// none), the most entries to return per topic (a page; 0: all), then one resume sequence per
-/// topic (in KEYS order).
+/// none), the most entries to return per topic (a page; 0: all), the milliseconds after its last
+/// publish that a topic's keys expire, then one resume sequence per topic (in KEYS order).
 /// Returns `{epoch, counter, status, trimmed_1, entries_1, more_1, trimmed_2, ...}` where status
 /// is `complete`, or `unknown` when the epoch differs or a resume point is beyond the counter
 /// (then every retained entry is returned), and `more` is `1` when the page was full.
-pub(super) const REPLAY: &str = r"
+pub(super) const REPLAY: &str = concat!(
+    floor_lua!(),
+    r"
 local epoch = redis.call('GET', KEYS[1]) or ''
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local max_age = tonumber(ARGV[2]) or 0
+local ttl = tonumber(ARGV[4]) or 0
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local cutoff = 0
-if max_age > 0 then
-  local now = redis.call('TIME')
-  cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age
-end
+if max_age > 0 then cutoff = now_ms - max_age end
 local status = 'complete'
 if ARGV[1] ~= epoch then status = 'unknown' end
 local page = tonumber(ARGV[3]) or 0
-for t = 0, #KEYS - 3 do
+local topics = #KEYS - 3
+for t = 1, topics do
   if (tonumber(ARGV[4 + t]) or 0) > last then status = 'unknown' end
 end
 local out = {epoch, tostring(last), status}
-for t = 0, #KEYS - 3 do
+local floor = nil
+for t = 1, topics do
   local key = KEYS[3 + t]
   local after = 0
   if status == 'complete' then after = tonumber(ARGV[4 + t]) or 0 end
@@ -170,13 +244,26 @@ for t = 0, #KEYS - 3 do
     for _, e in ipairs(range) do
       if (tonumber(e[2][4]) or 0) < cutoff then trimmed = e[1] else entries[#entries + 1] = e end
     end
+  elseif ttl > 0 then
+    floor = floor or expiry_floor(KEYS[3], now_ms, ttl, last)
+    trimmed = floor .. '-0'
   end
   out[#out + 1] = trimmed
   out[#out + 1] = entries
   out[#out + 1] = more
 end
 return out
-";
+"
+);
+
+/// How long a history is kept, as the scripts need it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Retention {
+    /// The age past which entries are dropped (0: no limit).
+    pub(super) max_age_ms: u64,
+    /// How long after its last publish a topic's keys expire.
+    pub(super) expiry_ms: u64,
+}
 
 /// What one read of history pages asks for.
 pub(super) struct PageRead<'a> {
@@ -186,7 +273,7 @@ pub(super) struct PageRead<'a> {
     pub(super) starts: &'a [(Topic, u64)],
     /// The epoch the starts belong to.
     pub(super) epoch: &'a str,
-    pub(super) max_age_ms: u64,
+    pub(super) retention: Retention,
     /// Entries per topic (0: all).
     pub(super) page: usize,
 }
@@ -199,14 +286,18 @@ pub(super) async fn read_pages(
 ) -> Result<Replay, crate::broker::BrokerError> {
     use crate::broker::BrokerError;
     let mut invocation = read.script.prepare_invoke();
-    invocation.key(&read.keys.epoch).key(&read.keys.sequence);
+    invocation
+        .key(&read.keys.epoch)
+        .key(&read.keys.sequence)
+        .key(&read.keys.checkpoints);
     for (topic, _) in read.starts {
         invocation.key(read.keys.history(topic));
     }
     invocation
         .arg(read.epoch)
-        .arg(read.max_age_ms)
-        .arg(read.page);
+        .arg(read.retention.max_age_ms)
+        .arg(read.page)
+        .arg(read.retention.expiry_ms);
     for (_, after) in read.starts {
         invocation.arg(*after);
     }
@@ -230,6 +321,7 @@ pub(super) struct Keys {
     pub(super) sequence: String,
     pub(super) epoch: String,
     pub(super) run: String,
+    pub(super) checkpoints: String,
 }
 
 impl Keys {
@@ -239,11 +331,17 @@ impl Keys {
             sequence: format!("{prefix}:seq"),
             epoch: format!("{prefix}:epoch"),
             run: format!("{prefix}:run"),
+            checkpoints: format!("{prefix}:t"),
         }
     }
 
     pub(super) fn history(&self, topic: &Topic) -> String {
         format!("{}:h:{topic}", self.prefix)
+    }
+
+    /// The running byte size of a topic's history.
+    pub(super) fn size(&self, topic: &Topic) -> String {
+        format!("{}:s:{topic}", self.prefix)
     }
 
     pub(super) fn channel(&self, topic: &Topic) -> String {
