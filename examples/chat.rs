@@ -1,8 +1,8 @@
 //! A chat room in one page: the classic `tower-sse-pubsub` demo.
 //!
 //! ```text
-//! cargo run --example chat              # serves http://127.0.0.1:3000
-//! PORT=8080 cargo run --example chat    # another port
+//! cargo run --features axum --example chat              # serves http://127.0.0.1:3000
+//! PORT=8080 cargo run --features axum --example chat    # another port
 //! ```
 //!
 //! Open the page in two browser windows, give each a name, and chat. Every message is `POST`ed
@@ -17,8 +17,8 @@
 //! Several servers share one room through Redis (build with the `redis` feature):
 //!
 //! ```text
-//! REDIS_URL=redis://127.0.0.1:6379 PORT=3000 cargo run --features redis --example chat
-//! REDIS_URL=redis://127.0.0.1:6379 PORT=3001 cargo run --features redis --example chat
+//! REDIS_URL=redis://127.0.0.1:6379 PORT=3000 cargo run --features redis,axum --example chat
+//! REDIS_URL=redis://127.0.0.1:6379 PORT=3001 cargo run --features redis,axum --example chat
 //! ```
 //!
 //! Data that is not the page's JSON shows up as plain text. Stop the server with Ctrl-C: the hub
@@ -35,7 +35,7 @@ use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower_sse_pubsub::{Hub, HubBuilder};
+use tower_sse_pubsub::{ConnectionDeadlines, Hub, HubBuilder};
 
 /// The chat page; it needs nothing but the hub's two endpoints.
 const PAGE: &str = include_str!("chat/index.html");
@@ -81,6 +81,10 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     println!("  curl -d topic=chat -d data='hello from curl' http://{addr}/publish");
     println!("chat: press Ctrl-C to stop");
 
+    // Deadlines on every connection: a request head or body must arrive within 30 s, an idle
+    // keep-alive connection closes after 60 s, and a client that stops reading its stream is
+    // cut after 30 s (which releases its slot).
+    let listener = ConnectionDeadlines::new().listener(listener);
     let shutdown_hub = hub.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -127,7 +131,7 @@ async fn redis_broker(url: &str) -> Result<HubBuilder, String> {
 #[cfg(not(feature = "redis"))]
 async fn redis_broker(_url: &str) -> Result<HubBuilder, String> {
     Err("REDIS_URL is set, but this build has no Redis support: \
-         cargo run --features redis --example chat"
+         cargo run --features redis,axum --example chat"
         .to_owned())
 }
 

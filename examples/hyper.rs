@@ -2,8 +2,9 @@
 //! each connection, and graceful shutdown ends the event streams first.
 //!
 //! Every connection has deadlines, as a server on the open internet needs: the request head
-//! must arrive within 10 s (`header_read_timeout`), and a client that stops reading its event
-//! stream is disconnected once a write has waited 30 s (`StallTimeout`), which releases its slot.
+//! must arrive within 10 s (`header_read_timeout`); `ConnectionDeadlines` closes a connection
+//! whose request goes unanswered for 30 s (a trickled body), one idle for 60 s, and one whose
+//! client stops reading its event stream for 30 s, which releases its slot.
 //!
 //! ```text
 //! cargo run --example hyper                 # http://127.0.0.1:3000, PORT overrides
@@ -26,7 +27,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
-use tower_sse_pubsub::{Hub, StallTimeout};
+use tower_sse_pubsub::{ConnectionDeadlines, Hub};
 
 /// The app's own handler: everything the hub does not answer lands here.
 async fn app(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -56,13 +57,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
     println!("hyper: http://{}/ (Ctrl-C to stop)", listener.local_addr()?);
     let connections = GracefulShutdown::new();
+    let deadlines = ConnectionDeadlines::new();
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
-                let io = TokioIo::new(StallTimeout::new(stream, Duration::from_secs(30)));
+                let io = TokioIo::new(deadlines.wrap(stream));
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))

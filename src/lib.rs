@@ -48,7 +48,7 @@
 //! * **Bounded memory.** Nothing is queued per subscriber: each topic keeps one bounded log of
 //!   encoded events and a subscriber is a position in it. One that falls out of the log gets a
 //!   final comment and its stream ends, so it reconnects and resumes, and never slows the others;
-//!   one that stops reading is ended by its connection ([`StallTimeout`]). Limits cover body
+//!   one that stops reading is ended by its connection ([`ConnectionDeadlines`]). Limits cover body
 //!   size, topics per request, topic length and open streams.
 //! * **Clean shutdown.** [`Hub::shutdown`] ends every stream with a jittered `retry:`.
 //! * **Secure by default.** Nobody publishes over HTTP unless the builder says who may
@@ -81,6 +81,7 @@
 mod auth;
 mod body;
 mod broker;
+mod deadline;
 mod endpoint;
 mod event;
 pub mod fanout;
@@ -90,7 +91,6 @@ mod layer;
 mod publisher;
 mod service;
 mod signal;
-mod stall;
 
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::ResponseBody;
@@ -101,6 +101,9 @@ pub use broker::{
 };
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
+pub use deadline::{ConnectionDeadlines, DeadlineIo};
+#[cfg(feature = "axum")]
+pub use deadline::{DeadlineListener, DeadlineTapIo};
 pub use endpoint::stream::RESYNC_EVENT;
 pub use endpoint::subscribe::RESUME_HEADER;
 pub use event::{
@@ -112,9 +115,6 @@ pub use hub::{BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBui
 pub use layer::SsePubSubLayer;
 pub use publisher::{PublishError, Publisher};
 pub use service::SsePubSub;
-pub use stall::StallTimeout;
-#[cfg(feature = "axum")]
-pub use stall::StallTimeoutListener;
 
 /// Compiles and runs the README's Rust examples as doctests (they use every feature).
 #[cfg(all(doctest, feature = "redis"))]

@@ -1,6 +1,6 @@
 //! End to end in a real browser: the chat page of `examples/chat` in headless Chromium.
 //!
-//! **What.** Each test serves the same app as `cargo run --example chat` (the page at `/`, the
+//! **What.** Each test serves the same app as `cargo run --features axum --example chat` (the page at `/`, the
 //! hub's `GET /events` and `POST /publish`) on a loopback port, starts its own `chromedriver`, and
 //! drives headless Chromium windows through the W3C WebDriver HTTP API the way a person uses the
 //! page: open it, wait for the connection, type a name and a message, press Send, and read what

@@ -322,19 +322,152 @@ async fn plain_hyper_serves_the_layer_and_shuts_down_gracefully() {
     assert!(end.expect("the stream ends").is_none());
 }
 
+/// Serves `app(hub)` with `deadlines` on every connection, and the client address as
+/// `ConnectInfo` (which a wrapped listener must still provide).
 #[cfg(feature = "axum")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_disconnected_and_its_slot_released() {
-    use tower_sse_pubsub::StallTimeoutListener;
-
-    let hub = open_hub();
+async fn serve_with(
+    hub: &Hub,
+    deadlines: tower_sse_pubsub::ConnectionDeadlines,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
-    let listener = StallTimeoutListener::new(listener, Duration::from_millis(300));
-    let app = app(&hub);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = app(hub).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let listener = deadlines.listener(listener);
+    (
+        addr,
+        tokio::spawn(async move { axum::serve(listener, app).await }),
+    )
+}
+
+/// Reads until the server closes the connection; returns how long that took.
+#[cfg(feature = "axum")]
+async fn time_until_closed(stream: &mut tokio::net::TcpStream) -> Duration {
+    let started = tokio::time::Instant::now();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("the server closed the connection in time");
+        if matches!(read, Ok(0) | Err(_)) {
+            return started.elapsed();
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_and_trickled_requests_are_closed_at_their_deadline() {
+    use tower_sse_pubsub::ConnectionDeadlines;
+
+    let hub = open_hub();
+    let limit = Duration::from_millis(300);
+    let deadlines = ConnectionDeadlines::new()
+        .unanswered(limit)
+        .idle(Duration::from_secs(30));
+    let (addr, server) = serve_with(&hub, deadlines).await;
+
+    // Headers that never end.
+    let mut unfinished = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    unfinished
+        .write_all(b"GET /visits HTTP/1.1\r\nhost: test\r\n")
+        .await
+        .expect("send");
+    let waited = time_until_closed(&mut unfinished).await;
+    assert!(waited >= limit - Duration::from_millis(50), "{waited:?}");
+
+    // Headers trickled a line every 50 ms, forever: the bytes keep coming (so the connection
+    // is never idle), but the request never completes.
+    let mut trickled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut read_half, mut write_half) = trickled.split();
+    let trickle = async {
+        write_half
+            .write_all(b"GET /visits HTTP/1.1\r\n")
+            .await
+            .expect("send");
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if write_half.write_all(b"x-slow: 1\r\n").await.is_err() {
+                return;
+            }
+        }
+    };
+    let closed = async {
+        let mut buffer = [0u8; 64];
+        let started = tokio::time::Instant::now();
+        while !matches!(read_half.read(&mut buffer).await, Ok(0) | Err(_)) {}
+        started.elapsed()
+    };
+    let waited = tokio::select! {
+        waited = closed => waited,
+        () = trickle => panic!("the trickle stopped before the connection closed"),
+    };
+    assert!(
+        waited >= limit - Duration::from_millis(50) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+
+    // A complete request is answered as usual, and the app's routes still work.
+    assert_eq!(
+        get_text(&format!("http://{addr}/visits")).await,
+        (StatusCode::OK, "1".into())
+    );
+    server.abort();
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_close_but_quiet_event_streams_stay_open() {
+    use tower_sse_pubsub::ConnectionDeadlines;
+
+    // Keep-alive comments every second at most: a stream is never silent for longer, so an
+    // idle limit of 1.5 s never ends it.
+    let hub = Hub::builder()
+        .keep_alive(Duration::from_secs(1))
+        .build()
+        .expect("valid hub");
+    let idle = Duration::from_millis(1500);
+    let (addr, server) = serve_with(&hub, ConnectionDeadlines::new().idle(idle)).await;
+
+    // One request, answered, then nothing: the keep-alive connection is closed once idle.
+    let mut keep_alive = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    keep_alive
+        .write_all(b"GET /visits HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("send");
+    let mut stream = open_stalled(addr, "quiet").await;
+    let waited = time_until_closed(&mut keep_alive).await;
+    assert!(waited >= idle - Duration::from_millis(100), "{waited:?}");
+
+    // The event stream, opened at the same time and read all along, is still open: it has
+    // received keep-alive comments and is served.
+    assert_eq!(hub.subscriber_count(), 1);
+    let mut seen = Vec::new();
+    while !seen.windows(13).any(|w| w == b": keep-alive\n") {
+        let mut buffer = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("a keep-alive in time")
+            .expect("read");
+        assert!(read > 0, "the stream was closed");
+        seen.extend_from_slice(&buffer[..read]);
+    }
+    assert_eq!(hub.subscriber_count(), 1);
+    server.abort();
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_and_its_slot_released() {
+    use tower_sse_pubsub::ConnectionDeadlines;
+
+    let hub = open_hub();
+    let deadlines = ConnectionDeadlines::new().stalled_write(Duration::from_millis(300));
+    let (addr, server) = serve_with(&hub, deadlines).await;
 
     let stalled = open_stalled(addr, "feed").await;
     let mut fast = subscribe(&format!("http://{addr}/events?topic=feed"), None).await;
