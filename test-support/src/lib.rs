@@ -2,6 +2,7 @@
 //! integrations'), so that each suite keeps only what is particular to it: its app, its server
 //! and its scenarios.
 //!
+//! - [`attack`]: what hostile and broken clients do over TCP, and what it costs the server.
 //! - [`browser`]: finding `chromium` and `chromedriver` (and the policy for when they are
 //!   missing: skip locally, fail in CI), starting chromedriver, and a minimal W3C WebDriver
 //!   client to drive headless Chromium windows.
@@ -21,6 +22,7 @@
 
 use std::time::Duration;
 
+pub mod attack;
 pub mod browser;
 pub mod http_client;
 pub mod tools;

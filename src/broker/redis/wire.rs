@@ -198,7 +198,9 @@ return id
 /// KEYS: `P:epoch`, `P:seq`, `P:t`, then one history key per topic.
 /// ARGV: the epoch the resume points belong to, the history's maximum age in milliseconds (0:
 /// none), the most entries to return per topic (a page; 0: all), the milliseconds after its last
-/// publish that a topic's keys expire, then one resume sequence per topic (in KEYS order).
+/// publish that a topic's keys expire, the most bytes of frames to return over all topics (0:
+/// no limit; a topic with entries left gets at least one), then one resume sequence per topic
+/// (in KEYS order).
 /// Returns `{epoch, counter, status, trimmed_1, entries_1, more_1, trimmed_2, ...}` where status
 /// is `complete`, or `unknown` when the epoch differs or a resume point is beyond the counter
 /// (then every retained entry is returned), and `more` is `1` when the page was full.
@@ -216,16 +218,18 @@ if max_age > 0 then cutoff = now_ms - max_age end
 local status = 'complete'
 if ARGV[1] ~= epoch then status = 'unknown' end
 local page = tonumber(ARGV[3]) or 0
+local budget = tonumber(ARGV[5]) or 0
+local limited = budget > 0
 local topics = #KEYS - 3
 for t = 1, topics do
-  if (tonumber(ARGV[4 + t]) or 0) > last then status = 'unknown' end
+  if (tonumber(ARGV[5 + t]) or 0) > last then status = 'unknown' end
 end
 local out = {epoch, tostring(last), status}
 local floor = nil
 for t = 1, topics do
   local key = KEYS[3 + t]
   local after = 0
-  if status == 'complete' then after = tonumber(ARGV[4 + t]) or 0 end
+  if status == 'complete' then after = tonumber(ARGV[5 + t]) or 0 end
   local trimmed = '0-0'
   local entries = {}
   local more = '0'
@@ -242,7 +246,17 @@ for t = 1, topics do
     end
     if page > 0 and #range == page then more = '1' end
     for _, e in ipairs(range) do
-      if (tonumber(e[2][4]) or 0) < cutoff then trimmed = e[1] else entries[#entries + 1] = e end
+      -- Past the byte budget of this call, a topic gets one entry (so the merge can go on)
+      -- and the rest waits for the next page.
+      local size = #e[2][2]
+      if limited and #entries > 0 and size > budget then
+        more = '1'
+        break
+      end
+      if (tonumber(e[2][4]) or 0) < cutoff then trimmed = e[1] else
+        entries[#entries + 1] = e
+        if limited then budget = math.max(budget - size, 0) end
+      end
     end
   elseif ttl > 0 then
     floor = floor or expiry_floor(KEYS[3], now_ms, ttl, last)
@@ -278,6 +292,11 @@ pub(super) struct PageRead<'a> {
     pub(super) page: usize,
 }
 
+/// The most bytes of frames one page read returns over all its topics (each topic with entries
+/// left gets at least one), so a replay holds at most this much, plus one event per topic, in
+/// memory at a time.
+pub(super) const PAGE_BYTES: usize = 256 * 1024;
+
 /// Reads one page of each topic's history after its start, in one atomic script call.
 pub(super) async fn read_pages(
     read: PageRead<'_>,
@@ -297,7 +316,8 @@ pub(super) async fn read_pages(
         .arg(read.epoch)
         .arg(read.retention.max_age_ms)
         .arg(read.page)
-        .arg(read.retention.expiry_ms);
+        .arg(read.retention.expiry_ms)
+        .arg(PAGE_BYTES);
     for (_, after) in read.starts {
         invocation.arg(*after);
     }
