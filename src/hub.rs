@@ -87,6 +87,21 @@ impl Hub {
         &self.shared.broker
     }
 
+    /// The most one resuming request replays ([`HubBuilder::max_replay`]), for other ways in
+    /// to the broker (a gRPC service, say) to apply the same budget:
+    ///
+    /// ```
+    /// use tower_sse_pubsub::{Hub, SubscribeRequest, Topic};
+    ///
+    /// let hub = Hub::builder().max_replay(100, 64 * 1024).build()?;
+    /// let request = SubscribeRequest::new([Topic::new("news")?]).replay_budget(hub.replay_budget());
+    /// assert_eq!(request.budget().map(|b| b.events()), Some(100));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn replay_budget(&self) -> ReplayBudget {
+        self.shared.config.replay_budget
+    }
+
     /// How many event streams are open right now.
     pub fn subscriber_count(&self) -> usize {
         self.shared.subscribers.load(Ordering::Relaxed)

@@ -1005,3 +1005,36 @@ async fn a_quiet_topic_expires_and_a_resume_across_the_expiry_hears_it_missed_ev
     assert_eq!(resumed.resume(), &Resume::Complete);
     assert_eq!(next_data(&mut resumed).await, "new");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_many_topics_reads_them_evenly_a_page_at_a_time() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("even")
+            .replay_page(64),
+    )
+    .await;
+    // 32 topics published to in turn, 20 rounds: the merged replay interleaves them all.
+    let names: Vec<String> = (0..32).map(|i| format!("t{i}")).collect();
+    let first = publish(&broker, "t0", "first").await;
+    for round in 0..20 {
+        for name in &names {
+            publish(&broker, name, &format!("{round}")).await;
+        }
+    }
+    let before = calls_of(&server, "evalsha");
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new(names.iter().map(|n| topic(n))).after(Some(first)))
+        .await
+        .expect("subscribe");
+    for _ in 0..(32 * 20) {
+        next_data(&mut resumed).await;
+    }
+    let reads = calls_of(&server, "evalsha") - before;
+    // 640 events at 64 per read (two per topic): about ten reads. Reading one topic's page at
+    // a time while the others wait would take hundreds, and hold every topic's page at once.
+    assert!(reads <= 15, "{reads} reads for 640 events");
+}

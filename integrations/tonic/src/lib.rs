@@ -203,7 +203,12 @@ impl proto::pubsub::pub_sub_server::PubSub for PubSubService {
         let subscription = self
             .hub
             .broker()
-            .subscribe(&tower_sse_pubsub::SubscribeRequest::new(topics).after(after))
+            .subscribe(
+                &tower_sse_pubsub::SubscribeRequest::new(topics)
+                    .after(after)
+                    // The SSE endpoint's budget: an unknown or old after_id replays at most this.
+                    .replay_budget(self.hub.replay_budget()),
+            )
             .await
             .map_err(|e| broker_status("cannot subscribe", e))?;
         Ok(Response::new(event_stream(

@@ -570,7 +570,10 @@ impl Dispatcher {
             starts,
             epoch,
             retention: self.retention,
-            page: RECOVERY_PAGE,
+            // The gap is gathered whole anyway (it is bounded by the push queue and the time
+            // the connection was down): read each topic as far as a page at a time.
+            page: RECOVERY_PAGE * starts.len(),
+            page_bytes: 0,
         };
         wire::read_pages(
             read,

@@ -449,8 +449,10 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// How many history entries per topic one Redis call reads when replaying to a resuming
-    /// subscriber (default 256): replays are read in pages, never all at once.
+    /// How many history entries one Redis call reads when replaying to a resuming subscriber
+    /// (default 256), shared evenly by the subscriber's topics (at least one each), and never
+    /// more than 256 KiB of them: replays are read in pages, never all at once, so a replay
+    /// holds about one page in memory.
     pub fn replay_page(mut self, entries: usize) -> Self {
         self.replay_page = entries.max(1);
         self

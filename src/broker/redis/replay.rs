@@ -131,8 +131,14 @@ impl Pages {
     /// The next frames in sequence order, reading more pages as needed; `None` at the end.
     async fn next_page(&mut self) -> Result<Option<Vec<Frame>>, BrokerError> {
         loop {
+            // When a topic runs dry, every topic with more to read and less than its share of
+            // a page buffered is read along with it, so the page is shared and the merge goes
+            // on for a whole page before the next read.
+            let open = self.topics.iter().filter(|t| t.more).count();
+            let share = (self.shared.replay_page / open.max(1)).max(1);
+            let dry = self.topics.iter().any(|t| t.more && t.buffered.is_empty());
             let starved: Vec<usize> = (0..self.topics.len())
-                .filter(|&i| self.topics[i].more && self.topics[i].buffered.is_empty())
+                .filter(|&i| dry && self.topics[i].more && self.topics[i].buffered.len() < share)
                 .collect();
             if !starved.is_empty() {
                 let starts: Vec<(Topic, u64)> = starved
@@ -198,6 +204,7 @@ async fn read(
         epoch,
         retention: shared.retention,
         page: shared.replay_page,
+        page_bytes: wire::PAGE_BYTES,
     };
     wire::read_pages(read, &mut connection, "cannot read history from Redis").await
 }

@@ -197,10 +197,10 @@ return id
 ///
 /// KEYS: `P:epoch`, `P:seq`, `P:t`, then one history key per topic.
 /// ARGV: the epoch the resume points belong to, the history's maximum age in milliseconds (0:
-/// none), the most entries to return per topic (a page; 0: all), the milliseconds after its last
-/// publish that a topic's keys expire, the most bytes of frames to return over all topics (0:
-/// no limit; a topic with entries left gets at least one), then one resume sequence per topic
-/// (in KEYS order).
+/// none), the most entries to return over all topics (a page, shared evenly, at least one per
+/// topic; 0: all), the milliseconds after its last publish that a topic's keys expire, the most
+/// bytes of frames to return over all topics (shared the same way; 0: no limit), then one resume
+/// sequence per topic (in KEYS order).
 /// Returns `{epoch, counter, status, trimmed_1, entries_1, more_1, trimmed_2, ...}` where status
 /// is `complete`, or `unknown` when the epoch differs or a resume point is beyond the counter
 /// (then every retained entry is returned), and `more` is `1` when the page was full.
@@ -219,11 +219,16 @@ local status = 'complete'
 if ARGV[1] ~= epoch then status = 'unknown' end
 local page = tonumber(ARGV[3]) or 0
 local budget = tonumber(ARGV[5]) or 0
-local limited = budget > 0
 local topics = #KEYS - 3
 for t = 1, topics do
   if (tonumber(ARGV[5 + t]) or 0) > last then status = 'unknown' end
 end
+-- The page and the byte budget are shared evenly by the topics, at least one entry each, so a
+-- merged replay reads every topic about as far and holds no more than a page at a time.
+local per_topic = 0
+if page > 0 then per_topic = math.max(1, math.floor(page / topics)) end
+local per_topic_bytes = 0
+if budget > 0 then per_topic_bytes = math.max(1, math.floor(budget / topics)) end
 local out = {epoch, tostring(last), status}
 local floor = nil
 for t = 1, topics do
@@ -239,23 +244,22 @@ for t = 1, topics do
       if info[j] == 'max-deleted-entry-id' then trimmed = info[j + 1] end
     end
     local range
-    if page > 0 then
-      range = redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', page)
+    if per_topic > 0 then
+      range = redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', per_topic)
     else
       range = redis.call('XRANGE', key, '(' .. after .. '-0', '+')
     end
-    if page > 0 and #range == page then more = '1' end
+    if per_topic > 0 and #range == per_topic then more = '1' end
+    local bytes = 0
     for _, e in ipairs(range) do
-      -- Past the byte budget of this call, a topic gets one entry (so the merge can go on)
-      -- and the rest waits for the next page.
       local size = #e[2][2]
-      if limited and #entries > 0 and size > budget then
+      if per_topic_bytes > 0 and #entries > 0 and bytes + size > per_topic_bytes then
         more = '1'
         break
       end
       if (tonumber(e[2][4]) or 0) < cutoff then trimmed = e[1] else
         entries[#entries + 1] = e
-        if limited then budget = math.max(budget - size, 0) end
+        bytes = bytes + size
       end
     end
   elseif ttl > 0 then
@@ -288,13 +292,15 @@ pub(super) struct PageRead<'a> {
     /// The epoch the starts belong to.
     pub(super) epoch: &'a str,
     pub(super) retention: Retention,
-    /// Entries per topic (0: all).
+    /// Entries over all topics, at least one per topic (0: all).
     pub(super) page: usize,
+    /// Bytes of frames over all topics, at least one entry per topic (0: no limit).
+    pub(super) page_bytes: usize,
 }
 
-/// The most bytes of frames one page read returns over all its topics (each topic with entries
-/// left gets at least one), so a replay holds at most this much, plus one event per topic, in
-/// memory at a time.
+/// The most bytes of frames one page read returns over all its topics (shared evenly; each
+/// topic with entries left gets at least one), so a replay holds about this much, plus one event
+/// per topic, in memory at a time.
 pub(super) const PAGE_BYTES: usize = 256 * 1024;
 
 /// Reads one page of each topic's history after its start, in one atomic script call.
@@ -317,7 +323,7 @@ pub(super) async fn read_pages(
         .arg(read.retention.max_age_ms)
         .arg(read.page)
         .arg(read.retention.expiry_ms)
-        .arg(PAGE_BYTES);
+        .arg(read.page_bytes);
     for (_, after) in read.starts {
         invocation.arg(*after);
     }
