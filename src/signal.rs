@@ -2,22 +2,60 @@
 //!
 //! A topic fires one when it gets a frame, the hub's ticker fires one per tick. A parked task
 //! puts its [`Waiter`] in the list at most once per firing (the generation it registered in
-//! tells it whether it already has), and the list is taken whole when the signal fires, so a
-//! task that went away costs one entry until the next firing and never more.
+//! tells it whether it already has), and the list is taken whole when the signal fires.
+//!
+//! A task that goes away leaves its entry behind until the next firing, and a quiet topic may
+//! never fire again; so when the list has doubled since it was last cleaned, entries of waiters
+//! that were dropped are removed. Dead entries never outnumber live ones by more than that, and
+//! the cleaning costs O(1) per registration, amortised.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 
 use futures::task::AtomicWaker;
 
-/// A task's wake handle, shared by every signal it waits on.
-pub(crate) type Waiter = Arc<AtomicWaker>;
+/// What a signal's list holds for one waiter.
+#[derive(Debug, Default)]
+struct Slot {
+    waker: AtomicWaker,
+    /// Cleared when the [`Waiter`] is dropped.
+    gone: AtomicBool,
+}
+
+/// A task's wake handle, listed in every signal it waits on. Dropping it marks its entries in
+/// those lists as dead.
+#[derive(Debug, Default)]
+pub(crate) struct Waiter(Arc<Slot>);
+
+impl Waiter {
+    /// The waker to wake at the next firing of any signal this waiter is listed in.
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.0.waker.register(waker);
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.0.gone.store(true, Ordering::Release);
+    }
+}
+
+/// The parked waiters, and the length at which dead entries are next cleaned out.
+#[derive(Default)]
+struct Waiters {
+    list: Vec<Arc<Slot>>,
+    clean_at: usize,
+}
+
+/// The fewest entries a list holds before it is cleaned.
+const MIN_CLEAN_AT: usize = 64;
 
 /// A list of parked tasks, woken together.
 #[derive(Default)]
 pub(crate) struct Signal {
     generation: AtomicU64,
-    waiters: Mutex<Vec<Waiter>>,
+    waiters: Mutex<Waiters>,
 }
 
 impl Signal {
@@ -37,7 +75,13 @@ impl Signal {
         // Read under the lock: `fire` bumps the generation under it too.
         let generation = self.generation.load(Ordering::Acquire);
         if *registered != Some(generation) {
-            waiters.push(waiter.clone());
+            if waiters.list.len() >= waiters.clean_at {
+                waiters
+                    .list
+                    .retain(|slot| !slot.gone.load(Ordering::Acquire));
+                waiters.clean_at = (waiters.list.len() * 2).max(MIN_CLEAN_AT);
+            }
+            waiters.list.push(waiter.0.clone());
             *registered = Some(generation);
         }
     }
@@ -50,14 +94,14 @@ impl Signal {
         let waiters = {
             let mut waiters = self.lock();
             self.generation.fetch_add(1, Ordering::AcqRel);
-            std::mem::take(&mut *waiters)
+            std::mem::take(&mut waiters.list)
         };
-        for waiter in waiters.into_iter().rev() {
-            waiter.wake();
+        for slot in waiters.into_iter().rev() {
+            slot.waker.wake();
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Waiter>> {
+    fn lock(&self) -> MutexGuard<'_, Waiters> {
         // A panic while holding this lock cannot leave the list inconsistent.
         self.waiters
             .lock()
@@ -76,11 +120,35 @@ mod tests {
         let mut registered = None;
         signal.register(&waiter, &mut registered);
         signal.register(&waiter, &mut registered);
-        assert_eq!(signal.lock().len(), 1);
+        assert_eq!(signal.lock().list.len(), 1);
         signal.fire();
-        assert_eq!(signal.lock().len(), 0);
+        assert_eq!(signal.lock().list.len(), 0);
         signal.register(&waiter, &mut registered);
-        assert_eq!(signal.lock().len(), 1);
+        assert_eq!(signal.lock().list.len(), 1);
         assert_eq!(signal.generation(), 1);
+    }
+
+    #[test]
+    fn waiters_that_went_away_do_not_pile_up_on_a_signal_that_never_fires() {
+        let signal = Signal::default();
+        let live: Vec<Waiter> = (0..100).map(|_| Waiter::default()).collect();
+        for waiter in &live {
+            signal.register(waiter, &mut None);
+        }
+        // A million subscribers come and go on a quiet topic.
+        for _ in 0..1_000_000 {
+            let waiter = Waiter::default();
+            signal.register(&waiter, &mut None);
+        }
+        let listed = signal.lock().list.len();
+        assert!(listed <= 2 * 100 + MIN_CLEAN_AT, "{listed} entries for 100 live waiters");
+        // The live ones are still there, and woken.
+        let alive = signal
+            .lock()
+            .list
+            .iter()
+            .filter(|slot| !slot.gone.load(Ordering::Acquire))
+            .count();
+        assert_eq!(alive, 100);
     }
 }
