@@ -5,7 +5,8 @@
 //! * `eventsource-stream`, a real client-side parser, fed through its `Eventsource` stream
 //!   adapter exactly as a client would feed response body chunks;
 //! * [`spec_parse`], a small reference implementation of the WHATWG "event stream
-//!   interpretation" algorithm written below.
+//!   interpretation" algorithm, in `test_support::sse_spec` (the encoder's fuzz target,
+//!   `fuzz/`, uses the same one as its oracle).
 //!
 //! `eventsource-stream` 0.2 follows the spec's line grammar (CRLF, lone CR and lone LF all end
 //! a line), so the reference parser is not needed to work around it; it is kept as an
@@ -37,6 +38,7 @@ use futures::StreamExt;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::Config;
+use test_support::sse_spec::{SpecEvent, spec_parse, sse_normalized};
 use tower_sse_pubsub::{
     Event, EventError, EventId, Frame, MAX_EVENT_ID_LEN, MAX_EVENT_TYPE_LEN, MAX_TOPIC_LEN, Topic,
     TopicError,
@@ -65,87 +67,6 @@ fn eventsource_parse(chunks: Vec<Bytes>) -> Vec<eventsource_stream::Event> {
             Poll::Pending => panic!("eventsource-stream returned Pending on a ready source"),
         }
     }
-}
-
-/// One event dispatched by [`spec_parse`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SpecEvent {
-    /// The `MessageEvent` type: the event type buffer, or `message` when it is empty.
-    event_type: String,
-    data: String,
-    /// The `lastEventId` of the event (the last event ID buffer at dispatch).
-    last_event_id: String,
-    /// The reconnection time set by a `retry:` field of this event, if any. (The spec sets it on
-    /// the event source, not the event; it is tracked per event here to check the encoder.)
-    retry: Option<u128>,
-}
-
-/// A reference implementation of the WHATWG HTML "event stream interpretation"
-/// (<https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation>):
-/// strip one leading BOM; split lines at CRLF, lone CR or lone LF; ignore lines starting with
-/// `:`; split a field at the first `:` and drop one leading space of the value; append `data`
-/// values plus LF to the data buffer; dispatch on a blank line (dropping events with an empty
-/// data buffer and one trailing LF of the data). An unterminated last line is discarded, as is
-/// an event that the stream ends before dispatching.
-fn spec_parse(stream: &str) -> Vec<SpecEvent> {
-    let mut rest = stream.strip_prefix('\u{feff}').unwrap_or(stream);
-    let mut events = Vec::new();
-    let mut data = String::new();
-    let mut event_type = String::new();
-    let mut last_event_id = String::new();
-    let mut retry = None;
-    while let Some(at) = rest.find(['\r', '\n']) {
-        let line = &rest[..at];
-        let terminator = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
-        rest = &rest[at + terminator..];
-
-        if line.is_empty() {
-            if data.is_empty() {
-                event_type.clear();
-                retry = None;
-                continue;
-            }
-            if data.ends_with('\n') {
-                data.pop();
-            }
-            events.push(SpecEvent {
-                event_type: if event_type.is_empty() {
-                    "message".to_owned()
-                } else {
-                    std::mem::take(&mut event_type)
-                },
-                data: std::mem::take(&mut data),
-                last_event_id: last_event_id.clone(),
-                retry: retry.take(),
-            });
-            continue;
-        }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => event_type = value.to_owned(),
-            "data" => {
-                data.push_str(value);
-                data.push('\n');
-            }
-            "id" if !value.contains('\0') => last_event_id = value.to_owned(),
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                retry = value.parse().ok();
-            }
-            _ => {}
-        }
-    }
-    events
-}
-
-/// What a subscriber must read back for `data`: every CRLF, then every lone CR, becomes LF.
-fn sse_normalized(data: &str) -> String {
-    data.replace("\r\n", "\n").replace('\r', "\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -622,31 +543,4 @@ proptest! {
 fn empty_data_is_rejected() {
     assert!(matches!(Event::text(""), Err(EventError::EmptyData)));
     assert!(matches!(Event::json(""), Ok(event) if event.data() == "\"\""));
-}
-
-/// Sanity checks of the reference parser itself against the spec's own examples and the three
-/// kinds of line break.
-#[test]
-fn reference_parser_follows_the_spec() {
-    let events = spec_parse(
-        "\u{feff}: test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\n\
-         data:  third event\n\nevent: add\r\ndata: a\rdata\rdata: b\n\nretry: 12\ndata: x\n\n\
-         data: dropped because the stream ends",
-    );
-    let event = |event_type: &str, data: &str, id: &str, retry| SpecEvent {
-        event_type: event_type.to_owned(),
-        data: data.to_owned(),
-        last_event_id: id.to_owned(),
-        retry,
-    };
-    assert_eq!(
-        events,
-        [
-            event("message", "first event", "1", None),
-            event("message", "second event", "", None),
-            event("message", " third event", "", None),
-            event("add", "a\n\nb", "", None),
-            event("message", "x", "", Some(12)),
-        ]
-    );
 }

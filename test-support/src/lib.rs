@@ -8,6 +8,8 @@
 //!   client to drive headless Chromium windows.
 //! - [`http_client`]: a plain hyper client and a spec-compliant reader of event-stream
 //!   responses.
+//! - [`sse_spec`]: a reference reader of event streams, the WHATWG algorithm written out, as
+//!   the oracle for the encoder's tests and fuzz target.
 //! - [`tools`]: finding the programs a test needs; skip locally, fail in CI when one is missing.
 //!
 //! Nothing here knows `tower-sse-pubsub`: it is only the client side of a test. It must stay that
@@ -25,6 +27,7 @@ use std::time::Duration;
 pub mod attack;
 pub mod browser;
 pub mod http_client;
+pub mod sse_spec;
 pub mod tools;
 
 /// How long a condition (an event to arrive, the page to show something) may take to become
