@@ -197,9 +197,9 @@ async fn stalled(options: &Options, target: &Target) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     println!("after publishing: {}", memory(options).await);
-    let closed = attack::closed_within(&mut streams, options.hold).await;
+    let closed = attack::closed_after(&mut streams, options.hold, Duration::from_secs(5)).await;
     println!(
-        "{closed} of {} stalled streams closed by the server within {:?}",
+        "{closed} of {} stalled streams closed by the server after {:?} unread",
         streams.len(),
         options.hold
     );
@@ -211,7 +211,8 @@ async fn stalled(options: &Options, target: &Target) -> Result<(), String> {
 async fn slow(options: &Options, target: &Target) -> Result<(), String> {
     println!("before: {}", memory(options).await);
     let mut heads = attack::unfinished_heads(target, 2_000).await;
-    let mut bodies = attack::unfinished_bodies(target, 2_000, 100_000).await;
+    // 1,000 bytes announced: under any body limit, so only a deadline can end them.
+    let mut bodies = attack::unfinished_bodies(target, 2_000, 1_000).await;
     println!(
         "{} unfinished heads and {} unfinished bodies sent",
         heads.len(),

@@ -141,7 +141,10 @@ mod tests {
             signal.register(&waiter, &mut None);
         }
         let listed = signal.lock().list.len();
-        assert!(listed <= 2 * 100 + MIN_CLEAN_AT, "{listed} entries for 100 live waiters");
+        assert!(
+            listed <= 2 * 100 + MIN_CLEAN_AT,
+            "{listed} entries for 100 live waiters"
+        );
         // The live ones are still there, and woken.
         let alive = signal
             .lock()

@@ -472,7 +472,7 @@ async fn the_authorizer_sees_the_apps_extensions_and_the_topics() {
 }
 
 #[tokio::test]
-async fn too_many_subscribers_get_503() {
+async fn too_many_subscribers_get_503_and_their_connection_is_closed() {
     let hub = Hub::builder()
         .max_subscribers(2)
         .build()
@@ -486,6 +486,8 @@ async fn too_many_subscribers_get_503() {
     let third = call(&hub, get("/events?topic=c")).await;
     assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(third.headers().contains_key("retry-after"));
+    // A refused client must not keep holding a connection (a file) on a full server.
+    assert_eq!(third.headers()["connection"], "close");
     drop(first);
     let again = call(&hub, get("/events?topic=c")).await;
     assert_eq!(again.status(), StatusCode::OK);

@@ -149,17 +149,31 @@ fn unavailable(
     parts: &Parts,
     reason: impl std::fmt::Display,
 ) -> Response<Reply> {
-    if accepts_event_stream(parts) {
+    let mut response = if accepts_event_stream(parts) {
         let frame = retry_frame(shared.config.shutdown_retry, &reason.to_string());
         let mut response = Response::new(Reply::Full(frame));
         set_stream_headers(response.headers_mut());
-        return response;
+        response
+    } else {
+        let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, reason);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        response
+    };
+    close_after(parts, &mut response);
+    response
+}
+
+/// Asks an HTTP/1 server to close the connection after a refusal: a refused client that keeps
+/// its connection open would hold a file descriptor, and refusals come when the server is short
+/// of them (full, shutting down). HTTP/2 has no such header; its streams share one connection.
+fn close_after(parts: &Parts, response: &mut Response<Reply>) {
+    if parts.version < http::Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, reason);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    response
 }
 
 /// The answer when the client already has as many streams open as it may: 429 with
@@ -175,6 +189,7 @@ fn too_many(shared: &Endpoints, parts: &Parts, max: usize) -> Response<Reply> {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    close_after(parts, &mut response);
     response
 }
 

@@ -385,7 +385,8 @@ pub async fn unfinished_bodies(target: &Target, count: usize, declared: usize) -
 }
 
 /// Waits up to `limit` for the server to close each connection (reading and discarding
-/// whatever it sends); returns how many it closed.
+/// whatever it sends); returns how many it closed. Reading un-stalls a stalled reader: to see
+/// whether the server cuts stalled readers, use [`closed_after`].
 pub async fn closed_within(streams: &mut [TcpStream], limit: Duration) -> usize {
     let deadline = tokio::time::Instant::now() + limit;
     let mut waits: FuturesUnordered<_> = streams
@@ -406,6 +407,13 @@ pub async fn closed_within(streams: &mut [TcpStream], limit: Duration) -> usize 
         closed += usize::from(was_closed);
     }
     closed
+}
+
+/// Leaves the connections unread (stalled) for `stalled`, then counts those the server has
+/// closed meanwhile (reading what they had buffered, for up to `check`).
+pub async fn closed_after(streams: &mut [TcpStream], stalled: Duration, check: Duration) -> usize {
+    tokio::time::sleep(stalled).await;
+    closed_within(streams, check).await
 }
 
 /// Whether a plain GET of `path` is answered (any status) within `within`.
