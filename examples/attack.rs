@@ -20,6 +20,8 @@
 //!   still open after `--hold` seconds (default 45), and the server's RSS.
 //! - `unique-topics`: `--topics` (default 200,000) publishes of 100 bytes, each to a new topic:
 //!   the server's RSS and Redis's memory.
+//! - `topic-bytes`: 400 publishes of 30 KiB, each to the same 32 topics (12 MB published): what
+//!   the history costs the server and Redis.
 //! - `file-limit`: opens `--streams` streams (start the server under `ulimit -n`): how many are
 //!   served, refused, or left without an answer, and whether the app's `/` still answers.
 
@@ -258,6 +260,24 @@ async fn unique_topics(options: &Options, target: &Target) -> Result<(), String>
     Ok(())
 }
 
+async fn topic_bytes(options: &Options, target: &Target) -> Result<(), String> {
+    println!("before: {}", memory(options).await);
+    let client = test_support::http_client::client();
+    let topics: Vec<String> = (0..32).map(|i| format!("wide{i}")).collect();
+    let data = "w".repeat(30 * 1024);
+    let mut ok = 0;
+    for _ in 0..400 {
+        if let Ok((http::StatusCode::OK, _)) =
+            attack::publish(&client, target, &topics, &data).await
+        {
+            ok += 1;
+        }
+    }
+    println!("{ok} of 400 publishes of 30 KiB to 32 topics ok");
+    println!("after: {}", memory(options).await);
+    Ok(())
+}
+
 async fn file_limit(options: &Options, target: &Target) -> Result<(), String> {
     let request = Subscribe {
         topics: vec!["crowd".to_owned()],
@@ -298,9 +318,10 @@ async fn main() -> ExitCode {
         "stalled" => stalled(&options, &target).await,
         "slow" => slow(&options, &target).await,
         "unique-topics" => unique_topics(&options, &target).await,
+        "topic-bytes" => topic_bytes(&options, &target).await,
         "file-limit" => file_limit(&options, &target).await,
         other => Err(format!(
-            "unknown scenario {other:?}: resume-flood, stalled, slow, unique-topics or file-limit"
+            "unknown scenario {other:?}: resume-flood, stalled, slow, unique-topics, topic-bytes or file-limit"
         )),
     };
     match result {

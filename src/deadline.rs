@@ -1,51 +1,4 @@
 //! [`ConnectionDeadlines`]: time limits for a server's connections, enforced on their IO.
-//!
-//! A hub cannot protect a server from clients that never finish a request or never read: by
-//! the time a request reaches a tower service its headers have arrived, and once a client stops
-//! reading, hyper stops polling the response body, so the body never runs again to notice. Only
-//! the connection can tell. [`DeadlineIo`] wraps a connection's IO and fails it (hyper then
-//! closes the connection and drops whatever it was serving, which releases a stream's slot)
-//! when:
-//!
-//! * **a write stalls**: it has waited longer than [`stalled_write`] for the peer to read
-//!   (default 30 s);
-//! * **a request goes unanswered**: the client's bytes have gone unanswered for longer than
-//!   [`unanswered`] since its first byte (or since the connection opened), which catches
-//!   unfinished or trickled headers and bodies (default 30 s). The time starts again after each
-//!   write, so it limits the time to the first byte of each response, not a response's length;
-//! * **the connection is idle**: no byte has moved either way for [`idle`] (default 60 s),
-//!   as with an unused keep-alive connection. Event streams stay busy through their keep-alive
-//!   comments, so keep this longer than the hub's
-//!   [`keep_alive`](crate::HubBuilder::keep_alive) (15 s by default).
-//!
-//! Connections that make progress are untouched, and one timer per connection is armed only
-//! while it waits.
-//!
-//! With axum, wrap the listener ([`ConnectionDeadlines::listener`], feature `axum`); with hyper
-//! or tonic, wrap each accepted stream ([`ConnectionDeadlines::wrap`]).
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_sse_pubsub::ConnectionDeadlines;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> std::io::Result<()> {
-//! let deadlines = ConnectionDeadlines::new().unanswered(Duration::from_secs(10));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! # let addr = listener.local_addr()?;
-//! # let client = tokio::spawn(async move { tokio::net::TcpStream::connect(addr).await });
-//! let (stream, _peer) = listener.accept().await?;
-//! // Serve `io` with hyper: it ends when a deadline passes.
-//! let io = deadlines.wrap(stream);
-//! # drop(io);
-//! # let _ = client.await;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! [`stalled_write`]: ConnectionDeadlines::stalled_write
-//! [`unanswered`]: ConnectionDeadlines::unanswered
-//! [`idle`]: ConnectionDeadlines::idle
 
 use std::future::Future;
 use std::io;
@@ -57,9 +10,56 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Time limits for a connection; see the [module](self) for what each one catches.
+/// Time limits for a server's connections, enforced on their IO.
 ///
-/// Each limit can be turned off with `None`.
+/// A hub cannot protect a server from clients that never finish a request or never read: by
+/// the time a request reaches a tower service its headers have arrived, and once a client stops
+/// reading, hyper stops polling the response body, so the body never runs again to notice. Only
+/// the connection can tell. [`DeadlineIo`] wraps a connection's IO and fails it (hyper then
+/// closes the connection and drops whatever it was serving, which releases a stream's slot)
+/// when:
+///
+/// * **a write stalls**: it has waited longer than [`stalled_write`] for the peer to read
+///   (default 30 s);
+/// * **a request goes unanswered**: the client's bytes have gone unanswered for longer than
+///   [`unanswered`] since its first byte (or since the connection opened), which catches
+///   unfinished or trickled headers and bodies (default 30 s). The time starts again after each
+///   write, so it limits the time to the first byte of each response, not a response's length;
+/// * **the connection is idle**: no byte has moved either way for [`idle`] (default 60 s),
+///   as with an unused keep-alive connection. Event streams stay busy through their keep-alive
+///   comments, so keep this longer than the hub's
+///   [`keep_alive`](crate::HubBuilder::keep_alive) (15 s by default).
+///
+/// Connections that make progress are untouched, and one timer per connection is armed only
+/// while it waits.
+///
+/// With axum, wrap the listener ([`ConnectionDeadlines::listener`], feature `axum`); with hyper
+/// or tonic, wrap each accepted stream ([`ConnectionDeadlines::wrap`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse_pubsub::ConnectionDeadlines;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let deadlines = ConnectionDeadlines::new().unanswered(Duration::from_secs(10));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let client = tokio::spawn(async move { tokio::net::TcpStream::connect(addr).await });
+/// let (stream, _peer) = listener.accept().await?;
+/// // Serve `io` with hyper: it ends when a deadline passes.
+/// let io = deadlines.wrap(stream);
+/// # drop(io);
+/// # let _ = client.await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`stalled_write`]: ConnectionDeadlines::stalled_write
+/// [`unanswered`]: ConnectionDeadlines::unanswered
+/// [`idle`]: ConnectionDeadlines::idle
+///
+/// Each limit can be turned off with `None`:
 ///
 /// ```
 /// use std::time::Duration;
