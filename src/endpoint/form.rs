@@ -12,6 +12,8 @@ use std::fmt;
 pub(crate) struct NotUtf8 {
     /// The field's name, as far as it could be read.
     pub(crate) field: String,
+    /// Whether the name was UTF-8 and only the value was not.
+    pub(crate) in_value: bool,
 }
 
 impl fmt::Display for NotUtf8 {
@@ -35,9 +37,13 @@ pub(crate) fn pairs(input: &[u8]) -> impl Iterator<Item = Result<(String, String
                 Some(at) => (&pair[..at], &pair[at + 1..]),
                 None => (pair, &[][..]),
             };
-            let name = decode(name).map_err(|lossy| NotUtf8 { field: lossy })?;
+            let name = decode(name).map_err(|lossy| NotUtf8 {
+                field: lossy,
+                in_value: false,
+            })?;
             let value = decode(value).map_err(|_| NotUtf8 {
                 field: name.clone(),
+                in_value: true,
             })?;
             Ok((name, value))
         })

@@ -224,7 +224,16 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<Query, String> {
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_after = ResumePoint::None;
     for pair in form::pairs(parts.uri.query().unwrap_or("").as_bytes()) {
-        let (key, value) = pair.map_err(|e| format!("invalid query: {e}"))?;
+        let (key, value) = match pair {
+            Ok(pair) => pair,
+            // A resume id of any bytes is one that cannot be ours, never a reason to end an
+            // EventSource with 400.
+            Err(error) if error.in_value && RESUME_PARAMS.contains(&error.field.as_str()) => {
+                query_after = ResumePoint::Unusable;
+                continue;
+            }
+            Err(error) => return Err(format!("invalid query: {error}")),
+        };
         if key == "topic" {
             let topic = Topic::new(&value).map_err(|e| format!("invalid topic {value:?}: {e}"))?;
             if !topics.contains(&topic) {
@@ -288,6 +297,15 @@ mod tests {
         let error = parse(&parts("/events?topic=a&topic=b&topic=c", None), 2)
             .expect_err("three topics are too many");
         assert!(error.contains("at most 2"), "{error}");
+    }
+
+    #[test]
+    fn a_resume_id_that_is_not_utf8_is_unusable_but_a_topic_is_refused() {
+        let request =
+            parse(&parts("/events?topic=a&lastEventID=%FF%00", None), 8).expect("valid request");
+        assert_eq!(request.after, ResumePoint::Unusable);
+        let error = parse(&parts("/events?topic=%FF", None), 8).expect_err("not UTF-8");
+        assert!(error.contains("not valid UTF-8"), "{error}");
     }
 
     #[test]
