@@ -299,7 +299,7 @@ impl HubBuilder {
     /// The most one resuming request replays: `events` events and `bytes` bytes of encoded
     /// frames (default 1,000 and 2 MiB, sized for a public endpoint: one request cannot make the
     /// server read and send megabytes). Past it, the client gets the `resync` notice and the
-    /// newest events that fit (the Redis broker sends the oldest that fit, then the notice), so
+    /// newest events that fit, on every broker (the oldest are the ones left out), so
     /// it reloads its state instead of silently missing events.
     pub fn max_replay(mut self, events: usize, bytes: usize) -> Self {
         self.config.replay_budget = ReplayBudget::new(events, bytes);

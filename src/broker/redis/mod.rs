@@ -222,7 +222,8 @@ impl RedisBroker {
         let mut subscription = match from {
             None => Subscription::new(reader, super::Resume::Fresh),
             Some(from) => {
-                let first = replay::first_page(shared.clone(), &topics, from).await?;
+                let first =
+                    replay::first_page(shared.clone(), &topics, from, request.budget()).await?;
                 Subscription::new(reader, first.resume.clone())
                     .skip_through(first.seen_through)
                     .with_replay(first.into_pages())

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{Shared, wire};
-use crate::broker::{BrokerError, ReplayPages, Resume};
+use crate::broker::{BrokerError, ReplayBudget, ReplayPages, Resume};
 use crate::event::{EventId, Frame, Topic};
 
 /// Where a replay starts.
@@ -58,11 +58,15 @@ impl FirstPage {
     }
 }
 
-/// Reads the first page of every topic and places the resume point.
+/// Reads the first page of every topic and places the resume point. With a `budget`, a replay
+/// that would not fit starts later, at the newest point from which it fits (the oldest events
+/// are the ones left out, and the resume is reported expired), as the engine does for the memory
+/// broker.
 pub(super) async fn first_page(
     shared: Arc<Shared>,
     topics: &[Topic],
     from: From<'_>,
+    budget: Option<ReplayBudget>,
 ) -> Result<FirstPage, BrokerError> {
     // An id that is not `<epoch>-<sequence>` gets an epoch no store has ("-" is never hex),
     // so the script reports it unknown.
@@ -75,14 +79,19 @@ pub(super) async fn first_page(
         From::Earliest => ("-", 0),
     };
     let starts: Vec<(Topic, u64)> = topics.iter().map(|t| (t.clone(), sequence)).collect();
-    let replay = read(&shared, &starts, epoch).await?;
+    let replay = read(&shared, &starts, epoch, budget).await?;
     let placed = replay.placed;
     let mut resume = match (&from, placed) {
         (From::After(_), true) => Resume::Complete,
         (From::After(_), false) => Resume::Unknown,
         (From::Earliest, _) => Resume::Complete,
     };
-    let after = if placed { sequence } else { 0 };
+    let resume_point = if placed { sequence } else { 0 };
+    let after = replay.start.max(resume_point);
+    if after > resume_point && resume == Resume::Complete {
+        // The oldest events did not fit the budget.
+        resume = Resume::Expired;
+    }
     let mut pages = Pages {
         shared,
         epoch: replay.epoch.clone(),
@@ -145,7 +154,7 @@ impl Pages {
                     .iter()
                     .map(|&i| (self.topics[i].topic.clone(), self.topics[i].after))
                     .collect();
-                let replay = read(&self.shared, &starts, &self.epoch).await?;
+                let replay = read(&self.shared, &starts, &self.epoch, None).await?;
                 if !replay.placed || replay.epoch != self.epoch {
                     return Err(BrokerError::unavailable(
                         "the Redis store was reset during a replay; reconnect to resume",
@@ -191,6 +200,7 @@ async fn read(
     shared: &Shared,
     starts: &[(Topic, u64)],
     epoch: &str,
+    budget: Option<ReplayBudget>,
 ) -> Result<wire::Replay, BrokerError> {
     let mut connection = shared
         .pool
@@ -205,6 +215,7 @@ async fn read(
         retention: shared.retention,
         page: shared.replay_page,
         page_bytes: wire::PAGE_BYTES,
+        budget,
     };
     wire::read_pages(read, &mut connection, "cannot read history from Redis").await
 }
