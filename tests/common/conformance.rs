@@ -585,6 +585,28 @@ pub async fn a_replay_past_its_budget_is_cut_and_the_cut_is_said(make: &impl Fac
         data_until(&mut subscription, "live").await,
         ["c7", "b8", "c8", "b9", "c9", "live"]
     );
+
+    // Long enough that finding the start takes a broker several reads.
+    let long_first = publish(&*broker, &["d"], "d-start").await;
+    for i in 0..150 {
+        publish(
+            &*broker,
+            &[if i % 2 == 0 { "d" } else { "e" }],
+            &format!("{i}"),
+        )
+        .await;
+    }
+    let request = SubscribeRequest::new([topic("d"), topic("e")])
+        .start(Start::After(long_first))
+        .replay_budget(ReplayBudget::new(100, 1 << 20));
+    let mut subscription = subscribe_with(&*broker, request).await;
+    assert_eq!(subscription.resume(), &Resume::Expired);
+    publish(&*broker, &["d"], "live").await;
+    let expected: Vec<String> = (50..150)
+        .map(|i| i.to_string())
+        .chain(["live".to_owned()])
+        .collect();
+    assert_eq!(data_until(&mut subscription, "live").await, expected);
 }
 
 /// The data of every delivery up to and including the event whose data is `last`; a resync on

@@ -574,7 +574,6 @@ impl Dispatcher {
             // the connection was down): read each topic as far as a page at a time.
             page: RECOVERY_PAGE * starts.len(),
             page_bytes: 0,
-            budget: None,
         };
         wire::read_pages(
             read,

@@ -70,6 +70,7 @@ pub(super) struct Shared {
     keys: Keys,
     publish: Script,
     replay: Script,
+    budget_scan: Script,
     history_per_topic: usize,
     /// 0: no limit.
     history_bytes_per_topic: usize,
@@ -607,6 +608,7 @@ impl RedisBrokerBuilder {
                 keys,
                 publish: Script::new(wire::PUBLISH),
                 replay: Script::new(wire::REPLAY),
+                budget_scan: Script::new(wire::BUDGET_SCAN),
                 history_per_topic: self.history_per_topic,
                 history_bytes_per_topic: self.history_bytes_per_topic,
                 retention,

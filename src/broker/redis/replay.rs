@@ -31,6 +31,9 @@ struct TopicPages {
 pub(super) struct Pages {
     shared: Arc<Shared>,
     epoch: String,
+    /// The counter when the replay began: later events arrive live, so the replay stops here
+    /// (and a replay fitted to its budget stays within it).
+    end: u64,
     topics: Vec<TopicPages>,
 }
 
@@ -79,22 +82,34 @@ pub(super) async fn first_page(
         From::Earliest => ("-", 0),
     };
     let starts: Vec<(Topic, u64)> = topics.iter().map(|t| (t.clone(), sequence)).collect();
-    let replay = read(&shared, &starts, epoch, budget).await?;
+    let mut replay = read(&shared, &starts, epoch).await?;
     let placed = replay.placed;
     let mut resume = match (&from, placed) {
         (From::After(_), true) => Resume::Complete,
         (From::After(_), false) => Resume::Unknown,
         (From::Earliest, _) => Resume::Complete,
     };
-    let resume_point = if placed { sequence } else { 0 };
-    let after = replay.start.max(resume_point);
-    if after > resume_point && resume == Resume::Complete {
-        // The oldest events did not fit the budget.
-        resume = Resume::Expired;
+    let mut after = if placed { sequence } else { 0 };
+    let end = replay.counter;
+    if let Some(budget) = budget
+        && !fits(&replay, budget)
+        && let Some(start) = budget_start(&shared, topics, after, budget).await?
+    {
+        // The oldest events do not fit: start after them, and say so.
+        after = start;
+        if resume == Resume::Complete {
+            resume = Resume::Expired;
+        }
+        let starts: Vec<(Topic, u64)> = topics.iter().map(|t| (t.clone(), after)).collect();
+        replay = read(&shared, &starts, &replay.epoch).await?;
+        if !replay.placed {
+            return Err(reset_during_replay());
+        }
     }
     let mut pages = Pages {
         shared,
         epoch: replay.epoch.clone(),
+        end,
         topics: Vec::with_capacity(topics.len()),
     };
     for (topic, part) in topics.iter().zip(replay.topics) {
@@ -124,6 +139,11 @@ impl Pages {
         let topic = &mut self.topics[index];
         topic.more = part.more;
         for read in part.frames {
+            if read.frame.sequence() > self.end {
+                // Published after the replay began: it arrives live.
+                topic.more = false;
+                break;
+            }
             topic.after = topic.after.max(read.frame.sequence());
             // Entries from before a store reset belong to another epoch.
             if &read.epoch == epoch {
@@ -154,12 +174,9 @@ impl Pages {
                     .iter()
                     .map(|&i| (self.topics[i].topic.clone(), self.topics[i].after))
                     .collect();
-                let replay = read(&self.shared, &starts, &self.epoch, None).await?;
+                let replay = read(&self.shared, &starts, &self.epoch).await?;
                 if !replay.placed || replay.epoch != self.epoch {
-                    return Err(BrokerError::unavailable(
-                        "the Redis store was reset during a replay; reconnect to resume",
-                        std::io::Error::from(std::io::ErrorKind::Interrupted),
-                    ));
+                    return Err(reset_during_replay());
                 }
                 for (&index, part) in starved.iter().zip(replay.topics) {
                     self.take(index, part);
@@ -195,12 +212,105 @@ impl Pages {
     }
 }
 
+fn reset_during_replay() -> BrokerError {
+    BrokerError::unavailable(
+        "the Redis store was reset during a replay; reconnect to resume",
+        std::io::Error::from(std::io::ErrorKind::Interrupted),
+    )
+}
+
+/// Whether a first page shows the whole replay within `budget`: every topic read to its end,
+/// and the events (each once) within both limits.
+fn fits(replay: &wire::Replay, budget: ReplayBudget) -> bool {
+    if replay.topics.iter().any(|topic| topic.more) {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0;
+    for read in replay.topics.iter().flat_map(|topic| &topic.frames) {
+        if seen.insert(read.frame.sequence()) {
+            bytes += read.frame.bytes().len();
+        }
+    }
+    seen.len() <= budget.events() && bytes <= budget.bytes()
+}
+
+/// Where a replay after `after` must start to fit `budget`: `None` when it fits as it is.
+/// Reads the histories newest first in steps of a bounded size ([`wire::BUDGET_SCAN`]), one
+/// script call each, so publishing goes on between them.
+async fn budget_start(
+    shared: &Shared,
+    topics: &[Topic],
+    after: u64,
+    budget: ReplayBudget,
+) -> Result<Option<u64>, BrokerError> {
+    let mut connection = shared
+        .pool
+        .get()
+        .await
+        .map_err(|e| BrokerError::unavailable("no Redis connection to read history", e))?;
+    let batch = (SCAN_STEP / topics.len().max(1)).max(2);
+    let mut cursors = vec!["+".to_owned(); topics.len()];
+    let (mut events, mut bytes) = (budget.events(), budget.bytes());
+    loop {
+        let mut invocation = shared.budget_scan.prepare_invoke();
+        for topic in topics {
+            invocation.key(shared.keys.history(topic));
+        }
+        invocation
+            .arg(after)
+            .arg(events)
+            .arg(bytes)
+            .arg(shared.retention.max_age_ms)
+            .arg(batch);
+        for cursor in &cursors {
+            invocation.arg(cursor);
+        }
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| BrokerError::unavailable("cannot read history from Redis", e))?;
+        let malformed = || {
+            BrokerError::unavailable(
+                "Redis returned a budget scan in an unexpected shape",
+                std::io::Error::from(std::io::ErrorKind::InvalidData),
+            )
+        };
+        let mut reply = reply.into_iter();
+        let state = reply.next().ok_or_else(malformed)?;
+        let start: u64 = reply
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(malformed)?;
+        events = reply
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(malformed)?;
+        bytes = reply
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(malformed)?;
+        cursors = reply.collect();
+        if cursors.len() != topics.len() {
+            return Err(malformed());
+        }
+        match state.as_str() {
+            "fits" => return Ok(None),
+            "cut" => return Ok(Some(start)),
+            "more" => {}
+            _ => return Err(malformed()),
+        }
+    }
+}
+
+/// About how many entries one step of a budget scan reads, over all topics.
+const SCAN_STEP: usize = 64;
+
 /// Reads one page for each `(topic, after)` in one atomic script call.
 async fn read(
     shared: &Shared,
     starts: &[(Topic, u64)],
     epoch: &str,
-    budget: Option<ReplayBudget>,
 ) -> Result<wire::Replay, BrokerError> {
     let mut connection = shared
         .pool
@@ -215,7 +325,6 @@ async fn read(
         retention: shared.retention,
         page: shared.replay_page,
         page_bytes: wire::PAGE_BYTES,
-        budget,
     };
     wire::read_pages(read, &mut connection, "cannot read history from Redis").await
 }

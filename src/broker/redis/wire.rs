@@ -199,60 +199,14 @@ return id
 /// ARGV: the epoch the resume points belong to, the history's maximum age in milliseconds (0:
 /// none), the most entries to return over all topics (a page, shared evenly, at least one per
 /// topic; 0: all), the milliseconds after its last publish that a topic's keys expire, the most
-/// bytes of frames to return over all topics (shared the same way; 0: no limit), a replay budget
-/// in events and in bytes (empty: none; only for a first page, where every topic starts at the
-/// same point), then one resume sequence per topic (in KEYS order).
-/// Returns `{epoch, counter, status, start, trimmed_1, entries_1, more_1, trimmed_2, ...}` where
-/// status is `complete`, or `unknown` when the epoch differs or a resume point is beyond the
-/// counter (then every retained entry is returned); `start` is the sequence the entries follow
-/// when the budget moved the start past the resume point (the oldest events did not fit), else
-/// the resume point or 0; and `more` is `1` when the page was full.
+/// bytes of frames to return over all topics (shared the same way; 0: no limit), then one resume
+/// sequence per topic (in KEYS order).
+/// Returns `{epoch, counter, status, trimmed_1, entries_1, more_1, trimmed_2, ...}` where status
+/// is `complete`, or `unknown` when the epoch differs or a resume point is beyond the counter
+/// (then every retained entry is returned), and `more` is `1` when the page was full.
 pub(super) const REPLAY: &str = concat!(
     floor_lua!(),
     r"
--- The sequence after which the newest entries of the histories (KEYS[4..]) past `after` fit in
--- `max_events` events and `max_bytes` bytes of frames, each event counted once however many of
--- the topics it is in: `after` itself when everything fits. Reads the histories newest first,
--- a few entries at a time, merged by sequence.
-local function budget_start(topics, after, max_events, max_bytes, cutoff)
-  -- Entries read: those counted, plus up to a batch per topic.
-  local batch = math.max(2, math.floor(64 / topics))
-  local floor_id = '(' .. after .. '-0'
-  local heads = {}
-  for t = 1, topics do
-    local key = KEYS[3 + t]
-    heads[t] = {key = key, list = redis.call('XREVRANGE', key, '+', floor_id, 'COUNT', batch), i = 1}
-  end
-  local count, size = 0, 0
-  while true do
-    local best = -1
-    for t = 1, topics do
-      local h = heads[t]
-      if h.list[h.i] == nil and #h.list == batch then
-        h.list = redis.call('XREVRANGE', h.key, '(' .. h.list[#h.list][1], floor_id, 'COUNT', batch)
-        h.i = 1
-      end
-      local e = h.list[h.i]
-      if e and seq_of(e[1]) > best then best = seq_of(e[1]) end
-    end
-    if best < 0 then return after end
-    local entry_size, too_old = 0, false
-    for t = 1, topics do
-      local h = heads[t]
-      local e = h.list[h.i]
-      if e and seq_of(e[1]) == best then
-        entry_size = #e[2][2]
-        if (tonumber(e[2][4]) or 0) < cutoff then too_old = true end
-        h.i = h.i + 1
-      end
-    end
-    -- Older entries are too old as well: nothing before this one is replayed anyway.
-    if too_old then return after end
-    if count + 1 > max_events or size + entry_size > max_bytes then return best end
-    count = count + 1
-    size = size + entry_size
-  end
-end
 local epoch = redis.call('GET', KEYS[1]) or ''
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local max_age = tonumber(ARGV[2]) or 0
@@ -266,17 +220,8 @@ if ARGV[1] ~= epoch then status = 'unknown' end
 local page = tonumber(ARGV[3]) or 0
 local budget = tonumber(ARGV[5]) or 0
 local topics = #KEYS - 3
-local base = 7
 for t = 1, topics do
-  if (tonumber(ARGV[base + t]) or 0) > last then status = 'unknown' end
-end
--- With a replay budget (a first page: every topic starts at the same point), start from the
--- newest point from which the rest fits: the events past the budget are the oldest ones.
-local start = 0
-local max_events = tonumber(ARGV[6])
-if max_events then
-  if status == 'complete' then start = tonumber(ARGV[base + 1]) or 0 end
-  start = budget_start(topics, start, max_events, tonumber(ARGV[7]) or 0, cutoff)
+  if (tonumber(ARGV[5 + t]) or 0) > last then status = 'unknown' end
 end
 -- The page and the byte budget are shared evenly by the topics, at least one entry each, so a
 -- merged replay reads every topic about as far and holds no more than a page at a time.
@@ -284,13 +229,12 @@ local per_topic = 0
 if page > 0 then per_topic = math.max(1, math.floor(page / topics)) end
 local per_topic_bytes = 0
 if budget > 0 then per_topic_bytes = math.max(1, math.floor(budget / topics)) end
-local out = {epoch, tostring(last), status, tostring(start)}
+local out = {epoch, tostring(last), status}
 local floor = nil
 for t = 1, topics do
   local key = KEYS[3 + t]
   local after = 0
-  if status == 'complete' then after = tonumber(ARGV[base + t]) or 0 end
-  if start > after then after = start end
+  if status == 'complete' then after = tonumber(ARGV[5 + t]) or 0 end
   local trimmed = '0-0'
   local entries = {}
   local more = '0'
@@ -330,6 +274,85 @@ return out
 "
 );
 
+/// One step of finding where a replay that is over its budget must start: reads the histories
+/// newest first, a few entries per topic, merged by sequence (an event on several topics counted
+/// once), and spends the budget on them. A replay of the newest events that fit starts after the
+/// entry that did not fit. Each call does a bounded amount of work, so Redis serves publishes
+/// between the steps; the caller carries the cursors and the budget left from step to step.
+///
+/// KEYS: one history key per topic.
+/// ARGV: the sequence the replay follows (exclusive), the events and the bytes of frames the
+/// budget has left, the history's maximum age in milliseconds (0: none), the entries to read per
+/// topic in this step, then per topic a cursor: `+` to start from the newest, the id of the last
+/// entry counted (the next read is older), or empty when the topic is done.
+/// Returns `{state, start, events_left, bytes_left, cursor_1, ...}` where state is `fits` (the
+/// whole replay fits), `cut` (it starts after `start`) or `more` (call again with the cursors).
+pub(super) const BUDGET_SCAN: &str = concat!(
+    floor_lua!(),
+    r"
+local after = tonumber(ARGV[1])
+local events = tonumber(ARGV[2])
+local bytes = tonumber(ARGV[3])
+local max_age = tonumber(ARGV[4])
+local batch = tonumber(ARGV[5])
+local cutoff = 0
+if max_age > 0 then
+  local now = redis.call('TIME')
+  cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age
+end
+local floor_id = '(' .. after .. '-0'
+local heads = {}
+for t = 1, #KEYS do
+  local cursor = ARGV[5 + t]
+  local list = {}
+  if cursor ~= '' then
+    local upper = '+'
+    if cursor ~= '+' then upper = '(' .. cursor end
+    list = redis.call('XREVRANGE', KEYS[t], upper, floor_id, 'COUNT', batch)
+  end
+  heads[t] = {list = list, i = 1, cursor = cursor, full = #list == batch}
+end
+local function result(state, start)
+  local out = {state, tostring(start), tostring(events), tostring(bytes)}
+  for t = 1, #KEYS do
+    local h = heads[t]
+    if h.list[h.i] == nil and not h.full then out[#out + 1] = '' else out[#out + 1] = h.cursor end
+  end
+  return out
+end
+while true do
+  local best = -1
+  for t = 1, #KEYS do
+    local h = heads[t]
+    local e = h.list[h.i]
+    if e == nil then
+      -- This topic's older entries are not read yet and may come before the others' heads.
+      if h.full then return result('more', after) end
+    elseif seq_of(e[1]) > best then
+      best = seq_of(e[1])
+    end
+  end
+  if best < 0 then return result('fits', after) end
+  local size, too_old = 0, false
+  for t = 1, #KEYS do
+    local h = heads[t]
+    local e = h.list[h.i]
+    if e and seq_of(e[1]) == best then
+      size = #e[2][2]
+      if (tonumber(e[2][4]) or 0) < cutoff then too_old = true end
+      h.cursor = e[1]
+      h.i = h.i + 1
+    end
+  end
+  -- Older entries are too old as well, and not replayed anyway.
+  if too_old then return result('fits', after) end
+  if events < 1 or size > bytes then return result('cut', best) end
+  events = events - 1
+  bytes = bytes - size
+end
+"
+);
+
 /// How long a history is kept, as the scripts need it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Retention {
@@ -352,9 +375,6 @@ pub(super) struct PageRead<'a> {
     pub(super) page: usize,
     /// Bytes of frames over all topics, at least one entry per topic (0: no limit).
     pub(super) page_bytes: usize,
-    /// For a first page: the replay's budget, which moves its start past the oldest events
-    /// that do not fit.
-    pub(super) budget: Option<crate::broker::ReplayBudget>,
 }
 
 /// The most bytes of frames one page read returns over all its topics (shared evenly; each
@@ -382,12 +402,7 @@ pub(super) async fn read_pages(
         .arg(read.retention.max_age_ms)
         .arg(read.page)
         .arg(read.retention.expiry_ms)
-        .arg(read.page_bytes)
-        .arg(
-            read.budget
-                .map_or(String::new(), |b| b.events().to_string()),
-        )
-        .arg(read.budget.map_or(String::new(), |b| b.bytes().to_string()));
+        .arg(read.page_bytes);
     for (_, after) in read.starts {
         invocation.arg(*after);
     }
@@ -524,10 +539,10 @@ pub(super) struct TopicReplay {
 /// A parsed reply of the replay script.
 pub(super) struct Replay {
     pub(super) epoch: String,
+    /// The counter when the histories were read: every later event arrives live.
+    pub(super) counter: u64,
     /// Whether the resume point was placed (`false`: unknown, everything retained follows).
     pub(super) placed: bool,
-    /// The sequence the entries follow: past the resume point when the budget cut the oldest.
-    pub(super) start: u64,
     pub(super) topics: Vec<TopicReplay>,
 }
 
@@ -538,9 +553,8 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
     };
     let mut items = items.into_iter();
     let epoch = string(items.next()?)?;
-    let _counter: u64 = string(items.next()?)?.parse().ok()?;
+    let counter: u64 = string(items.next()?)?.parse().ok()?;
     let placed = string(items.next()?)? == "complete";
-    let start: u64 = string(items.next()?)?.parse().ok()?;
     let mut replays = Vec::with_capacity(topics.len());
     for topic in topics {
         let trimmed = string(items.next()?)?;
@@ -561,8 +575,8 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
     }
     Some(Replay {
         epoch,
+        counter,
         placed,
-        start,
         topics: replays,
     })
 }
