@@ -39,6 +39,27 @@ async fn serve(hub: &Hub, deadlines: ConnectionDeadlines) -> Target {
     Target::new(addr)
 }
 
+/// A hub anyone may publish to, as the attacks need.
+fn open_hub() -> Hub {
+    Hub::builder()
+        .allow_anonymous_publish()
+        .build()
+        .expect("valid hub")
+}
+
+/// Publishes 100 bytes to each of `count` new topics, checking each is accepted.
+async fn publish_to_unique_topics(target: &Target, count: usize) {
+    let client = test_support::http_client::client();
+    let data = "u".repeat(100);
+    for i in 0..count {
+        let topic = [format!("unique-{i}")];
+        let (status, _) = attack::publish(&client, target, &topic, &data)
+            .await
+            .expect("publish");
+        assert_eq!(status, http::StatusCode::OK);
+    }
+}
+
 fn topics(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -143,10 +164,7 @@ async fn a_resume_flood_on_redis_is_bounded_and_publishing_carries_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_readers_of_large_events_are_cut_and_memory_stays_flat() {
     const READERS: usize = 20;
-    let hub = Hub::builder()
-        .allow_anonymous_publish()
-        .build()
-        .expect("valid hub");
+    let hub = open_hub();
     let deadlines = ConnectionDeadlines::new().stalled_write(Duration::from_millis(300));
     let target = serve(&hub, deadlines).await;
     let request = Subscribe {
@@ -197,10 +215,7 @@ async fn stalled_readers_of_large_events_are_cut_and_memory_stays_flat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_request_heads_and_bodies_are_closed_at_their_deadline() {
     const EACH: usize = 50;
-    let hub = Hub::builder()
-        .allow_anonymous_publish()
-        .build()
-        .expect("valid hub");
+    let hub = open_hub();
     let deadlines = ConnectionDeadlines::new().unanswered(Duration::from_millis(300));
     let target = serve(&hub, deadlines).await;
     let mut heads = attack::unfinished_heads(&target, EACH).await;
@@ -228,16 +243,8 @@ async fn a_flood_of_unique_topics_stays_within_the_memory_cap() {
         .build()
         .expect("valid hub");
     let target = serve(&hub, ConnectionDeadlines::new()).await;
-    let client = test_support::http_client::client();
     let rss_before = rss_kib();
-    let data = "u".repeat(100);
-    for i in 0..TOPICS {
-        let topic = [format!("unique-{i}")];
-        let (status, _) = attack::publish(&client, &target, &topic, &data)
-            .await
-            .expect("publish");
-        assert_eq!(status, http::StatusCode::OK);
-    }
+    publish_to_unique_topics(&target, TOPICS).await;
     let rss_after = rss_kib();
     eprintln!(
         "unique topics: {TOPICS} published, history {} bytes (cap {cap}); RSS {rss_before} -> \
@@ -263,15 +270,7 @@ async fn a_flood_of_unique_topics_on_redis_leaves_only_keys_that_expire() {
         .build()
         .expect("valid hub");
     let target = serve(&hub, ConnectionDeadlines::new()).await;
-    let client = test_support::http_client::client();
-    let data = "u".repeat(100);
-    for i in 0..TOPICS {
-        let topic = [format!("unique-{i}")];
-        let (status, _) = attack::publish(&client, &target, &topic, &data)
-            .await
-            .expect("publish");
-        assert_eq!(status, http::StatusCode::OK);
-    }
+    publish_to_unique_topics(&target, TOPICS).await;
     // `db0:keys=N,expires=M`: every key but the counter, the epoch, the run id and the
     // checkpoints expires once its topic goes quiet.
     let keyspace = server.command(&["INFO", "keyspace"]);

@@ -173,14 +173,7 @@ async fn a_forgotten_topic_still_reports_what_it_lost() {
 
 /// This process's resident set size in KiB, from /proc (Linux); `None` elsewhere.
 fn rss_kib() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    test_support::attack::rss_kib(std::process::id()).and_then(|kib| usize::try_from(kib).ok())
 }
 
 #[test]
