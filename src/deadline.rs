@@ -33,6 +33,16 @@ use tokio::time::{Instant, Sleep};
 /// Connections that make progress are untouched, and one timer per connection is armed only
 /// while it waits.
 ///
+/// The deadlines see bytes on the connection, which is what HTTP/1 needs. On HTTP/2 many
+/// streams share a connection, so:
+/// * a client that withholds flow-control window from some streams while others move is not
+///   seen as stalled: limit `max_concurrent_streams` on the server;
+/// * any frame counts as activity and as an answer, so keep the hub's keep-alive below
+///   [`unanswered`] as well as below [`idle`] (the defaults do);
+/// * a gRPC stream that sends nothing for [`idle`] is cut: turn on HTTP/2 keep-alive pings
+///   (tonic's `Server::http2_keepalive_interval`), which keep the connection busy, or raise
+///   [`idle`].
+///
 /// With axum, wrap the listener ([`ConnectionDeadlines::listener`], feature `axum`); with hyper
 /// or tonic, wrap each accepted stream ([`ConnectionDeadlines::wrap`]).
 ///
@@ -257,7 +267,9 @@ impl<IO: AsyncWrite> AsyncWrite for DeadlineIo<IO> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
+        let this = self.project();
+        let result = this.io.poll_shutdown(cx);
+        guard_write(result, this.deadlines.stalled_write, this.write_timer, cx)
     }
 }
 

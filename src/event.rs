@@ -334,7 +334,7 @@ impl Event {
     }
 
     /// An upper bound of the encoded fields' length, so encoding allocates once.
-    fn fields_len(&self) -> usize {
+    pub(crate) fn fields_len(&self) -> usize {
         let breaks = self
             .data
             .bytes()

@@ -320,9 +320,9 @@ impl HubBuilder {
         self
     }
 
-    /// The most one publish may cost, counted as the event's data size times the number of
-    /// topics it goes to (default 1 MiB: a 64 KiB event to 16 topics, or 32 KiB to all 32 a
-    /// request may name). Each topic keeps the event in its history (on Redis, a copy per
+    /// The most one publish may cost, counted as the event's encoded size (its `data:` lines and
+    /// other fields) times the number of topics it goes to (default 1 MiB: a 64 KiB event to 16
+    /// topics, or 32 KiB to all 32 a request may name). Each topic keeps the event in its history (on Redis, a copy per
     /// topic), so this bounds what one request can add to retained history; a costlier publish
     /// gets 413. Applies to the HTTP endpoint; the app's own [`Publisher`](crate::Publisher) is
     /// trusted.

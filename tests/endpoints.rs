@@ -1091,15 +1091,25 @@ async fn a_publish_costing_more_than_the_limit_gets_413_and_is_not_stored() {
         .max_publish_cost(1000)
         .build()
         .expect("valid hub");
-    let data = "x".repeat(300);
-    // 300 bytes to three topics is 900: accepted; to four, 1,200: refused.
+    let data = "x".repeat(290);
+    // 290 bytes of data encode to 290 + "data: " + two line ends = 298: to three topics, 894,
+    // accepted; to four, 1,192, refused.
     let ok = call(&hub, form(&format!("topic=a&topic=b&topic=c&data={data}"))).await;
     assert_eq!(ok.status(), StatusCode::OK);
     assert_refused(
         &hub,
         form(&format!("topic=a&topic=b&topic=c&topic=d&data={data}")),
         StatusCode::PAYLOAD_TOO_LARGE,
-        "costs 1200 bytes (300 bytes of data to 4 topics)",
+        "costs 1192 bytes (298 bytes encoded, to 4 topics)",
+    )
+    .await;
+    // Line breaks cost what they are stored as: 150 of them are 151 `data:` lines, over 1,000
+    // bytes from 150 bytes of data.
+    assert_refused(
+        &hub,
+        form(&format!("topic=e&data={}", "%0A".repeat(150))),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "to 1 topic)",
     )
     .await;
     let response = call(&hub, get("/events?topic=d&lastEventID=x")).await;

@@ -1044,3 +1044,39 @@ async fn a_replay_of_many_topics_reads_them_evenly_a_page_at_a_time() {
     // a time while the others wait would take hundreds, and hold every topic's page at once.
     assert!(reads <= 15, "{reads} reads for 640 events");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_events_too_old_to_replay_does_not_hide_the_young_ones_after_it() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let age = Duration::from_millis(300);
+    // Two topics share a page of 4: two entries each per read.
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("aged-page")
+            .history_max_age(age)
+            .replay_page(4),
+    )
+    .await;
+    let first = publish(&broker, "a", "first").await;
+    for i in 0..20 {
+        publish(&broker, "a", &format!("old{i}")).await;
+    }
+    // The passing of time is the condition under test: the first events age past the limit
+    // while the later ones are still young, and no publish trims them in between.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..5 {
+        publish(&broker, "a", &format!("young{i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("a"), topic("b")]).after(Some(first)))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Expired);
+    publish(&broker, "b", "live").await;
+    for expected in ["young0", "young1", "young2", "young3", "young4", "live"] {
+        assert_eq!(next_data(&mut resumed).await, expected);
+    }
+}

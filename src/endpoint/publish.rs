@@ -63,15 +63,22 @@ where
         Ok(request) => request,
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
-    let cost = request.event().data().len() * request.topics().len();
+    // What the event costs as stored: its encoded size (each line of data gets its own
+    // `data: `), once per topic.
+    let size = request.event().fields_len();
+    let cost = size.saturating_mul(request.topics().len());
     if cost > shared.config.max_publish_cost {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "this publish costs {cost} bytes ({} bytes of data to {} topics), over the \
+                "this publish costs {cost} bytes ({size} bytes encoded, to {} {}), over the \
                  limit of {}: send less data or fewer topics per request",
-                request.event().data().len(),
                 request.topics().len(),
+                if request.topics().len() == 1 {
+                    "topic"
+                } else {
+                    "topics"
+                },
                 shared.config.max_publish_cost
             ),
         );

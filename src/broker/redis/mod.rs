@@ -8,8 +8,9 @@
 //!
 //! Requires Redis 7.0 or newer (RESP3 pub/sub, and streams that record what they trimmed),
 //! checked when the broker connects. Redis Cluster is not supported: the publish script touches
-//! keys of several topics at once. Run Redis with `maxmemory-policy noeviction` (or a
-//! `volatile-*` policy): evicting a history stream would lose events without a trace.
+//! keys of several topics at once. Run Redis with `maxmemory-policy noeviction`: evicting a
+//! history stream would lose events without a trace, and since history keys expire when their
+//! topic goes quiet, `volatile-*` policies may evict them too.
 
 mod dispatcher;
 mod link;

@@ -93,7 +93,7 @@ pub(super) async fn first_page(
     let end = replay.counter;
     if let Some(budget) = budget
         && !fits(&replay, budget)
-        && let Some(start) = budget_start(&shared, topics, after, budget).await?
+        && let Some(start) = budget_start(&shared, topics, after, end, budget).await?
     {
         // The oldest events do not fit: start after them, and say so.
         after = start;
@@ -235,13 +235,15 @@ fn fits(replay: &wire::Replay, budget: ReplayBudget) -> bool {
     seen.len() <= budget.events() && bytes <= budget.bytes()
 }
 
-/// Where a replay after `after` must start to fit `budget`: `None` when it fits as it is.
-/// Reads the histories newest first in steps of a bounded size ([`wire::BUDGET_SCAN`]), one
-/// script call each, so publishing goes on between them.
+/// Where a replay of `(after, end]` must start to fit `budget`: `None` when it fits as it is.
+/// Reads the histories newest first from `end` (later events arrive live, and must not use up
+/// the budget), in steps of a bounded size ([`wire::BUDGET_SCAN`]), one script call each, so
+/// publishing goes on between them.
 async fn budget_start(
     shared: &Shared,
     topics: &[Topic],
     after: u64,
+    end: u64,
     budget: ReplayBudget,
 ) -> Result<Option<u64>, BrokerError> {
     let mut connection = shared
@@ -250,8 +252,14 @@ async fn budget_start(
         .await
         .map_err(|e| BrokerError::unavailable("no Redis connection to read history", e))?;
     let batch = (SCAN_STEP / topics.len().max(1)).max(2);
-    let mut cursors = vec!["+".to_owned(); topics.len()];
-    let (mut events, mut bytes) = (budget.events(), budget.bytes());
+    // The cursor is an exclusive upper bound: start below the entry after `end`.
+    let mut cursors = vec![format!("{}-0", end.saturating_add(1)); topics.len()];
+    // Redis's Lua prints numbers of 10^14 and more in exponent form: a budget that large is
+    // no limit at all, so cap it below.
+    let (mut events, mut bytes) = (
+        budget.events().min(LUA_EXACT),
+        budget.bytes().min(LUA_EXACT),
+    );
     loop {
         let mut invocation = shared.budget_scan.prepare_invoke();
         for topic in topics {
@@ -305,6 +313,9 @@ async fn budget_start(
 
 /// About how many entries one step of a budget scan reads, over all topics.
 const SCAN_STEP: usize = 64;
+
+/// The largest count Redis's Lua reads and prints back as a plain integer.
+const LUA_EXACT: usize = 10_000_000_000_000;
 
 /// Reads one page for each `(topic, after)` in one atomic script call.
 async fn read(

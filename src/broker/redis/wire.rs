@@ -243,25 +243,36 @@ for t = 1, topics do
     for j = 1, #info, 2 do
       if info[j] == 'max-deleted-entry-id' then trimmed = info[j + 1] end
     end
-    local range
-    if per_topic > 0 then
-      range = redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', per_topic)
-    else
-      range = redis.call('XRANGE', key, '(' .. after .. '-0', '+')
-    end
-    if per_topic > 0 and #range == per_topic then more = '1' end
+    local from = '(' .. after .. '-0'
     local bytes = 0
-    for _, e in ipairs(range) do
-      local size = #e[2][2]
-      if per_topic_bytes > 0 and #entries > 0 and bytes + size > per_topic_bytes then
-        more = '1'
-        break
+    local done = false
+    -- Entries too old to replay count as trimmed and not toward the page: read past them
+    -- (they are the oldest), so a page always holds young entries when there are any.
+    repeat
+      local range
+      if per_topic > 0 then
+        range = redis.call('XRANGE', key, from, '+', 'COUNT', per_topic)
+      else
+        range = redis.call('XRANGE', key, from, '+')
       end
-      if (tonumber(e[2][4]) or 0) < cutoff then trimmed = e[1] else
-        entries[#entries + 1] = e
-        bytes = bytes + size
+      more = '0'
+      if per_topic > 0 and #range == per_topic then more = '1' end
+      for _, e in ipairs(range) do
+        local size = #e[2][2]
+        if per_topic_bytes > 0 and #entries > 0 and bytes + size > per_topic_bytes then
+          more = '1'
+          break
+        end
+        if (tonumber(e[2][4]) or 0) < cutoff then
+          trimmed = e[1]
+          from = '(' .. e[1]
+        else
+          entries[#entries + 1] = e
+          bytes = bytes + size
+          done = true
+        end
       end
-    end
+    until done or more == '0'
   elseif ttl > 0 then
     floor = floor or expiry_floor(KEYS[3], now_ms, ttl, last)
     trimmed = floor .. '-0'
@@ -283,8 +294,9 @@ return out
 /// KEYS: one history key per topic.
 /// ARGV: the sequence the replay follows (exclusive), the events and the bytes of frames the
 /// budget has left, the history's maximum age in milliseconds (0: none), the entries to read per
-/// topic in this step, then per topic a cursor: `+` to start from the newest, the id of the last
-/// entry counted (the next read is older), or empty when the topic is done.
+/// topic in this step, then per topic a cursor: an entry id to read below (exclusive: the id of
+/// the last entry counted, or the first id past the replay's end), or empty when the topic is
+/// done.
 /// Returns `{state, start, events_left, bytes_left, cursor_1, ...}` where state is `fits` (the
 /// whole replay fits), `cut` (it starts after `start`) or `more` (call again with the cursors).
 pub(super) const BUDGET_SCAN: &str = concat!(
@@ -306,9 +318,7 @@ for t = 1, #KEYS do
   local cursor = ARGV[5 + t]
   local list = {}
   if cursor ~= '' then
-    local upper = '+'
-    if cursor ~= '+' then upper = '(' .. cursor end
-    list = redis.call('XREVRANGE', KEYS[t], upper, floor_id, 'COUNT', batch)
+    list = redis.call('XREVRANGE', KEYS[t], '(' .. cursor, floor_id, 'COUNT', batch)
   end
   heads[t] = {list = list, i = 1, cursor = cursor, full = #list == batch}
 end
