@@ -280,7 +280,7 @@ impl Event {
     /// [`EventError::Json`] when `value` cannot be serialized (for example a map with
     /// non-string keys).
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, EventError> {
-        let data = serde_json::to_string(value).map_err(|e| EventError::Json(Arc::new(e)))?;
+        let data = serde_json::to_string(value).map_err(|e| EventError::Json(JsonError::new(e)))?;
         Self::text(data)
     }
 
@@ -410,7 +410,7 @@ pub enum EventError {
     /// The event type is empty, too long, or contains CR, LF or NUL.
     InvalidEventType(String),
     /// The value could not be serialized as JSON.
-    Json(Arc<serde_json::Error>),
+    Json(JsonError),
 }
 
 impl fmt::Display for EventError {
@@ -431,9 +431,32 @@ impl fmt::Display for EventError {
 impl std::error::Error for EventError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Json(e) => Some(&**e),
+            Self::Json(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+/// A value that could not be written as JSON, or JSON that could not be read as the value
+/// wanted ([`Event::json`], [`Frame::json`]). Its message says where and why.
+#[derive(Debug, Clone)]
+pub struct JsonError(Arc<serde_json::Error>);
+
+impl JsonError {
+    fn new(error: serde_json::Error) -> Self {
+        Self(Arc::new(error))
+    }
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for JsonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
     }
 }
 
@@ -546,6 +569,35 @@ impl Frame {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn fields(&self) -> FrameFields {
+        self.read_fields()
+    }
+
+    /// Reads the event's data as JSON into a `T`, for Rust consumers of events published with
+    /// [`Publisher::publish_json`](crate::Publisher::publish_json) or [`Event::json`].
+    ///
+    /// ```
+    /// use tower_sse_pubsub::{Event, EventId, Frame};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    /// struct Shipped {
+    ///     order: u32,
+    /// }
+    ///
+    /// let event = Event::json(&Shipped { order: 42 })?;
+    /// let frame = Frame::new(EventId::new("e-1")?, 1, &[], &event);
+    /// assert_eq!(frame.json::<Shipped>()?, Shipped { order: 42 });
+    /// assert!(frame.json::<Vec<u8>>().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`JsonError`] when the data is not JSON, or not JSON of a `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, JsonError> {
+        serde_json::from_str(&self.read_fields().data).map_err(JsonError::new)
+    }
+
+    fn read_fields(&self) -> FrameFields {
         let mut fields = FrameFields {
             event_type: None,
             data: String::new(),

@@ -107,7 +107,7 @@ pub use deadline::{DeadlineListener, DeadlineTapIo};
 pub use endpoint::stream::RESYNC_EVENT;
 pub use endpoint::subscribe::RESUME_HEADER;
 pub use event::{
-    Event, EventError, EventId, EventIdError, Frame, FrameFields, MAX_EVENT_ID_LEN,
+    Event, EventError, EventId, EventIdError, Frame, FrameFields, JsonError, MAX_EVENT_ID_LEN,
     MAX_EVENT_TYPE_LEN, MAX_TOPIC_LEN, Topic, TopicError,
 };
 pub use future::ResponseFuture;

@@ -318,6 +318,15 @@ async fn unreachable_redis_at_start_is_a_clear_error() {
         )),
         "{message}"
     );
+    // A password in the URL never shows, neither in the error nor in the builder's Debug.
+    let url = format!("redis://app:hunter2@127.0.0.1:{}/", server.port());
+    let builder = RedisBroker::builder(url).connect_timeout(Duration::from_secs(1));
+    assert!(!format!("{builder:?}").contains("hunter2"));
+    let error = builder.build().await.expect_err("nothing listens there");
+    for shown in [error.to_string(), format!("{error:?}")] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("app:***@127.0.0.1"), "{shown}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,6 +467,14 @@ async fn a_redis_restart_reaches_browsers_as_a_resync_event_in_the_open_stream()
     assert_eq!(notice.event, "resync");
     assert!(
         notice.data.contains(r#""reason":"unknown""#),
+        "{}",
+        notice.data
+    );
+    // It names the last event the stream delivered, so the page knows where it lost track.
+    assert!(
+        notice
+            .data
+            .contains(&format!(r#""lastEventId":"{}""#, before.id)),
         "{}",
         notice.data
     );

@@ -130,11 +130,10 @@ impl fmt::Display for BrokerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoTopics => f.write_str("at least one topic is required"),
+            // Not "nothing was stored": a publish that timed out after reaching the backend may
+            // have been, and a failed subscribe stores nothing anyway.
             Self::Unavailable { reason, .. } => {
-                write!(
-                    f,
-                    "broker unavailable: {reason}; nothing was stored, retry later"
-                )
+                write!(f, "broker unavailable: {reason}; retry later")
             }
         }
     }

@@ -19,7 +19,7 @@ use futures::Stream;
 
 use super::Endpoints;
 use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
-use crate::event::{Event, EventId};
+use crate::event::{Event, EventId, Frame};
 use crate::signal::Waiter;
 
 /// Sent as soon as the stream opens, so clients and proxies see it open at once.
@@ -138,6 +138,8 @@ pub(crate) struct SseStream {
     finished: bool,
     /// Held while the stream is replaying; dropped once it has caught up.
     replay: Option<ReplayPermit>,
+    /// The id of the last event sent (or the client's resume point), for a resync notice.
+    last_id: Option<EventId>,
     slot: SubscriberSlot,
 }
 
@@ -149,6 +151,7 @@ impl SseStream {
         subscription: Subscription,
         notice: Option<Bytes>,
         replay: Option<ReplayPermit>,
+        resumed_from: Option<EventId>,
     ) -> Self {
         let pending = match notice {
             None => Bytes::from_static(OPENING),
@@ -171,6 +174,7 @@ impl SseStream {
             flush_parked: None,
             finished: false,
             replay,
+            last_id: resumed_from,
             slot,
         }
     }
@@ -212,10 +216,21 @@ impl SseStream {
         let mut first: Option<Bytes> = None;
         let mut rest: Option<BytesMut> = None;
         let mut size = 0;
+        // The last event of this chunk; its id is kept once the chunk is done.
+        let mut last: Option<Frame> = None;
         loop {
             let bytes = match Pin::new(&mut self.subscription).poll_next(cx) {
-                Poll::Ready(Some(Delivery::Event(frame))) => frame.bytes().clone(),
-                Poll::Ready(Some(Delivery::Resync(reason))) => resync_notice(&reason, None),
+                Poll::Ready(Some(Delivery::Event(frame))) => {
+                    let bytes = frame.bytes().clone();
+                    last = Some(frame);
+                    bytes
+                }
+                Poll::Ready(Some(Delivery::Resync(reason))) => {
+                    if let Some(frame) = last.take() {
+                        self.last_id = Some(frame.id().clone());
+                    }
+                    resync_notice(&reason, self.last_id.as_ref())
+                }
                 Poll::Ready(None) => {
                     self.finished = true;
                     self.replay = None;
@@ -247,6 +262,9 @@ impl SseStream {
             if self.finished || size >= CHUNK_BYTES {
                 break;
             }
+        }
+        if let Some(frame) = last {
+            self.last_id = Some(frame.id().clone());
         }
         rest.map(BytesMut::freeze).or(first)
     }

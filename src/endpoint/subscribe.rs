@@ -114,7 +114,13 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         .is_gap()
         .then(|| resync_notice(&resume, request.after.id()));
     shared.start_tickers();
-    let stream = SseStream::new(slot, subscription, notice, replay);
+    let stream = SseStream::new(
+        slot,
+        subscription,
+        notice,
+        replay,
+        request.after.id().cloned(),
+    );
     let mut response = Response::new(Reply::Events(Box::new(stream)));
     let headers = response.headers_mut();
     set_stream_headers(headers);

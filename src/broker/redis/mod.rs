@@ -512,10 +512,9 @@ impl RedisBrokerBuilder {
     /// [`RedisConnectError`] when the URL is invalid, the pool cannot be made, Redis cannot be
     /// reached, or it is older than 7.0.
     pub async fn build(self) -> Result<RedisBroker, RedisConnectError> {
-        let info =
-            self.url.as_str().into_connection_info().map_err(|e| {
-                RedisConnectError::new(format!("invalid Redis URL {:?}", self.url), e)
-            })?;
+        let info = self.url.as_str().into_connection_info().map_err(|e| {
+            RedisConnectError::new(format!("invalid Redis URL {:?}", redacted(&self.url)), e)
+        })?;
         let resp3 = info
             .redis_settings()
             .clone()
@@ -533,7 +532,10 @@ impl RedisBrokerBuilder {
                 .map_err(|e| RedisConnectError::new("invalid Redis connection settings", e))?
         } else {
             link.connect().await.map_err(|e| {
-                RedisConnectError::new(format!("cannot connect to Redis at {}", self.url), e)
+                RedisConnectError::new(
+                    format!("cannot connect to Redis at {}", redacted(&self.url)),
+                    e,
+                )
             })?
         };
 
@@ -660,7 +662,7 @@ async fn check_version(pool: &deadpool_redis::Pool) -> Result<(), RedisConnectEr
 impl fmt::Debug for RedisBrokerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBrokerBuilder")
-            .field("url", &self.url)
+            .field("url", &redacted(&self.url))
             .field("key_prefix", &self.key_prefix)
             .field("history_per_topic", &self.history_per_topic)
             .field("history_bytes_per_topic", &self.history_bytes_per_topic)
@@ -669,6 +671,24 @@ impl fmt::Debug for RedisBrokerBuilder {
             .field("subscriber_queue", &self.subscriber_queue)
             .finish_non_exhaustive()
     }
+}
+
+/// `url` with the password (or a lone user-info part, which some clients read as one) replaced
+/// by `***`, for messages and `Debug` output.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user_info = match user_info.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{user_info}@{host}{path}")
 }
 
 /// Why a [`RedisBroker`] could not be built.
@@ -699,5 +719,28 @@ impl fmt::Display for RedisConnectError {
 impl std::error::Error for RedisConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        for (url, shown) in [
+            (
+                "redis://user:s3cret@cache:6379/0",
+                "redis://user:***@cache:6379/0",
+            ),
+            ("redis://:s3cret@cache", "redis://:***@cache"),
+            ("rediss://s3cret@cache:6380", "rediss://***@cache:6380"),
+            ("redis://user:p@ss@word@cache/1", "redis://user:***@cache/1"),
+            ("redis://cache:6379/0?x=a@b", "redis://cache:6379/0?x=a@b"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
     }
 }
