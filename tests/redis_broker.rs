@@ -367,12 +367,9 @@ async fn a_silently_dead_pubsub_connection_is_noticed_and_its_gap_filled() {
     };
     let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], server.port()).into()).await;
     // Publishing goes straight to Redis; the pub/sub connection goes through the proxy.
-    let pool = deadpool_redis::Config::from_url(server.url())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .expect("pool");
     let health_interval = Duration::from_millis(200);
     let broker = RedisBroker::builder(format!("redis://{}/", proxy.addr()))
-        .pool(pool)
+        .publish_url(server.url())
         .key_prefix("silent")
         .health_check(health_interval, Duration::from_millis(200))
         .build()
@@ -711,11 +708,8 @@ async fn an_idle_process_replaces_a_silently_dead_connection_for_its_next_subscr
         return;
     };
     let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], server.port()).into()).await;
-    let pool = deadpool_redis::Config::from_url(server.url())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .expect("pool");
     let broker = RedisBroker::builder(format!("redis://{}/", proxy.addr()))
-        .pool(pool)
+        .publish_url(server.url())
         .key_prefix("idle")
         .connect_timeout(Duration::from_millis(500))
         .build()

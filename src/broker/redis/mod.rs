@@ -37,6 +37,8 @@ use crate::fanout::{Fanout, Position};
 
 /// How long an idempotency key is remembered by default.
 const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Pooled connections for publishing and reading history, by default.
+const DEFAULT_POOL_SIZE: usize = 16;
 /// The most bytes a topic's history keeps by default.
 const DEFAULT_HISTORY_BYTES: usize = 1024 * 1024;
 /// How long a quiet topic's history stays in Redis by default.
@@ -92,7 +94,8 @@ impl RedisBroker {
     pub fn builder(url: impl Into<String>) -> RedisBrokerBuilder {
         RedisBrokerBuilder {
             url: url.into(),
-            pool: None,
+            publish_url: None,
+            pool_size: DEFAULT_POOL_SIZE,
             key_prefix: "sse".to_owned(),
             history_per_topic: 1_000,
             history_bytes_per_topic: DEFAULT_HISTORY_BYTES,
@@ -382,7 +385,8 @@ impl fmt::Debug for RedisBroker {
 #[must_use = "call .build().await to connect"]
 pub struct RedisBrokerBuilder {
     url: String,
-    pool: Option<deadpool_redis::Pool>,
+    publish_url: Option<String>,
+    pool_size: usize,
     key_prefix: String,
     history_per_topic: usize,
     history_bytes_per_topic: usize,
@@ -398,10 +402,19 @@ pub struct RedisBrokerBuilder {
 }
 
 impl RedisBrokerBuilder {
-    /// Publishes through this existing pool instead of one made from the URL. The URL is still
-    /// used for the pub/sub connection, so both should reach the same Redis.
-    pub fn pool(mut self, pool: deadpool_redis::Pool) -> Self {
-        self.pool = Some(pool);
+    /// Publishes and reads history through connections to this URL instead of the broker's
+    /// URL, which then carries only the pub/sub connection: for a setup where the two take
+    /// different routes to the same Redis (a proxy for long-lived connections, say). Both must
+    /// reach the same server.
+    pub fn publish_url(mut self, url: impl Into<String>) -> Self {
+        self.publish_url = Some(url.into());
+        self
+    }
+
+    /// The most pooled connections for publishing and reading history (default 16). Publishes
+    /// share one multiplexed connection; replays and the health of that connection take others.
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections.max(1);
         self
     }
 
@@ -541,34 +554,36 @@ impl RedisBrokerBuilder {
 
         // The server's run id, learned on every new pooled connection: a restarted server is only
         // reached through new connections, so a publish always knows the run it executes in, and
-        // the script needs no INFO call to notice a restart. Empty with a pool given by the app.
+        // the script needs no INFO call to notice a restart.
         let run_id = Arc::new(std::sync::Mutex::new(String::new()));
-        let pool = match self.pool {
-            Some(pool) => pool,
-            None => {
-                let connection = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(self.connect_timeout));
-                let manager = deadpool_redis::Manager::new_with_config(info, connection)
-                    .map_err(|e| RedisConnectError::new("invalid Redis connection settings", e))?;
-                let learned = run_id.clone();
-                deadpool_redis::Pool::builder(manager)
-                    .post_create(deadpool_redis::Hook::async_fn(move |connection, _| {
-                        let learned = learned.clone();
-                        Box::pin(async move {
-                            learn_run_id(connection, &learned)
-                                .await
-                                .map_err(deadpool_redis::HookError::Backend)
-                        })
-                    }))
-                    .wait_timeout(Some(self.connect_timeout))
-                    .create_timeout(Some(self.connect_timeout))
-                    .recycle_timeout(Some(self.connect_timeout))
-                    .runtime(deadpool_redis::Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| RedisConnectError::new("cannot create the Redis pool", e))?
-            }
+        let pool_info = match &self.publish_url {
+            None => info,
+            Some(url) => url.as_str().into_connection_info().map_err(|e| {
+                RedisConnectError::new(format!("invalid Redis publish URL {:?}", redacted(url)), e)
+            })?,
         };
+        let pooled = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.connect_timeout));
+        let manager = deadpool_redis::Manager::new_with_config(pool_info, pooled)
+            .map_err(|e| RedisConnectError::new("invalid Redis connection settings", e))?;
+        let learned = run_id.clone();
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(self.pool_size)
+            .post_create(deadpool_redis::Hook::async_fn(move |connection, _| {
+                let learned = learned.clone();
+                Box::pin(async move {
+                    learn_run_id(connection, &learned)
+                        .await
+                        .map_err(deadpool_redis::HookError::Backend)
+                })
+            }))
+            .wait_timeout(Some(self.connect_timeout))
+            .create_timeout(Some(self.connect_timeout))
+            .recycle_timeout(Some(self.connect_timeout))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|e| RedisConnectError::new("cannot create the Redis pool", e))?;
         if !self.connect_lazily {
             check_version(&pool).await?;
         }
