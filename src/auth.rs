@@ -99,7 +99,47 @@ impl std::error::Error for Denied {}
 
 /// Decides whether a request may subscribe to or publish on its topics.
 ///
-/// Implement it for a type of your own, or wrap a closure with [`authorize_fn`].
+/// Implement it for a type of your own, or wrap a closure with [`authorize_fn`]. A type of your
+/// own can hold what the decision needs (a key, a client, a table of rights):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use http::request::Parts;
+/// use tower_sse_pubsub::{Access, Authorizer, BoxFuture, Denied, Hub, Topic};
+///
+/// /// Each API key may publish to the topics under its own prefix; anyone may subscribe.
+/// struct ApiKeys {
+///     prefixes: HashMap<String, String>,
+/// }
+///
+/// impl Authorizer for ApiKeys {
+///     fn authorize<'a>(
+///         &'a self,
+///         parts: &'a Parts,
+///         access: Access,
+///         topics: &'a [Topic],
+///     ) -> BoxFuture<'a, Result<(), Denied>> {
+///         Box::pin(async move {
+///             if access == Access::Subscribe {
+///                 return Ok(());
+///             }
+///             let key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
+///             let Some(prefix) = key.and_then(|key| self.prefixes.get(key)) else {
+///                 return Err(Denied::forbidden("a valid x-api-key is required to publish"));
+///             };
+///             match topics.iter().find(|t| !t.as_str().starts_with(prefix.as_str())) {
+///                 Some(topic) => Err(Denied::forbidden(format!("this key may not publish to {topic}"))),
+///                 None => Ok(()),
+///             }
+///         })
+///     }
+/// }
+///
+/// let keys = ApiKeys { prefixes: HashMap::from([("k1".to_owned(), "shop/".to_owned())]) };
+/// let hub = Hub::builder().authorizer(keys).build()?;
+/// # drop(hub);
+/// # Ok::<(), tower_sse_pubsub::BuildError>(())
+/// ```
 pub trait Authorizer: Send + Sync + 'static {
     /// Allows (`Ok`) or refuses (`Err`) `access` to `topics` for the request `parts`.
     fn authorize<'a>(

@@ -347,6 +347,7 @@ mod listener {
     /// What [`ConnectionDeadlines::listener`] returns: the listener inside axum's `TapIo` with a
     /// tap that does nothing, because axum provides `ConnectInfo<SocketAddr>` for a `TapIo` of
     /// any listener (and only for that and a bare `TcpListener`).
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub type DeadlineTapIo<L> =
         TapIo<DeadlineListener<L>, fn(&mut DeadlineIo<<L as Listener>::Io>)>;
 
@@ -368,6 +369,7 @@ mod listener {
         /// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
         /// # }
         /// ```
+        #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
         pub fn listener<L: Listener>(&self, listener: L) -> DeadlineTapIo<L> {
             fn untouched<IO>(_: &mut IO) {}
             DeadlineListener {
@@ -381,6 +383,7 @@ mod listener {
     /// An axum listener whose connections end when one of their [`ConnectionDeadlines`]
     /// passes; see [`ConnectionDeadlines::listener`] (feature `axum`).
     #[derive(Debug)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub struct DeadlineListener<L> {
         inner: L,
         deadlines: ConnectionDeadlines,

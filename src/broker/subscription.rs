@@ -94,6 +94,35 @@ pub type ReplayPages = BoxStream<'static, Result<Vec<Frame>, BrokerError>>;
 /// open, a [`Delivery::Resync`] in place of a silent gap.
 ///
 /// Dropping it unsubscribes. When the stream ends, [`Subscription::end`] says why.
+///
+/// Rust code consumes one as a stream, from any broker:
+///
+/// ```
+/// use futures::StreamExt;
+/// use tower_sse_pubsub::{Broker, Delivery, Event, MemoryBroker, PublishRequest, SubscribeRequest, Topic};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = MemoryBroker::new();
+/// let orders = Topic::new("orders")?;
+/// let mut subscription = broker.subscribe(&SubscribeRequest::new([orders.clone()])).await?;
+///
+/// let request = PublishRequest::new([orders], Event::json(&serde_json::json!({"order": 42}))?);
+/// broker.publish(&request).await?;
+///
+/// match subscription.next().await {
+///     Some(Delivery::Event(frame)) => {
+///         let order: serde_json::Value = frame.json()?;
+///         assert_eq!(order["order"], 42);
+///     }
+///     // Events were missed (the broker lost track): reload state, then go on.
+///     Some(Delivery::Resync(_)) => {}
+///     Some(_) => {}
+///     None => println!("ended: {:?}", subscription.end()),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct Subscription {
     replay: Option<ReplayPages>,
     page: VecDeque<Frame>,

@@ -64,6 +64,7 @@ const MAX_IDLE_EXPIRY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// # }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisBroker {
     shared: Arc<Shared>,
 }
@@ -382,7 +383,29 @@ impl fmt::Debug for RedisBroker {
 }
 
 /// Configures a [`RedisBroker`]; see [`RedisBroker::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_sse_pubsub::{Hub, RedisBroker};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = RedisBroker::builder("redis://:secret@redis.internal:6379/0")
+///     .key_prefix("shop:sse") // several apps can share one Redis
+///     .history_per_topic(500)
+///     .history_bytes_per_topic(512 * 1024)
+///     .history_max_age(Duration::from_secs(3600))
+///     .history_idle_expiry(Duration::from_secs(6 * 3600))
+///     .connect_timeout(Duration::from_secs(2))
+///     .build()
+///     .await?; // fails at once when Redis is unreachable; see connect_lazily()
+/// let hub = Hub::builder().broker(broker).build()?;
+/// # drop(hub);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "call .build().await to connect"]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisBrokerBuilder {
     url: String,
     publish_url: Option<String>,
@@ -708,6 +731,7 @@ fn redacted(url: &str) -> String {
 
 /// Why a [`RedisBroker`] could not be built.
 #[derive(Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisConnectError {
     reason: String,
     source: Box<dyn std::error::Error + Send + Sync>,
