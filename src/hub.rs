@@ -79,7 +79,27 @@ impl Hub {
 
     /// A cloneable handle for publishing from app code: handlers, gRPC methods, jobs.
     pub fn publisher(&self) -> Publisher {
-        Publisher::new(self.shared.broker.clone())
+        Publisher::counted(self.shared.broker.clone(), self.shared.counters.clone())
+    }
+
+    /// What this hub has done since it was built: streams opened and closed (and why),
+    /// refusals, resumes, events published, frames and bytes delivered, resyncs.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::Hub;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::new();
+    /// hub.publisher().publish_text("news", "hello").await?;
+    /// assert_eq!(hub.stats().events_published, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats(&self) -> crate::HubStats {
+        self.shared
+            .counters
+            .snapshot(self.shared.subscribers.load(Ordering::Relaxed))
     }
 
     /// The broker this hub uses.

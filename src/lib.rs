@@ -91,6 +91,7 @@ mod layer;
 mod publisher;
 mod service;
 mod signal;
+mod stats;
 
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::ResponseBody;
@@ -115,6 +116,7 @@ pub use hub::{BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBui
 pub use layer::SsePubSubLayer;
 pub use publisher::{PublishError, Publisher};
 pub use service::SsePubSub;
+pub use stats::{HubStats, Resumes, StreamsClosed, SubscribesRefused};
 
 /// Compiles and runs the README's Rust examples as doctests (they use every feature).
 #[cfg(all(doctest, feature = "redis"))]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::broker::{Broker, BrokerError, PublishRequest};
 use crate::event::{Event, EventError, EventId, Topic, TopicError};
+use crate::stats::Counters;
 
 /// Publishes events from app code: request handlers, gRPC methods, background jobs.
 ///
@@ -37,12 +38,25 @@ use crate::event::{Event, EventError, EventId, Topic, TopicError};
 #[derive(Clone)]
 pub struct Publisher {
     broker: Arc<dyn Broker>,
+    /// The hub's counters, for a publisher made by [`Hub::publisher`](crate::Hub::publisher).
+    counters: Option<Arc<Counters>>,
 }
 
 impl Publisher {
     /// A publisher that publishes through `broker`.
     pub fn new(broker: Arc<dyn Broker>) -> Self {
-        Self { broker }
+        Self {
+            broker,
+            counters: None,
+        }
+    }
+
+    /// A publisher whose publishes count in a hub's [`HubStats`](crate::HubStats).
+    pub(crate) fn counted(broker: Arc<dyn Broker>, counters: Arc<Counters>) -> Self {
+        Self {
+            broker,
+            counters: Some(counters),
+        }
     }
 
     /// Publishes `event` to `topic` and returns its id.
@@ -96,7 +110,21 @@ impl Publisher {
     /// [`PublishError::Broker`] when the request has no topic or the broker could not store
     /// the event.
     pub async fn send(&self, request: &PublishRequest) -> Result<EventId, PublishError> {
-        Ok(self.broker.publish(request).await?)
+        let published = self.broker.publish(request).await;
+        if let Some(counters) = &self.counters {
+            match &published {
+                Ok(_) => counters.published(),
+                Err(BrokerError::NoTopics) => {}
+                Err(_) => counters.publish_failed(),
+            }
+        }
+        match &published {
+            Ok(id) => {
+                tracing::trace!(target: "tower_sse_pubsub", id = %id, topics = request.topics().len(), "published")
+            }
+            Err(error) => tracing::debug!(target: "tower_sse_pubsub", %error, "publish failed"),
+        }
+        Ok(published?)
     }
 
     /// Publishes `value` as JSON data to `topic`.

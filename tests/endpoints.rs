@@ -1118,3 +1118,96 @@ async fn a_publish_costing_more_than_the_limit_gets_413_and_is_not_stored() {
     assert!(!opening.contains("data: x"), "{opening:?}");
     assert!(is_quiet(&mut body).await, "nothing was published to d");
 }
+
+/// Reads every chunk a stream has ready (until it goes quiet) and returns them joined.
+async fn read_ready(body: &mut ResponseBody<Body>) -> String {
+    let mut text = String::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(20), body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                let data = frame.into_data().expect("a data frame");
+                text.push_str(std::str::from_utf8(&data).expect("UTF-8 chunk"));
+            }
+            Ok(_) => return text,
+            Err(_) => return text,
+        }
+    }
+}
+
+#[tokio::test]
+async fn stats_count_a_scripted_session_exactly() {
+    let hub = Hub::builder()
+        .allow_anonymous_publish()
+        .max_subscribers(3)
+        .build()
+        .expect("valid hub");
+    let mut one = call(&hub, get("/events?topic=a")).await.into_body();
+    let mut two = call(&hub, get("/events?topic=a&topic=b")).await.into_body();
+    let mut bytes = read_ready(&mut one).await.len() + read_ready(&mut two).await.len();
+
+    for body in ["topic=a&data=1", "topic=a&data=2", "topic=b&data=3"] {
+        assert_eq!(call(&hub, form(body)).await.status(), StatusCode::OK);
+    }
+    hub.publisher()
+        .publish_text("b", "4")
+        .await
+        .expect("publish");
+    assert_eq!(
+        call(&hub, form("topic=b")).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        call(&hub, get("/events")).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let (first, second) = (read_ready(&mut one).await, read_ready(&mut two).await);
+    assert_eq!(first.matches("data: ").count(), 2);
+    assert_eq!(second.matches("data: ").count(), 4);
+    bytes += first.len() + second.len();
+
+    // A resume from an id this hub never issued: the notice, then both events of `a` replayed.
+    let mut three = call(&hub, get("/events?topic=a&lastEventID=elsewhere"))
+        .await
+        .into_body();
+    let replay = read_ready(&mut three).await;
+    assert_eq!(replay.matches("data: ").count(), 3, "{replay:?}");
+    bytes += replay.len();
+    // Full now; a HEAD probe is answered but not counted.
+    assert_eq!(
+        call(&hub, get("/events?topic=c")).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let head = Request::head("/events?topic=c")
+        .body(Body::default())
+        .expect("valid request");
+    assert_eq!(
+        call(&hub, head).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let open = hub.stats();
+    assert_eq!(open.open_streams, 3);
+    drop((one, two, three));
+    let stats = hub.stats();
+    assert_eq!(stats.open_streams, 0);
+    assert_eq!(stats.streams_opened, 3);
+    assert_eq!(stats.streams_closed.client_gone, 3);
+    assert_eq!(
+        stats.streams_closed.lagged + stats.streams_closed.shutdown,
+        0
+    );
+    assert_eq!(stats.subscribes_refused.bad_request, 1);
+    assert_eq!(stats.subscribes_refused.full, 1);
+    assert_eq!(stats.resumes.unknown, 1);
+    assert_eq!(stats.resumes.complete + stats.resumes.expired, 0);
+    assert_eq!(stats.events_published, 4);
+    assert_eq!(stats.publishes_refused, 1);
+    assert_eq!(stats.publish_failures, 0);
+    assert_eq!(stats.frames_delivered, 2 + 4 + 2);
+    assert_eq!(stats.frames_replayed, 2);
+    assert_eq!(stats.resyncs, 1);
+    assert_eq!(
+        stats.bytes_written, bytes as u64,
+        "every byte the clients read"
+    );
+}

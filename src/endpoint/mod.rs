@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::auth::Authorizer;
 use crate::broker::{Broker, ReplayBudget};
 use crate::signal::Signal;
+use crate::stats::Counters;
 
 /// The settings of a hub.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub(crate) struct Endpoints {
     pub(crate) subscribers: AtomicUsize,
     /// Streams still sending a replay (see [`stream::ReplayPermit`]).
     pub(crate) replays: AtomicUsize,
+    /// What the endpoints have done, for [`Hub::stats`](crate::Hub::stats).
+    pub(crate) counters: Arc<Counters>,
     pub(crate) clients: clients::ClientStreams,
     shut_down: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -84,6 +87,7 @@ impl Endpoints {
             authorizer,
             subscribers: AtomicUsize::new(0),
             replays: AtomicUsize::new(0),
+            counters: Arc::default(),
             clients: clients::ClientStreams::default(),
             shut_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,

@@ -37,6 +37,26 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    let counters = shared.counters.clone();
+    let response = handle(shared, parts, body).await;
+    let status = response.status();
+    if status == StatusCode::OK {
+        counters.published();
+    } else if status.is_server_error() {
+        counters.publish_failed();
+        tracing::debug!(target: "tower_sse_pubsub", status = status.as_u16(), "publish failed");
+    } else {
+        counters.publish_refused();
+        tracing::debug!(target: "tower_sse_pubsub", status = status.as_u16(), "publish refused");
+    }
+    response
+}
+
+async fn handle<B>(shared: Arc<Endpoints>, parts: Parts, body: B) -> Response<Reply>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
     if shared.authorizer.is_none() && !shared.config.anonymous_publish {
         return refuse(
             StatusCode::FORBIDDEN,

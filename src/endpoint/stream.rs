@@ -21,6 +21,7 @@ use super::Endpoints;
 use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
 use crate::event::{Event, EventId, Frame};
 use crate::signal::Waiter;
+use crate::stats::{CloseReason, Written};
 
 /// Sent as soon as the stream opens, so clients and proxies see it open at once.
 const OPENING: &[u8] = b": ok\n\n";
@@ -118,6 +119,15 @@ impl Drop for ReplayPermit {
     }
 }
 
+/// How a stream opens: the resync notice to send first, the replay slot it holds, the client's
+/// resume point, and whether it counts in the hub's stats.
+pub(crate) struct Opening {
+    pub(crate) notice: Option<Bytes>,
+    pub(crate) replay: Option<ReplayPermit>,
+    pub(crate) resumed_from: Option<EventId>,
+    pub(crate) counted: bool,
+}
+
 /// The byte stream of one open SSE response.
 ///
 /// Each wake drains every ready frame (up to [`CHUNK_BYTES`]) into one chunk, so a burst costs
@@ -140,19 +150,25 @@ pub(crate) struct SseStream {
     replay: Option<ReplayPermit>,
     /// The id of the last event sent (or the client's resume point), for a resync notice.
     last_id: Option<EventId>,
+    /// Whether this stream counts in the hub's stats (a `HEAD` probe's does not).
+    counted: bool,
+    /// What it wrote since it last reported to the hub's counters.
+    written: Written,
+    /// Why it ended, once it has.
+    closed: Option<CloseReason>,
     slot: SubscriberSlot,
 }
 
 impl SseStream {
     /// A stream for `subscription`; `notice` (a resync event) goes out right after the opening
     /// comment, before any replayed frame.
-    pub(crate) fn new(
-        slot: SubscriberSlot,
-        subscription: Subscription,
-        notice: Option<Bytes>,
-        replay: Option<ReplayPermit>,
-        resumed_from: Option<EventId>,
-    ) -> Self {
+    pub(crate) fn new(slot: SubscriberSlot, subscription: Subscription, opening: Opening) -> Self {
+        let Opening {
+            notice,
+            replay,
+            resumed_from,
+            counted,
+        } = opening;
         let pending = match notice {
             None => Bytes::from_static(OPENING),
             Some(notice) => {
@@ -175,6 +191,9 @@ impl SseStream {
             finished: false,
             replay,
             last_id: resumed_from,
+            counted,
+            written: Written::default(),
+            closed: None,
             slot,
         }
     }
@@ -223,22 +242,37 @@ impl SseStream {
                 Poll::Ready(Some(Delivery::Event(frame))) => {
                     let bytes = frame.bytes().clone();
                     last = Some(frame);
+                    self.written.frames += 1;
+                    if self.replay.is_some() {
+                        self.written.replayed += 1;
+                    }
                     bytes
                 }
                 Poll::Ready(Some(Delivery::Resync(reason))) => {
                     if let Some(frame) = last.take() {
                         self.last_id = Some(frame.id().clone());
                     }
+                    if self.counted {
+                        self.endpoints().counters.resync_sent();
+                        tracing::debug!(
+                            target: "tower_sse_pubsub",
+                            reason = reason.as_str(),
+                            last_event_id = self.last_id.as_ref().map(EventId::as_str),
+                            "resync sent"
+                        );
+                    }
                     resync_notice(&reason, self.last_id.as_ref())
                 }
                 Poll::Ready(None) => {
                     self.finished = true;
                     self.replay = None;
-                    Bytes::from_static(match self.subscription.end() {
-                        Some(SubscriptionEnd::Lagged) => LAGGED,
-                        Some(SubscriptionEnd::Deadline) => DEADLINE,
-                        _ => CLOSED,
-                    })
+                    let (reason, frame) = match self.subscription.end() {
+                        Some(SubscriptionEnd::Lagged) => (CloseReason::Lagged, LAGGED),
+                        Some(SubscriptionEnd::Deadline) => (CloseReason::Deadline, DEADLINE),
+                        _ => (CloseReason::Broker, CLOSED),
+                    };
+                    self.closed = Some(reason);
+                    Bytes::from_static(frame)
                 }
                 Poll::Pending => {
                     // Nothing ready and no replay page to come: the stream has caught up.
@@ -275,6 +309,22 @@ impl Stream for SseStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
+        let polled = this.poll_chunk(cx);
+        if this.counted {
+            if let Poll::Ready(Some(chunk)) = &polled {
+                this.written.bytes += chunk.len() as u64;
+            }
+            if this.written.frames >= Written::BATCH {
+                this.slot.endpoints.counters.wrote(&mut this.written);
+            }
+        }
+        polled
+    }
+}
+
+impl SseStream {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self;
         if let Some(bytes) = this.pending.take() {
             return Poll::Ready(Some(bytes));
         }
@@ -282,8 +332,7 @@ impl Stream for SseStream {
             return Poll::Ready(None);
         }
         if this.endpoints().is_shut_down() {
-            this.finished = true;
-            return Poll::Ready(Some(this.closing_frame()));
+            return Poll::Ready(Some(this.close_for_shutdown()));
         }
         let holding = this.hold_back();
         if !holding && let Some(chunk) = this.drain(cx) {
@@ -293,6 +342,10 @@ impl Stream for SseStream {
         let tick = this.endpoints().ticker.generation();
         if tick != this.tick_seen {
             this.tick_seen = tick;
+            // A quiet moment: report what was written, so the hub's stats stay close.
+            if this.counted {
+                this.slot.endpoints.counters.wrote(&mut this.written);
+            }
             let silent = !std::mem::replace(&mut this.wrote_since_tick, false);
             if silent && this.endpoints().config.keep_alive.is_some() {
                 this.wrote_since_tick = true;
@@ -311,10 +364,38 @@ impl Stream for SseStream {
         }
         // A shutdown between the check above and the registration fired before we were listed.
         if endpoints.is_shut_down() {
-            this.finished = true;
-            return Poll::Ready(Some(this.closing_frame()));
+            return Poll::Ready(Some(this.close_for_shutdown()));
         }
         Poll::Pending
+    }
+
+    /// Ends the stream because the hub shuts down: the closing frame to send.
+    fn close_for_shutdown(&mut self) -> Bytes {
+        self.finished = true;
+        self.closed = Some(CloseReason::Shutdown);
+        self.closing_frame()
+    }
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        let counters = &self.slot.endpoints.counters;
+        let (frames, bytes) = (self.written.frames, self.written.bytes);
+        counters.wrote(&mut self.written);
+        // Dropped before it ended: the connection went away.
+        let reason = self.closed.unwrap_or(CloseReason::ClientGone);
+        counters.stream_closed(reason);
+        tracing::debug!(
+            target: "tower_sse_pubsub",
+            reason = ?reason,
+            last_event_id = self.last_id.as_ref().map(EventId::as_str),
+            unreported_frames = frames,
+            unreported_bytes = bytes,
+            "stream closed"
+        );
     }
 }
 

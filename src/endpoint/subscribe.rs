@@ -13,10 +13,13 @@ use super::Endpoints;
 use super::clients::client_address;
 use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
-use super::stream::{NoSlot, ReplayPermit, SseStream, SubscriberSlot, resync_notice, retry_frame};
+use super::stream::{
+    NoSlot, Opening, ReplayPermit, SseStream, SubscriberSlot, resync_notice, retry_frame,
+};
 use crate::auth::Access;
 use crate::broker::{Resume, Start, SubscribeRequest};
 use crate::event::{EventId, Topic};
+use crate::stats::Refusal;
 
 /// The response header that reports a resume point that could not be honoured in full:
 /// `expired` (events were missed) or `unknown` (the id was not issued by this broker).
@@ -53,25 +56,69 @@ impl ResumePoint {
 }
 
 pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
+    open(shared, parts, Mode::Stream).await
+}
+
+/// `HEAD` on the events path: the status and headers a `GET` would get now, from the same
+/// checks and the same broker call, without the stream (and without counting in the hub's
+/// stats).
+pub(crate) async fn probe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
+    let (head, body) = open(shared, parts, Mode::Probe).await.into_parts();
+    match body {
+        // Dropping the stream unsubscribes and frees its slots.
+        Reply::Events(_) => Response::from_parts(head, Reply::Full(bytes::Bytes::new())),
+        refusal @ Reply::Full(_) => Response::from_parts(head, refusal),
+    }
+}
+
+/// Whether a subscribe is a real one (a `GET`) or a probe (`HEAD`), which is not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Stream,
+    Probe,
+}
+
+async fn open(shared: Arc<Endpoints>, parts: Parts, mode: Mode) -> Response<Reply> {
+    let counted = mode == Mode::Stream;
+    let refused = |refusal: Refusal, response: Response<Reply>| {
+        if counted {
+            shared.counters.refused(refusal);
+            tracing::debug!(
+                target: "tower_sse_pubsub",
+                status = response.status().as_u16(),
+                reason = ?refusal,
+                "subscribe refused"
+            );
+        }
+        response
+    };
     let request = match parse(&parts, shared.config.max_topics) {
         Ok(request) => request,
-        Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
+        Err(reason) => {
+            return refused(Refusal::BadRequest, refuse(StatusCode::BAD_REQUEST, reason));
+        }
     };
     if shared.is_shut_down() {
-        return unavailable(&shared, &parts, "the server is shutting down; reconnect");
+        let response = unavailable(&shared, &parts, "the server is shutting down; reconnect");
+        return refused(Refusal::ShuttingDown, response);
     }
     let client = client_address(&parts, shared.config.client_header.as_ref());
     let slot = match SubscriberSlot::acquire(&shared, client) {
         Ok(slot) => slot,
-        Err(NoSlot::Full) => return unavailable(&shared, &parts, shared.full_reason()),
-        Err(NoSlot::ClientLimit(max)) => return too_many(&shared, &parts, max),
+        Err(NoSlot::Full) => {
+            let response = unavailable(&shared, &parts, shared.full_reason());
+            return refused(Refusal::Full, response);
+        }
+        Err(NoSlot::ClientLimit(max)) => {
+            return refused(Refusal::ClientLimit, too_many(&shared, &parts, max));
+        }
     };
     if let Some(authorizer) = &shared.authorizer
         && let Err(denied) = authorizer
             .authorize(&parts, Access::Subscribe, &request.topics)
             .await
     {
-        return denied_response(&denied);
+        return refused(Refusal::Denied, denied_response(&denied));
     }
     let start = match &request.after {
         ResumePoint::None => Start::Live,
@@ -83,14 +130,12 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         _ => match ReplayPermit::acquire(&shared) {
             Some(permit) => Some(permit),
             None => {
-                return unavailable(
-                    &shared,
-                    &parts,
-                    format!(
-                        "{} streams are replaying history already; reconnect later to resume",
-                        shared.config.max_replays
-                    ),
+                let reason = format!(
+                    "{} streams are replaying history already; reconnect later to resume",
+                    shared.config.max_replays
                 );
+                let response = unavailable(&shared, &parts, reason);
+                return refused(Refusal::ReplayLimit, response);
             }
         },
     };
@@ -99,11 +144,15 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         .replay_budget(shared.config.replay_budget);
     let subscription = match shared.broker.subscribe(&broker_request).await {
         Ok(subscription) => subscription,
-        Err(error) => return unavailable(&shared, &parts, error),
+        Err(error) => {
+            let response = unavailable(&shared, &parts, &error);
+            return refused(Refusal::BrokerUnavailable, response);
+        }
     };
     // Shutdown may have begun while the authorizer or the broker was working.
     if shared.is_shut_down() {
-        return unavailable(&shared, &parts, "the server is shutting down; reconnect");
+        let response = unavailable(&shared, &parts, "the server is shutting down; reconnect");
+        return refused(Refusal::ShuttingDown, response);
     }
 
     let resume = match request.after {
@@ -113,13 +162,32 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
     let notice = resume
         .is_gap()
         .then(|| resync_notice(&resume, request.after.id()));
+    if counted {
+        shared.counters.stream_opened();
+        if request.after != ResumePoint::None {
+            shared.counters.resumed(&resume);
+        }
+        if notice.is_some() {
+            shared.counters.resync_sent();
+        }
+        tracing::debug!(
+            target: "tower_sse_pubsub",
+            topics = ?request.topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
+            client = ?client,
+            resume = resume.as_str(),
+            "stream opened"
+        );
+    }
     shared.start_tickers();
     let stream = SseStream::new(
         slot,
         subscription,
-        notice,
-        replay,
-        request.after.id().cloned(),
+        Opening {
+            notice,
+            replay,
+            resumed_from: request.after.id().cloned(),
+            counted,
+        },
     );
     let mut response = Response::new(Reply::Events(Box::new(stream)));
     let headers = response.headers_mut();
@@ -131,17 +199,6 @@ pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<
         );
     }
     response
-}
-
-/// `HEAD` on the events path: the status and headers a `GET` would get now, from the same
-/// checks and the same broker call, without the stream.
-pub(crate) async fn probe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
-    let (head, body) = subscribe(shared, parts).await.into_parts();
-    match body {
-        // Dropping the stream unsubscribes and frees its slots.
-        Reply::Events(_) => Response::from_parts(head, Reply::Full(bytes::Bytes::new())),
-        refusal @ Reply::Full(_) => Response::from_parts(head, refusal),
-    }
 }
 
 /// The answer when the stream cannot be served right now.

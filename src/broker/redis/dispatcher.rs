@@ -157,17 +157,35 @@ impl Dispatcher {
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.needs_recovery {
-                if let Ok(()) = self.recover().await {
-                    self.needs_recovery = false;
-                    retry = FIRST_RETRY;
-                    self.started = true;
-                } else {
-                    if !self.wait(retry).await {
-                        return;
+                let channels = self.channels.len();
+                match self.recover().await {
+                    Ok(()) => {
+                        if self.started {
+                            tracing::info!(
+                                target: "tower_sse_pubsub",
+                                channels,
+                                "Redis pub/sub connection restored; the gap was filled from history"
+                            );
+                        } else {
+                            tracing::debug!(target: "tower_sse_pubsub", "Redis pub/sub connected");
+                        }
+                        self.needs_recovery = false;
+                        retry = FIRST_RETRY;
+                        self.started = true;
+                        continue;
                     }
-                    retry = (retry * 2).min(MAX_RETRY);
-                    continue;
+                    Err(error) => tracing::warn!(
+                        target: "tower_sse_pubsub",
+                        %error,
+                        retry_in = ?retry,
+                        "Redis pub/sub connection is down; retrying"
+                    ),
                 }
+                if !self.wait(retry).await {
+                    return;
+                }
+                retry = (retry * 2).min(MAX_RETRY);
+                continue;
             }
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -177,7 +195,10 @@ impl Dispatcher {
                 push = self.pushes.receiver.recv() => match push {
                     Some(push) => self.on_push(push),
                     // The connection manager is gone; only a replaced one ends like this.
-                    None => self.needs_recovery = true,
+                    None => {
+                        tracing::warn!(target: "tower_sse_pubsub", "Redis pub/sub connection lost");
+                        self.needs_recovery = true;
+                    }
                 },
                 Some((finished, ok)) = self.outcomes.next(), if !self.outcomes.is_empty() => {
                     self.on_finished(finished, ok);
@@ -186,6 +207,10 @@ impl Dispatcher {
             }
             if self.pushes.take_overflow() {
                 // Messages were dropped: fill the gap from history, as after a reconnect.
+                tracing::warn!(
+                    target: "tower_sse_pubsub",
+                    "Redis pub/sub messages arrived faster than they were dispatched; filling the gap from history"
+                );
                 self.needs_recovery = true;
             }
         }
@@ -241,6 +266,11 @@ impl Dispatcher {
             Finished::Pinged => {
                 self.pinging = false;
                 if !ok {
+                    tracing::warn!(
+                        target: "tower_sse_pubsub",
+                        timeout = ?self.health.timeout,
+                        "the Redis pub/sub connection did not answer PING; replacing it"
+                    );
                     self.replace_connection();
                 }
             }
