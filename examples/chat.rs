@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --features axum --example chat              # serves http://127.0.0.1:3000
+//! cargo run --features axum,metrics --example chat      # and Prometheus metrics at /metrics
 //! PORT=8080 cargo run --features axum --example chat    # another port
 //! ```
 //!
@@ -63,9 +64,10 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     };
     let hub = builder.allow_anonymous_publish().build()?;
 
-    let app = Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .layer(hub.layer()); // adds GET /events and POST /publish
+    let app = Router::new().route("/", get(|| async { Html(PAGE) }));
+    #[cfg(feature = "metrics")]
+    let app = app.route("/metrics", get(metrics_page(&hub)?));
+    let app = app.layer(hub.layer()); // adds GET /events and POST /publish
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = match TcpListener::bind(addr).await {
@@ -99,6 +101,21 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
         })
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// With the `metrics` feature: a Prometheus recorder for the `metrics` facade, and the handler
+/// of `GET /metrics`, which exports the hub's stats and renders every metric.
+#[cfg(feature = "metrics")]
+fn metrics_page(
+    hub: &Hub,
+) -> Result<impl Fn() -> std::future::Ready<String> + Clone + Send + Sync + 'static, Box<dyn Error>>
+{
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let hub = hub.clone();
+    Ok(move || {
+        hub.export_metrics();
+        std::future::ready(prometheus.render())
+    })
 }
 
 /// A hub builder on Redis when `REDIS_URL` is set (so several chat servers share one room), or

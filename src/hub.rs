@@ -97,9 +97,17 @@ impl Hub {
     /// # }
     /// ```
     pub fn stats(&self) -> crate::HubStats {
-        self.shared
-            .counters
-            .snapshot(self.shared.subscribers.load(Ordering::Relaxed))
+        self.shared.stats()
+    }
+
+    /// Writes the hub's stats to the `metrics` facade now (feature `metrics`; see
+    /// [`HubStats::export`](crate::HubStats::export) for the names). Once it has served its
+    /// first stream, a hub also does it every second; call this before rendering a scrape so it
+    /// is up to the moment.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn export_metrics(&self) {
+        self.stats().export();
     }
 
     /// The broker this hub uses.

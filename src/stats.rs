@@ -260,3 +260,67 @@ pub struct Resumes {
     /// The id was not one of this broker's.
     pub unknown: u64,
 }
+
+#[cfg(feature = "metrics")]
+impl HubStats {
+    /// Writes this snapshot to the [`metrics`](https://docs.rs/metrics) facade (feature
+    /// `metrics`): counters set to their totals, the open streams as a gauge. The names, each
+    /// counter ending in `_total`:
+    ///
+    /// | metric | labels | counts |
+    /// |---|---|---|
+    /// | `sse_open_streams` (gauge) | | event streams open now |
+    /// | `sse_streams_opened_total` | | event streams opened |
+    /// | `sse_streams_closed_total` | `reason`: `client_gone`, `lagged`, `shutdown`, `deadline`, `broker` | event streams ended |
+    /// | `sse_subscribes_refused_total` | `reason`: `bad_request`, `denied`, `full`, `client_limit`, `replay_limit`, `shutting_down`, `broker_unavailable` | subscribes refused |
+    /// | `sse_resumes_total` | `outcome`: `complete`, `expired`, `unknown` | streams opened with a resume point |
+    /// | `sse_events_published_total` | | events published |
+    /// | `sse_publishes_refused_total` | | publish requests refused (4xx) |
+    /// | `sse_publish_failures_total` | | publishes the broker could not store |
+    /// | `sse_frames_delivered_total` | | frames written to streams |
+    /// | `sse_frames_replayed_total` | | of those, frames of a replay |
+    /// | `sse_bytes_written_total` | | bytes written to streams |
+    /// | `sse_resyncs_total` | | `resync` notices sent |
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn export(&self) {
+        use metrics::{counter, gauge};
+        gauge!("sse_open_streams").set(self.open_streams as f64);
+        counter!("sse_streams_opened_total").absolute(self.streams_opened);
+        let closed = &self.streams_closed;
+        for (reason, value) in [
+            ("client_gone", closed.client_gone),
+            ("lagged", closed.lagged),
+            ("shutdown", closed.shutdown),
+            ("deadline", closed.deadline),
+            ("broker", closed.broker),
+        ] {
+            counter!("sse_streams_closed_total", "reason" => reason).absolute(value);
+        }
+        let refused = &self.subscribes_refused;
+        for (reason, value) in [
+            ("bad_request", refused.bad_request),
+            ("denied", refused.denied),
+            ("full", refused.full),
+            ("client_limit", refused.client_limit),
+            ("replay_limit", refused.replay_limit),
+            ("shutting_down", refused.shutting_down),
+            ("broker_unavailable", refused.broker_unavailable),
+        ] {
+            counter!("sse_subscribes_refused_total", "reason" => reason).absolute(value);
+        }
+        for (outcome, value) in [
+            ("complete", self.resumes.complete),
+            ("expired", self.resumes.expired),
+            ("unknown", self.resumes.unknown),
+        ] {
+            counter!("sse_resumes_total", "outcome" => outcome).absolute(value);
+        }
+        counter!("sse_events_published_total").absolute(self.events_published);
+        counter!("sse_publishes_refused_total").absolute(self.publishes_refused);
+        counter!("sse_publish_failures_total").absolute(self.publish_failures);
+        counter!("sse_frames_delivered_total").absolute(self.frames_delivered);
+        counter!("sse_frames_replayed_total").absolute(self.frames_replayed);
+        counter!("sse_bytes_written_total").absolute(self.bytes_written);
+        counter!("sse_resyncs_total").absolute(self.resyncs);
+    }
+}

@@ -134,10 +134,18 @@ impl Endpoints {
         self.shutdown.subscribe()
     }
 
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> crate::HubStats {
+        self.counters
+            .snapshot(self.subscribers.load(Ordering::Relaxed))
+    }
+
     /// Starts the hub-wide tickers once, from inside the runtime (the first stream's request).
     /// They stop when the hub is dropped.
     pub(crate) fn start_tickers(self: &Arc<Self>) {
         self.tasks.get_or_init(|| {
+            #[cfg(feature = "metrics")]
+            spawn_exporter(Arc::downgrade(self));
             if let Some(interval) = self.config.keep_alive {
                 spawn_ticker(Arc::downgrade(self), interval / 2, |e| &e.ticker);
             }
@@ -146,6 +154,22 @@ impl Endpoints {
             }
         });
     }
+}
+
+/// Writes the hub's stats to the `metrics` facade every second while the hub lives.
+#[cfg(feature = "metrics")]
+fn spawn_exporter(endpoints: Weak<Endpoints>) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(endpoints) = endpoints.upgrade() else {
+                return;
+            };
+            endpoints.stats().export();
+        }
+    });
 }
 
 fn spawn_ticker(endpoints: Weak<Endpoints>, period: Duration, signal: fn(&Endpoints) -> &Signal) {
