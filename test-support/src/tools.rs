@@ -13,7 +13,32 @@ use std::path::{Path, PathBuf};
 ///
 /// When a program is missing and the `CI` variable is set to a non-empty value.
 pub fn require(programs: &[&str], install_hint: &str) -> Option<Vec<PathBuf>> {
-    let found: Vec<Option<PathBuf>> = programs.iter().map(find_on_path).collect();
+    require_also_in(programs, &[], install_hint)
+}
+
+/// As [`require`], but a program not on `PATH` is also looked for in the directories `also_in`,
+/// in order: for servers such as `nginx`, which Debian installs in `/usr/sbin`, on root's `PATH`
+/// but not on other users'.
+///
+/// # Panics
+///
+/// When a program is missing and the `CI` variable is set to a non-empty value.
+pub fn require_also_in(
+    programs: &[&str],
+    also_in: &[&str],
+    install_hint: &str,
+) -> Option<Vec<PathBuf>> {
+    let found: Vec<Option<PathBuf>> = programs
+        .iter()
+        .map(|name| {
+            find_on_path(name).or_else(|| {
+                also_in
+                    .iter()
+                    .map(|dir| Path::new(dir).join(name))
+                    .find(|candidate| is_executable(candidate))
+            })
+        })
+        .collect();
     if found.iter().all(Option::is_some) {
         return found.into_iter().collect();
     }
@@ -23,10 +48,15 @@ pub fn require(programs: &[&str], install_hint: &str) -> Option<Vec<PathBuf>> {
         .filter(|(_, path)| path.is_none())
         .map(|(name, _)| *name)
         .collect();
+    let place = if also_in.is_empty() {
+        "on PATH".to_owned()
+    } else {
+        format!("on PATH or in {}", also_in.join(", "))
+    };
     let in_ci = env::var_os("CI").is_some_and(|value| !value.is_empty());
     assert!(
         !in_ci,
-        "{} not found on PATH, and CI is set, so the test may not skip; {install_hint}",
+        "{} not found {place}, and CI is set, so the test may not skip; {install_hint}",
         missing.join(" and ")
     );
     println!(
