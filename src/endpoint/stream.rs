@@ -148,8 +148,9 @@ pub(crate) struct SseStream {
     finished: bool,
     /// Held while the stream is replaying; dropped once it has caught up.
     replay: Option<ReplayPermit>,
-    /// The id of the last event sent (or the client's resume point), for a resync notice.
-    last_id: Option<EventId>,
+    /// The id of the last event sent (or the client's resume point), for a resync notice: a
+    /// copy of its text, so keeping it costs no write to the shared frame's reference counts.
+    last_id: String,
     /// Whether this stream counts in the hub's stats (a `HEAD` probe's does not).
     counted: bool,
     /// What it wrote since it last reported to the hub's counters.
@@ -190,7 +191,10 @@ impl SseStream {
             flush_parked: None,
             finished: false,
             replay,
-            last_id: resumed_from,
+            last_id: resumed_from
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default(),
             counted,
             written: Written::default(),
             closed: None,
@@ -207,6 +211,12 @@ impl SseStream {
             self.endpoints().config.shutdown_retry,
             "server shutting down; reconnect to resume",
         )
+    }
+
+    /// Keeps `frame`'s id as the last one sent.
+    fn remember(&mut self, frame: &Frame) {
+        self.last_id.clear();
+        self.last_id.push_str(frame.id().as_str());
     }
 
     /// With a write delay, whether to hold ready frames back until the next flush tick.
@@ -250,18 +260,19 @@ impl SseStream {
                 }
                 Poll::Ready(Some(Delivery::Resync(reason))) => {
                     if let Some(frame) = last.take() {
-                        self.last_id = Some(frame.id().clone());
+                        self.remember(&frame);
                     }
+                    let last_id = EventId::new(&self.last_id).ok();
                     if self.counted {
                         self.endpoints().counters.resync_sent();
                         tracing::debug!(
                             target: "tower_sse_pubsub",
                             reason = reason.as_str(),
-                            last_event_id = self.last_id.as_ref().map(EventId::as_str),
+                            last_event_id = self.last_id.as_str(),
                             "resync sent"
                         );
                     }
-                    resync_notice(&reason, self.last_id.as_ref())
+                    resync_notice(&reason, last_id.as_ref())
                 }
                 Poll::Ready(None) => {
                     self.finished = true;
@@ -298,7 +309,7 @@ impl SseStream {
             }
         }
         if let Some(frame) = last {
-            self.last_id = Some(frame.id().clone());
+            self.remember(&frame);
         }
         rest.map(BytesMut::freeze).or(first)
     }
@@ -391,7 +402,7 @@ impl Drop for SseStream {
         tracing::debug!(
             target: "tower_sse_pubsub",
             reason = ?reason,
-            last_event_id = self.last_id.as_ref().map(EventId::as_str),
+            last_event_id = self.last_id.as_str(),
             unreported_frames = frames,
             unreported_bytes = bytes,
             "stream closed"
