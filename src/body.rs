@@ -100,3 +100,63 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
         f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }
 }
+
+/// An inner body that never exists: [`EventsBody`] only ever holds a body of ours.
+enum NoInner {}
+
+impl Body for NoInner {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match *self {}
+    }
+}
+
+pin_project! {
+    /// The body of a response the app answers with itself, from
+    /// [`Hub::stream_topics`](crate::Hub::stream_topics): an event stream, or a short plain-text
+    /// refusal. axum handlers can return `Response<EventsBody>` as it is; hyper and tower
+    /// services can too, since it is an [`http_body::Body`] of [`Bytes`] that never fails.
+    pub struct EventsBody {
+        #[pin]
+        body: ResponseBody<NoInner>,
+    }
+}
+
+impl EventsBody {
+    pub(crate) fn new(reply: Reply) -> Self {
+        Self {
+            body: ResponseBody::reply(reply),
+        }
+    }
+}
+
+impl Body for EventsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl std::fmt::Debug for EventsBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EventsBody").field(&self.body).finish()
+    }
+}

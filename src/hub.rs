@@ -82,6 +82,51 @@ impl Hub {
         Publisher::counted(self.shared.broker.clone(), self.shared.counters.clone())
     }
 
+    /// Answers `request` with an event stream of `topics`, chosen by the app: the topics of the
+    /// logged-in user's session, say, on a route of the app's own such as `/todos/live`.
+    ///
+    /// Everything else is as for the hub's own endpoint: the subscriber limits, the resume
+    /// point (`Last-Event-ID`, or a `lastEventID` query parameter) with the same replay and
+    /// `resync` notice, keep-alives, shutdown, the stats. The authorizer is not asked, since the
+    /// app chose the topics; the request's query is not read for topics. A refusal (the hub is
+    /// full, say) is answered as the endpoint would answer it.
+    ///
+    /// ```
+    /// use axum::{Router, extract::State, http::request::Parts, response::Response, routing::get};
+    /// use tower_sse_pubsub::{EventsBody, Hub, Topic};
+    ///
+    /// /// What the app's login middleware put in the request.
+    /// #[derive(Clone)]
+    /// struct Session {
+    ///     user: String,
+    /// }
+    ///
+    /// async fn live(State(hub): State<Hub>, parts: Parts) -> Response<EventsBody> {
+    ///     let user = parts.extensions.get::<Session>().map(|s| s.user.clone());
+    ///     let topics = user.and_then(|user| Topic::new(format!("todos/{user}")).ok());
+    ///     hub.stream_topics(&parts, topics).await
+    /// }
+    ///
+    /// let hub = Hub::new();
+    /// let app: Router = Router::new().route("/todos/live", get(live)).with_state(hub.clone());
+    /// # drop(app);
+    /// ```
+    pub async fn stream_topics(
+        &self,
+        request: &http::request::Parts,
+        topics: impl IntoIterator<Item = crate::Topic>,
+    ) -> http::Response<crate::EventsBody> {
+        let mut chosen: Vec<crate::Topic> = Vec::new();
+        for topic in topics {
+            if !chosen.contains(&topic) {
+                chosen.push(topic);
+            }
+        }
+        let response =
+            crate::endpoint::subscribe::stream_topics(self.shared.clone(), request, chosen).await;
+        response.map(crate::EventsBody::new)
+    }
+
     /// What this hub has done since it was built: streams opened and closed (and why),
     /// refusals, resumes, events published, frames and bytes delivered, resyncs.
     ///

@@ -94,7 +94,7 @@ mod signal;
 mod stats;
 
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
-pub use body::ResponseBody;
+pub use body::{EventsBody, ResponseBody};
 pub use broker::{
     BoxFuture, Broker, BrokerError, Delivery, Grant, IdempotencyKey, IdempotencyKeyError,
     MAX_IDEMPOTENCY_KEY_LEN, MemoryBroker, MemoryBrokerBuilder, PublishRequest, ReplayBudget,

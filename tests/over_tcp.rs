@@ -504,3 +504,106 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_slot_released() {
     drop(stalled);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_route_streams_the_topics_of_its_session_with_resume() {
+    use axum::extract::Request;
+    use axum::http::request::Parts;
+    use axum::middleware::{self, Next};
+    use tower_sse_pubsub::{EventsBody, Topic};
+
+    /// What a login middleware would put in the request; here, from a header.
+    #[derive(Clone)]
+    struct Session(String);
+
+    async fn login(mut request: Request, next: Next) -> axum::response::Response {
+        let user = request
+            .headers()
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(user) = user {
+            request.extensions_mut().insert(Session(user));
+        }
+        next.run(request).await
+    }
+
+    async fn live(State(hub): State<Hub>, parts: Parts) -> http::Response<EventsBody> {
+        let session = parts.extensions.get::<Session>().cloned();
+        let topics = session.and_then(|Session(user)| Topic::new(format!("todos/{user}")).ok());
+        hub.stream_topics(&parts, topics).await
+    }
+
+    let hub = Hub::builder()
+        .max_subscribers(2)
+        .build()
+        .expect("valid hub");
+    let app = Router::new()
+        .route("/todos/live", get(live))
+        .with_state(hub.clone())
+        .layer(middleware::from_fn(login))
+        .layer(hub.layer());
+    let server = TestServer::start(&hub, app).await;
+    let open = |user: Option<&str>, last: Option<&str>, query: &str| {
+        let mut request = http::Request::get(server.url(&format!("/todos/live{query}")));
+        if let Some(user) = user {
+            request = request.header("x-user", user);
+        }
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        request
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .expect("valid request")
+    };
+    let client = test_support::http_client::client();
+
+    // Ada's stream carries her topic, whatever topics the query names.
+    let response = client
+        .request(open(Some("ada"), None, "?topic=todos/bob"))
+        .await
+        .expect("request");
+    let mut ada = test_support::http_client::events(response);
+    let publisher = hub.publisher();
+    publisher
+        .publish_text("todos/bob", "not for ada")
+        .await
+        .expect("publish");
+    let first = publisher
+        .publish_text("todos/ada", "buy milk")
+        .await
+        .expect("publish");
+    let event = next_event(&mut ada).await;
+    assert_eq!(
+        (event.id.as_str(), event.data.as_str()),
+        (first.as_str(), "buy milk")
+    );
+    publisher
+        .publish_text("todos/ada", "walk the dog")
+        .await
+        .expect("publish");
+    assert_eq!(next_event(&mut ada).await.data, "walk the dog");
+
+    // Reconnecting with the last id it saw, it gets what it missed.
+    let response = client
+        .request(open(Some("ada"), Some(first.as_str()), ""))
+        .await
+        .expect("request");
+    let mut resumed = test_support::http_client::events(response);
+    assert_eq!(next_event(&mut resumed).await.data, "walk the dog");
+
+    // No session, no topics: a 400 with a reason, not an empty stream. Full: the 503 of the hub.
+    let response = client.request(open(None, None, "")).await.expect("request");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = client
+        .request(open(Some("cy"), None, ""))
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let stats = hub.stats();
+    assert_eq!(
+        (stats.streams_opened, stats.resumes.complete),
+        (2, 1),
+        "{stats:?}"
+    );
+}

@@ -56,14 +56,25 @@ impl ResumePoint {
 }
 
 pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
-    open(shared, parts, Mode::Stream).await
+    open(shared, &parts, Mode::Stream).await
+}
+
+/// An event stream of `topics`, chosen by the app for this request (its session's topics, say):
+/// the same limits, resume point, headers and counting as a subscribe, without reading topics
+/// from the query and without asking the authorizer (the app has decided).
+pub(crate) async fn stream_topics(
+    shared: Arc<Endpoints>,
+    parts: &Parts,
+    topics: Vec<Topic>,
+) -> Response<Reply> {
+    open(shared, parts, Mode::App(topics)).await
 }
 
 /// `HEAD` on the events path: the status and headers a `GET` would get now, from the same
 /// checks and the same broker call, without the stream (and without counting in the hub's
 /// stats).
 pub(crate) async fn probe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
-    let (head, body) = open(shared, parts, Mode::Probe).await.into_parts();
+    let (head, body) = open(shared, &parts, Mode::Probe).await.into_parts();
     match body {
         // Dropping the stream unsubscribes and frees its slots.
         Reply::Events(_) => Response::from_parts(head, Reply::Full(bytes::Bytes::new())),
@@ -71,15 +82,21 @@ pub(crate) async fn probe(shared: Arc<Endpoints>, parts: Parts) -> Response<Repl
     }
 }
 
-/// Whether a subscribe is a real one (a `GET`) or a probe (`HEAD`), which is not counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of subscribe this is.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
+    /// A `GET` naming its topics in the query.
     Stream,
+    /// A `HEAD`: answered as the `GET` would be, not counted.
     Probe,
+    /// Topics the app chose for the request.
+    App(Vec<Topic>),
 }
 
-async fn open(shared: Arc<Endpoints>, parts: Parts, mode: Mode) -> Response<Reply> {
-    let counted = mode == Mode::Stream;
+async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Reply> {
+    let counted = mode != Mode::Probe;
+    // Topics the app chose need no authorizer: the app has decided.
+    let authorize = !matches!(mode, Mode::App(_));
     let refused = |refusal: Refusal, response: Response<Reply>| {
         if counted {
             shared.counters.refused(refusal);
@@ -92,30 +109,35 @@ async fn open(shared: Arc<Endpoints>, parts: Parts, mode: Mode) -> Response<Repl
         }
         response
     };
-    let request = match parse(&parts, shared.config.max_topics) {
+    let parsed = match mode {
+        Mode::App(topics) => app_query(parts, topics),
+        Mode::Stream | Mode::Probe => parse(parts, shared.config.max_topics),
+    };
+    let request = match parsed {
         Ok(request) => request,
         Err(reason) => {
             return refused(Refusal::BadRequest, refuse(StatusCode::BAD_REQUEST, reason));
         }
     };
     if shared.is_shut_down() {
-        let response = unavailable(&shared, &parts, "the server is shutting down; reconnect");
+        let response = unavailable(&shared, parts, "the server is shutting down; reconnect");
         return refused(Refusal::ShuttingDown, response);
     }
-    let client = client_address(&parts, shared.config.client_header.as_ref());
+    let client = client_address(parts, shared.config.client_header.as_ref());
     let slot = match SubscriberSlot::acquire(&shared, client) {
         Ok(slot) => slot,
         Err(NoSlot::Full) => {
-            let response = unavailable(&shared, &parts, shared.full_reason());
+            let response = unavailable(&shared, parts, shared.full_reason());
             return refused(Refusal::Full, response);
         }
         Err(NoSlot::ClientLimit(max)) => {
-            return refused(Refusal::ClientLimit, too_many(&shared, &parts, max));
+            return refused(Refusal::ClientLimit, too_many(&shared, parts, max));
         }
     };
-    if let Some(authorizer) = &shared.authorizer
+    if authorize
+        && let Some(authorizer) = &shared.authorizer
         && let Err(denied) = authorizer
-            .authorize(&parts, Access::Subscribe, &request.topics)
+            .authorize(parts, Access::Subscribe, &request.topics)
             .await
     {
         return refused(Refusal::Denied, denied_response(&denied));
@@ -134,7 +156,7 @@ async fn open(shared: Arc<Endpoints>, parts: Parts, mode: Mode) -> Response<Repl
                     "{} streams are replaying history already; reconnect later to resume",
                     shared.config.max_replays
                 );
-                let response = unavailable(&shared, &parts, reason);
+                let response = unavailable(&shared, parts, reason);
                 return refused(Refusal::ReplayLimit, response);
             }
         },
@@ -145,13 +167,13 @@ async fn open(shared: Arc<Endpoints>, parts: Parts, mode: Mode) -> Response<Repl
     let subscription = match shared.broker.subscribe(&broker_request).await {
         Ok(subscription) => subscription,
         Err(error) => {
-            let response = unavailable(&shared, &parts, &error);
+            let response = unavailable(&shared, parts, &error);
             return refused(Refusal::BrokerUnavailable, response);
         }
     };
     // Shutdown may have begun while the authorizer or the broker was working.
     if shared.is_shut_down() {
-        let response = unavailable(&shared, &parts, "the server is shutting down; reconnect");
+        let response = unavailable(&shared, parts, "the server is shutting down; reconnect");
         return refused(Refusal::ShuttingDown, response);
     }
 
@@ -312,8 +334,41 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<Query, String> {
     if topics.is_empty() {
         return Err("no topic: name at least one, as in /events?topic=chat".to_owned());
     }
-    // The header wins: on reconnect a browser keeps the URL it started with (and its stale
-    // query parameter) but sends the id of the last event it saw as the header.
+    Ok(Query {
+        topics,
+        after: with_header(parts, query_after),
+    })
+}
+
+/// A request for topics the app chose: only the resume point is read from it (the
+/// `Last-Event-ID` header, or a `lastEventID` query parameter); the rest of its query is the
+/// app's.
+fn app_query(parts: &Parts, topics: Vec<Topic>) -> Result<Query, String> {
+    if topics.is_empty() {
+        return Err("no topic: the app streams none to this request".to_owned());
+    }
+    let mut query_after = ResumePoint::None;
+    for pair in form::pairs(parts.uri.query().unwrap_or("").as_bytes()) {
+        match pair {
+            Ok((key, value)) if RESUME_PARAMS.contains(&key.as_str()) && !value.is_empty() => {
+                query_after = EventId::new(&value).map_or(ResumePoint::Unusable, ResumePoint::Id);
+            }
+            Err(error) if error.in_value && RESUME_PARAMS.contains(&error.field.as_str()) => {
+                query_after = ResumePoint::Unusable;
+            }
+            _ => {}
+        }
+    }
+    Ok(Query {
+        topics,
+        after: with_header(parts, query_after),
+    })
+}
+
+/// The resume point: the `Last-Event-ID` header if there is one, else `query_after`. The header
+/// wins: on reconnect a browser keeps the URL it started with (and its stale query parameter)
+/// but sends the id of the last event it saw as the header.
+fn with_header(parts: &Parts, query_after: ResumePoint) -> ResumePoint {
     let header_after = match parts.headers.get("last-event-id") {
         None => ResumePoint::None,
         Some(value) if value.is_empty() => ResumePoint::None,
@@ -323,11 +378,10 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<Query, String> {
             .and_then(|value| EventId::new(value).ok())
             .map_or(ResumePoint::Unusable, ResumePoint::Id),
     };
-    let after = match header_after {
+    match header_after {
         ResumePoint::None => query_after,
         header => header,
-    };
-    Ok(Query { topics, after })
+    }
 }
 
 #[cfg(test)]
