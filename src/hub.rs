@@ -183,8 +183,55 @@ impl Hub {
     /// Ends every open event stream (each gets a final frame with a jittered `retry:` so clients
     /// do not all reconnect at once) and refuses new ones with 503. Call it when the server starts
     /// its graceful shutdown, so open streams do not hold it up.
-    pub fn shutdown(&self) {
+    ///
+    /// The shutdown starts at once; the future it returns completes when every stream has
+    /// ended, which a client that stopped reading can put off for ever (serve through
+    /// [`ConnectionDeadlines`](crate::ConnectionDeadlines), or wait with
+    /// [`Hub::shutdown_within`]). Dropping the future does not undo anything.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::Hub;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// hub.shutdown().await; // no stream was open
+    /// assert!(hub.is_shut_down());
+    /// # }
+    /// ```
+    pub fn shutdown(&self) -> StreamsEnded {
         self.shared.shut_down();
+        let shared = self.shared.clone();
+        StreamsEnded(Box::pin(async move { shared.streams_ended().await }))
+    }
+
+    /// Shuts down as [`Hub::shutdown`] does, and waits at most `deadline` for the streams to
+    /// end.
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownTimedOut`](crate::ShutdownTimedOut), with how many streams were still open,
+    /// when the deadline passed first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse_pubsub::Hub;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_sse_pubsub::ShutdownTimedOut> {
+    /// let hub = Hub::new();
+    /// hub.shutdown_within(Duration::from_secs(10)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown_within(&self, deadline: Duration) -> Result<(), crate::ShutdownTimedOut> {
+        match tokio::time::timeout(deadline, self.shutdown()).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(crate::ShutdownTimedOut {
+                open: self.subscriber_count(),
+                deadline,
+            }),
+        }
     }
 
     /// Whether [`Hub::shutdown`] has been called.
@@ -520,6 +567,49 @@ const FALLBACK_MAX_SUBSCRIBERS: usize = 100_000;
 const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
 /// The longest shutdown retry accepted.
 const MAX_SHUTDOWN_RETRY: Duration = Duration::from_secs(60 * 60);
+
+/// Completes when every event stream of a hub has ended, after [`Hub::shutdown`]. The
+/// shutdown itself has already begun; awaiting this is optional.
+pub struct StreamsEnded(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+
+impl std::future::Future for StreamsEnded {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for StreamsEnded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamsEnded").finish_non_exhaustive()
+    }
+}
+
+/// The event streams had not all ended when [`Hub::shutdown_within`]'s deadline passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownTimedOut {
+    /// Streams still open at the deadline.
+    pub open: usize,
+    /// The deadline.
+    pub deadline: Duration,
+}
+
+impl fmt::Display for ShutdownTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} event streams were still open {:?} after shutdown (clients that stopped reading; \
+             serve through ConnectionDeadlines to cut them)",
+            self.open, self.deadline
+        )
+    }
+}
+
+impl std::error::Error for ShutdownTimedOut {}
 
 /// A hub setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]

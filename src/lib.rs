@@ -112,7 +112,10 @@ pub use event::{
     MAX_EVENT_TYPE_LEN, MAX_TOPIC_LEN, Topic, TopicError,
 };
 pub use future::ResponseFuture;
-pub use hub::{BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBuilder};
+pub use hub::{
+    BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBuilder, ShutdownTimedOut,
+    StreamsEnded,
+};
 pub use layer::SsePubSubLayer;
 pub use publisher::{PublishError, Publisher};
 pub use service::SsePubSub;

@@ -1211,3 +1211,47 @@ async fn stats_count_a_scripted_session_exactly() {
         "every byte the clients read"
     );
 }
+
+#[tokio::test]
+async fn shutdown_resolves_once_every_stream_has_ended_and_can_be_bounded() {
+    let hub = open_hub();
+    let mut one = call(&hub, get("/events?topic=a")).await.into_body();
+    let mut two = call(&hub, get("/events?topic=b")).await.into_body();
+    let mut ended = std::pin::pin!(hub.shutdown());
+    assert!(
+        futures::FutureExt::now_or_never(ended.as_mut()).is_none(),
+        "two streams are open"
+    );
+    // Each stream, polled, ends with its closing frame; the server then drops it.
+    for body in [&mut one, &mut two] {
+        let closing = read_ready(body).await;
+        assert!(closing.contains("retry: "), "{closing:?}");
+    }
+    drop(one);
+    assert!(
+        futures::FutureExt::now_or_never(ended.as_mut()).is_none(),
+        "one is left"
+    );
+    drop(two);
+    tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("resolved once the last stream ended");
+
+    // A stream nobody polls (a client that stopped reading) holds shutdown up: bounded.
+    let hub = open_hub();
+    let held = call(&hub, get("/events?topic=a")).await;
+    let error = hub
+        .shutdown_within(Duration::from_millis(50))
+        .await
+        .expect_err("the held stream never ends");
+    assert_eq!(error.open, 1);
+    assert!(
+        error
+            .to_string()
+            .contains("1 event streams were still open")
+    );
+    drop(held);
+    hub.shutdown_within(Duration::from_secs(5))
+        .await
+        .expect("nothing open any more");
+}

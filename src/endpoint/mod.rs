@@ -58,6 +58,8 @@ pub(crate) struct Endpoints {
     pub(crate) clients: clients::ClientStreams,
     shut_down: AtomicBool,
     shutdown: watch::Sender<bool>,
+    /// Notified when the last stream ends after shutdown.
+    drained: tokio::sync::Notify,
     /// Fires every half keep-alive interval, and once at shutdown: idle streams wake on it.
     pub(crate) ticker: Signal,
     /// Fires every write delay: streams holding frames back write them out on it.
@@ -91,6 +93,7 @@ impl Endpoints {
             clients: clients::ClientStreams::default(),
             shut_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
+            drained: tokio::sync::Notify::new(),
             ticker: Signal::default(),
             flush: Signal::default(),
             tasks: OnceLock::new(),
@@ -128,6 +131,27 @@ impl Endpoints {
         self.shut_down.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
         self.ticker.fire();
+    }
+
+    /// Completes when no stream is open (after shutdown, none can open again).
+    pub(crate) async fn streams_ended(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read: a stream ending in between still wakes us.
+            notified.as_mut().enable();
+            if self.subscribers.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Called when a stream's slot is released, with how many were taken before.
+    pub(crate) fn slot_released(&self, before: usize) {
+        if before == 1 && self.is_shut_down() {
+            self.drained.notify_waiters();
+        }
     }
 
     pub(crate) fn shutdown_receiver(&self) -> watch::Receiver<bool> {

@@ -84,7 +84,8 @@ impl SubscriberSlot {
 
 impl Drop for SubscriberSlot {
     fn drop(&mut self) {
-        self.endpoints.subscribers.fetch_sub(1, Ordering::AcqRel);
+        let before = self.endpoints.subscribers.fetch_sub(1, Ordering::AcqRel);
+        self.endpoints.slot_released(before);
         if let Some(client) = self.client {
             self.endpoints.clients.release(client);
         }
