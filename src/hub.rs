@@ -127,6 +127,54 @@ impl Hub {
         response.map(crate::EventsBody::new)
     }
 
+    /// A subscription to live events of `topics`, for Rust code in the app (a background job,
+    /// a gRPC stream, a test): the same events the hub's streams carry, in id order.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use tower_sse_pubsub::{Hub, Topic};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::new();
+    /// let mut orders = hub.subscribe([Topic::new("orders")?]).await?;
+    /// hub.publisher().publish_json("orders", &serde_json::json!({"order": 42})).await?;
+    /// let frame = orders.next().await.and_then(|delivery| delivery.into_event());
+    /// assert_eq!(frame.map(|f| f.fields().data).as_deref(), Some(r#"{"order":42}"#));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError`](crate::BrokerError) when `topics` is empty or the broker cannot
+    /// subscribe.
+    pub async fn subscribe(
+        &self,
+        topics: impl IntoIterator<Item = crate::Topic>,
+    ) -> Result<crate::Subscription, crate::BrokerError> {
+        self.subscribe_with(crate::SubscribeRequest::new(topics))
+            .await
+    }
+
+    /// A subscription as `request` describes it (a resume point, a grant for private events, a
+    /// deadline), with the hub's replay budget ([`HubBuilder::max_replay`]) unless the request
+    /// sets its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::subscribe`].
+    pub async fn subscribe_with(
+        &self,
+        request: crate::SubscribeRequest,
+    ) -> Result<crate::Subscription, crate::BrokerError> {
+        let request = match request.budget() {
+            Some(_) => request,
+            None => request.replay_budget(self.shared.config.replay_budget),
+        };
+        self.shared.broker.subscribe(&request).await
+    }
+
     /// What this hub has done since it was built: streams opened and closed (and why),
     /// refusals, resumes, events published, frames and bytes delivered, resyncs.
     ///

@@ -1255,3 +1255,37 @@ async fn shutdown_resolves_once_every_stream_has_ended_and_can_be_bounded() {
         .await
         .expect("nothing open any more");
 }
+
+#[tokio::test]
+async fn rust_code_subscribes_through_the_hub_within_its_replay_budget() {
+    use futures::StreamExt;
+    use tower_sse_pubsub::{Delivery, Resume};
+
+    let hub = Hub::builder()
+        .max_replay(2, 1 << 20)
+        .build()
+        .expect("valid hub");
+    let first = publish_numbered(&hub, 5).await;
+    let topic = Topic::new("a").expect("valid topic");
+    let mut subscription = hub
+        .subscribe_with(SubscribeRequest::new([topic.clone()]).after(Some(first)))
+        .await
+        .expect("subscribe");
+    // Four events after the first, two fit: the newest two, and the gap is said.
+    assert_eq!(subscription.resume(), &Resume::Expired);
+    for expected in ["3", "4"] {
+        match subscription.next().await {
+            Some(Delivery::Event(frame)) => assert_eq!(frame.fields().data, expected),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // A live subscription gets what is published from now on.
+    let mut live = hub.subscribe([topic]).await.expect("subscribe");
+    hub.publisher()
+        .publish_text("a", "5")
+        .await
+        .expect("publish");
+    let frame = live.next().await.and_then(Delivery::into_event);
+    assert_eq!(frame.map(|f| f.fields().data).as_deref(), Some("5"));
+    assert!(hub.subscribe([]).await.is_err(), "no topic");
+}
