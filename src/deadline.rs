@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -145,6 +146,23 @@ impl ConnectionDeadlines {
         self.idle
     }
 
+    /// How many connections deadlines have cut in this process so far, by deadline.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::ConnectionDeadlines;
+    ///
+    /// let cuts = ConnectionDeadlines::cuts();
+    /// println!("{} stalled readers cut", cuts.stalled);
+    /// ```
+    pub fn cuts() -> DeadlineCuts {
+        let read = |cut: Cut| CUTS[cut as usize].load(Ordering::Relaxed);
+        DeadlineCuts {
+            stalled: read(Cut::Stalled),
+            unanswered: read(Cut::Unanswered),
+            idle: read(Cut::Idle),
+        }
+    }
+
     /// Wraps one accepted connection.
     pub fn wrap<IO>(&self, io: IO) -> DeadlineIo<IO> {
         let now = Instant::now();
@@ -155,6 +173,7 @@ impl ConnectionDeadlines {
             unanswered_since: Some(now),
             read_timer: None,
             write_timer: None,
+            cut: false,
         }
     }
 }
@@ -175,6 +194,8 @@ pin_project! {
         read_timer: Option<Pin<Box<Sleep>>>,
         // Armed while a write is blocked.
         write_timer: Option<Pin<Box<Sleep>>>,
+        // Whether a deadline has cut the connection (it is counted once).
+        cut: bool,
     }
 }
 
@@ -190,7 +211,36 @@ impl<IO> DeadlineIo<IO> {
     }
 }
 
-fn timed_out(reason: String) -> io::Error {
+/// Which deadline cut a connection.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Stalled,
+    Unanswered,
+    Idle,
+}
+
+/// Connections cut in this process, by deadline.
+static CUTS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// How many connections [`ConnectionDeadlines`] have cut in this process, by deadline
+/// ([`ConnectionDeadlines::cuts`]). Streams on them count as `client_gone` in a hub's stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadlineCuts {
+    /// A write waited longer than the stalled-write limit: a client that stopped reading.
+    pub stalled: u64,
+    /// A request went unanswered longer than its limit: unfinished or trickled requests.
+    pub unanswered: u64,
+    /// Nothing moved for longer than the idle limit.
+    pub idle: u64,
+}
+
+/// The error that ends a connection at a deadline; counted once per connection.
+fn timed_out(cut: Cut, already: &mut bool, reason: String) -> io::Error {
+    if !std::mem::replace(already, true) {
+        CUTS[cut as usize].fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "tower_sse_pubsub", deadline = ?cut, %reason, "connection cut");
+    }
     io::Error::new(io::ErrorKind::TimedOut, reason)
 }
 
@@ -200,6 +250,7 @@ fn guard_write<T>(
     result: Poll<io::Result<T>>,
     limit: Option<Duration>,
     timer: &mut Option<Pin<Box<Sleep>>>,
+    cut: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<T>> {
     let Some(limit) = limit else {
@@ -211,9 +262,11 @@ fn guard_write<T>(
     }
     let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
     ready!(sleep.as_mut().poll(cx));
-    Poll::Ready(Err(timed_out(format!(
-        "the peer has not read for {limit:?}; closing the connection"
-    ))))
+    Poll::Ready(Err(timed_out(
+        Cut::Stalled,
+        cut,
+        format!("the peer has not read for {limit:?}; closing the connection"),
+    )))
 }
 
 impl<IO> DeadlineIo<IO> {
@@ -235,7 +288,13 @@ impl<IO: AsyncWrite> AsyncWrite for DeadlineIo<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.as_mut().project();
         let result = this.io.poll_write(cx, buf);
-        let result = guard_write(result, this.deadlines.stalled_write, this.write_timer, cx);
+        let result = guard_write(
+            result,
+            this.deadlines.stalled_write,
+            this.write_timer,
+            this.cut,
+            cx,
+        );
         if let Poll::Ready(Ok(written)) = result {
             self.wrote(written);
         }
@@ -249,7 +308,13 @@ impl<IO: AsyncWrite> AsyncWrite for DeadlineIo<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.as_mut().project();
         let result = this.io.poll_write_vectored(cx, bufs);
-        let result = guard_write(result, this.deadlines.stalled_write, this.write_timer, cx);
+        let result = guard_write(
+            result,
+            this.deadlines.stalled_write,
+            this.write_timer,
+            this.cut,
+            cx,
+        );
         if let Poll::Ready(Ok(written)) = result {
             self.wrote(written);
         }
@@ -263,13 +328,25 @@ impl<IO: AsyncWrite> AsyncWrite for DeadlineIo<IO> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let result = this.io.poll_flush(cx);
-        guard_write(result, this.deadlines.stalled_write, this.write_timer, cx)
+        guard_write(
+            result,
+            this.deadlines.stalled_write,
+            this.write_timer,
+            this.cut,
+            cx,
+        )
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let result = this.io.poll_shutdown(cx);
-        guard_write(result, this.deadlines.stalled_write, this.write_timer, cx)
+        guard_write(
+            result,
+            this.deadlines.stalled_write,
+            this.write_timer,
+            this.cut,
+            cx,
+        )
     }
 }
 
@@ -324,14 +401,18 @@ impl<IO: AsyncRead> AsyncRead for DeadlineIo<IO> {
                 .insert(Box::pin(tokio::time::sleep_until(at))),
         };
         ready!(timer.as_mut().poll(cx));
-        Poll::Ready(Err(timed_out(if is_unanswered {
-            format!(
+        let (kind, reason) = if is_unanswered {
+            let reason = format!(
                 "no response began within {limit:?} of the request (headers or body too slow, \
                  or the handler); closing the connection"
-            )
+            );
+            (Cut::Unanswered, reason)
         } else {
-            format!("nothing was sent or received for {limit:?}; closing the idle connection")
-        })))
+            let reason =
+                format!("nothing was sent or received for {limit:?}; closing the idle connection");
+            (Cut::Idle, reason)
+        };
+        Poll::Ready(Err(timed_out(kind, this.cut, reason)))
     }
 }
 

@@ -102,7 +102,7 @@ pub use broker::{
 };
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
-pub use deadline::{ConnectionDeadlines, DeadlineIo};
+pub use deadline::{ConnectionDeadlines, DeadlineCuts, DeadlineIo};
 #[cfg(feature = "axum")]
 pub use deadline::{DeadlineListener, DeadlineTapIo};
 pub use endpoint::stream::RESYNC_EVENT;

@@ -154,6 +154,7 @@ impl Counters {
             frames_replayed: read(&self.frames_replayed),
             bytes_written: read(&self.bytes_written),
             resyncs: read(&self.resyncs),
+            connections_cut: crate::ConnectionDeadlines::cuts(),
         }
     }
 }
@@ -210,6 +211,10 @@ pub struct HubStats {
     pub bytes_written: u64,
     /// `resync` notices sent: at a stream's opening or in its middle.
     pub resyncs: u64,
+    /// Connections [`ConnectionDeadlines`](crate::ConnectionDeadlines) cut, by deadline: for the
+    /// whole process, since deadlines belong to connections, not to a hub. A stalled reader's
+    /// stream counts as `client_gone` above and as `stalled` here.
+    pub connections_cut: crate::DeadlineCuts,
 }
 
 /// Event streams ended, by reason.
@@ -281,6 +286,7 @@ impl HubStats {
     /// | `sse_frames_replayed_total` | | of those, frames of a replay |
     /// | `sse_bytes_written_total` | | bytes written to streams |
     /// | `sse_resyncs_total` | | `resync` notices sent |
+    /// | `sse_connections_cut_total` | `deadline`: `stalled`, `unanswered`, `idle` | connections [`ConnectionDeadlines`](crate::ConnectionDeadlines) cut, in the process |
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn export(&self) {
         use metrics::{counter, gauge};
@@ -322,5 +328,13 @@ impl HubStats {
         counter!("sse_frames_replayed_total").absolute(self.frames_replayed);
         counter!("sse_bytes_written_total").absolute(self.bytes_written);
         counter!("sse_resyncs_total").absolute(self.resyncs);
+        let cuts = &self.connections_cut;
+        for (deadline, value) in [
+            ("stalled", cuts.stalled),
+            ("unanswered", cuts.unanswered),
+            ("idle", cuts.idle),
+        ] {
+            counter!("sse_connections_cut_total", "deadline" => deadline).absolute(value);
+        }
     }
 }

@@ -175,6 +175,7 @@ async fn stalled_readers_of_large_events_are_cut_and_memory_stays_flat() {
     let held = attack::subscribe_many(&target, &request, READERS, 8, Duration::from_secs(10)).await;
     assert_eq!(attack::tally(&held).streams, READERS);
     let mut stalled = attack::open_streams(held);
+    let cuts_before = ConnectionDeadlines::cuts();
 
     // 60 KiB events, 12 MB of them: far more than a stalled socket's kernel buffers hold (about
     // 3 MB on loopback), so every reader's writes block.
@@ -204,6 +205,11 @@ async fn stalled_readers_of_large_events_are_cut_and_memory_stays_flat() {
     );
     assert_eq!(closed, READERS);
     assert_eq!(hub.subscriber_count(), 0, "every slot released");
+    // Counted as stalled by the deadlines (other tests here may add their own), and as gone
+    // clients by the hub.
+    let cut = ConnectionDeadlines::cuts().stalled - cuts_before.stalled;
+    assert!(cut >= READERS as u64, "{cut} stalled cuts");
+    assert_eq!(hub.stats().streams_closed.client_gone, READERS as u64);
     // Nothing is queued per reader: 20 readers of 12 MB do not cost 240 MB.
     assert!(
         rss_peak.saturating_sub(rss_before) < 32 * 1024,
@@ -218,6 +224,7 @@ async fn unfinished_request_heads_and_bodies_are_closed_at_their_deadline() {
     let hub = open_hub();
     let deadlines = ConnectionDeadlines::new().unanswered(Duration::from_millis(300));
     let target = serve(&hub, deadlines).await;
+    let cuts_before = ConnectionDeadlines::cuts();
     let mut heads = attack::unfinished_heads(&target, EACH).await;
     let mut bodies = attack::unfinished_bodies(&target, EACH, 10_000).await;
     assert_eq!((heads.len(), bodies.len()), (EACH, EACH));
@@ -229,6 +236,8 @@ async fn unfinished_request_heads_and_bodies_are_closed_at_their_deadline() {
         "slow requests: {heads_closed}/{EACH} heads and {bodies_closed}/{EACH} bodies closed"
     );
     assert_eq!((heads_closed, bodies_closed), (EACH, EACH));
+    let cut = ConnectionDeadlines::cuts().unanswered - cuts_before.unanswered;
+    assert!(cut >= 2 * EACH as u64, "{cut} unanswered cuts");
     assert!(attack::answers(&target, "/", Duration::from_secs(5)).await);
 }
 
