@@ -175,6 +175,27 @@ impl Hub {
         self.shared.broker.subscribe(&request).await
     }
 
+    /// Open streams per topic, most first; empty unless the hub was built with
+    /// [`HubBuilder::count_streams_per_topic`]. A stream of several topics counts in each.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::Hub;
+    ///
+    /// let hub = Hub::builder().count_streams_per_topic().build()?;
+    /// assert!(hub.open_streams_per_topic().is_empty());
+    /// # Ok::<(), tower_sse_pubsub::BuildError>(())
+    /// ```
+    pub fn open_streams_per_topic(&self) -> Vec<(crate::Topic, usize)> {
+        let Some(map) = &self.shared.topic_streams else {
+            return Vec::new();
+        };
+        let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counts: Vec<(crate::Topic, usize)> =
+            map.iter().map(|(topic, n)| (topic.clone(), *n)).collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+        counts
+    }
+
     /// What this hub has done since it was built: streams opened and closed (and why),
     /// refusals, resumes, events published, frames and bytes delivered, resyncs.
     ///
@@ -377,6 +398,7 @@ impl HubBuilder {
                 client_header: None,
                 max_replays: DEFAULT_MAX_REPLAYS,
                 max_publish_cost: DEFAULT_MAX_PUBLISH_COST,
+                per_topic: false,
             },
         }
     }
@@ -496,6 +518,14 @@ impl HubBuilder {
     /// trusted.
     pub fn max_publish_cost(mut self, bytes: usize) -> Self {
         self.config.max_publish_cost = bytes;
+        self
+    }
+
+    /// Keeps a count of open streams per topic, read with [`Hub::open_streams_per_topic`] (off
+    /// by default: it costs a lock and a map update when a stream opens or closes, and memory
+    /// per topic with open streams).
+    pub fn count_streams_per_topic(mut self) -> Self {
+        self.config.per_topic = true;
         self
     }
 

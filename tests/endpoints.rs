@@ -1289,3 +1289,26 @@ async fn rust_code_subscribes_through_the_hub_within_its_replay_budget() {
     assert_eq!(frame.map(|f| f.fields().data).as_deref(), Some("5"));
     assert!(hub.subscribe([]).await.is_err(), "no topic");
 }
+
+#[tokio::test]
+async fn open_streams_are_counted_per_topic_when_asked() {
+    let hub = Hub::builder()
+        .count_streams_per_topic()
+        .build()
+        .expect("valid hub");
+    let one = call(&hub, get("/events?topic=a")).await;
+    let two = call(&hub, get("/events?topic=a&topic=b")).await;
+    let topic = |name: &str| Topic::new(name).expect("valid topic");
+    assert_eq!(
+        hub.open_streams_per_topic(),
+        [(topic("a"), 2), (topic("b"), 1)]
+    );
+    drop(two);
+    assert_eq!(hub.open_streams_per_topic(), [(topic("a"), 1)]);
+    drop(one);
+    assert!(hub.open_streams_per_topic().is_empty());
+    // Off by default.
+    let plain = open_hub();
+    let _stream = call(&plain, get("/events?topic=a")).await;
+    assert!(plain.open_streams_per_topic().is_empty());
+}

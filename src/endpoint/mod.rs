@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::auth::Authorizer;
 use crate::broker::{Broker, ReplayBudget};
+use crate::event::Topic;
 use crate::signal::Signal;
 use crate::stats::Counters;
 
@@ -43,6 +44,7 @@ pub(crate) struct Config {
     pub(crate) client_header: Option<http::HeaderName>,
     pub(crate) max_replays: usize,
     pub(crate) max_publish_cost: usize,
+    pub(crate) per_topic: bool,
 }
 
 /// Everything the endpoints share.
@@ -55,6 +57,8 @@ pub(crate) struct Endpoints {
     pub(crate) replays: AtomicUsize,
     /// What the endpoints have done, for [`Hub::stats`](crate::Hub::stats).
     pub(crate) counters: Arc<Counters>,
+    /// Open streams per topic, when the builder asked for them.
+    pub(crate) topic_streams: Option<std::sync::Mutex<std::collections::HashMap<Topic, usize>>>,
     pub(crate) clients: clients::ClientStreams,
     shut_down: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -83,6 +87,7 @@ impl Endpoints {
         config: Config,
         authorizer: Option<Arc<dyn Authorizer>>,
     ) -> Self {
+        let per_topic = config.per_topic;
         Self {
             broker,
             config,
@@ -90,6 +95,7 @@ impl Endpoints {
             subscribers: AtomicUsize::new(0),
             replays: AtomicUsize::new(0),
             counters: Arc::default(),
+            topic_streams: per_topic.then(Default::default),
             clients: clients::ClientStreams::default(),
             shut_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
@@ -156,6 +162,24 @@ impl Endpoints {
 
     pub(crate) fn shutdown_receiver(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Counts a stream on `topics` as opened (`+1`) or closed (`-1`), when counting per topic.
+    pub(crate) fn count_topics(&self, topics: &[Topic], opened: bool) {
+        let Some(map) = &self.topic_streams else {
+            return;
+        };
+        let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for topic in topics {
+            if opened {
+                *map.entry(topic.clone()).or_insert(0) += 1;
+            } else if let Some(count) = map.get_mut(topic) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(topic);
+                }
+            }
+        }
     }
 
     /// A snapshot of the counters.

@@ -19,7 +19,7 @@ use futures::Stream;
 
 use super::Endpoints;
 use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
-use crate::event::{Event, EventId, Frame};
+use crate::event::{Event, EventId, Frame, Topic};
 use crate::signal::Waiter;
 use crate::stats::{CloseReason, Written};
 
@@ -123,6 +123,8 @@ impl Drop for ReplayPermit {
 /// How a stream opens: the resync notice to send first, the replay slot it holds, the client's
 /// resume point, and whether it counts in the hub's stats.
 pub(crate) struct Opening {
+    /// The stream's topics, kept when the hub counts streams per topic.
+    pub(crate) topics: Option<Box<[Topic]>>,
     pub(crate) notice: Option<Bytes>,
     pub(crate) replay: Option<ReplayPermit>,
     pub(crate) resumed_from: Option<EventId>,
@@ -158,6 +160,8 @@ pub(crate) struct SseStream {
     written: Written,
     /// Why it ended, once it has.
     closed: Option<CloseReason>,
+    /// Its topics, when the hub counts streams per topic.
+    topics: Option<Box<[Topic]>>,
     slot: SubscriberSlot,
 }
 
@@ -166,6 +170,7 @@ impl SseStream {
     /// comment, before any replayed frame.
     pub(crate) fn new(slot: SubscriberSlot, subscription: Subscription, opening: Opening) -> Self {
         let Opening {
+            topics,
             notice,
             replay,
             resumed_from,
@@ -199,6 +204,7 @@ impl SseStream {
             counted,
             written: Written::default(),
             closed: None,
+            topics,
             slot,
         }
     }
@@ -393,6 +399,9 @@ impl Drop for SseStream {
     fn drop(&mut self) {
         if !self.counted {
             return;
+        }
+        if let Some(topics) = &self.topics {
+            self.slot.endpoints.count_topics(topics, false);
         }
         let counters = &self.slot.endpoints.counters;
         let (frames, bytes) = (self.written.frames, self.written.bytes);
