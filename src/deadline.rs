@@ -280,45 +280,53 @@ impl<IO> DeadlineIo<IO> {
     }
 }
 
-impl<IO: AsyncWrite> AsyncWrite for DeadlineIo<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl<IO> DeadlineIo<IO> {
+    /// Runs a write-side operation under the stalled-write limit.
+    fn guarded<T>(
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.as_mut().project();
-        let result = this.io.poll_write(cx, buf);
-        let result = guard_write(
+        op: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let this = self.project();
+        let result = op(this.io, cx);
+        guard_write(
             result,
             this.deadlines.stalled_write,
             this.write_timer,
             this.cut,
             cx,
-        );
+        )
+    }
+
+    /// A write under the stalled-write limit; bytes written count as an answer.
+    fn guarded_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let result = self.as_mut().guarded(cx, op);
         if let Poll::Ready(Ok(written)) = result {
             self.wrote(written);
         }
         result
     }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for DeadlineIo<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.guarded_write(cx, |io, cx| io.poll_write(cx, buf))
+    }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.as_mut().project();
-        let result = this.io.poll_write_vectored(cx, bufs);
-        let result = guard_write(
-            result,
-            this.deadlines.stalled_write,
-            this.write_timer,
-            this.cut,
-            cx,
-        );
-        if let Poll::Ready(Ok(written)) = result {
-            self.wrote(written);
-        }
-        result
+        self.guarded_write(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -326,27 +334,11 @@ impl<IO: AsyncWrite> AsyncWrite for DeadlineIo<IO> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let result = this.io.poll_flush(cx);
-        guard_write(
-            result,
-            this.deadlines.stalled_write,
-            this.write_timer,
-            this.cut,
-            cx,
-        )
+        self.guarded(cx, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let result = this.io.poll_shutdown(cx);
-        guard_write(
-            result,
-            this.deadlines.stalled_write,
-            this.write_timer,
-            this.cut,
-            cx,
-        )
+        self.guarded(cx, |io, cx| io.poll_shutdown(cx))
     }
 }
 
