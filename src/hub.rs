@@ -229,21 +229,6 @@ impl Hub {
         &self.shared.broker
     }
 
-    /// The most one resuming request replays ([`HubBuilder::max_replay`]), for other ways in
-    /// to the broker (a gRPC service, say) to apply the same budget:
-    ///
-    /// ```
-    /// use tower_sse_pubsub::{Hub, SubscribeRequest, Topic};
-    ///
-    /// let hub = Hub::builder().max_replay(100, 64 * 1024).build()?;
-    /// let request = SubscribeRequest::new([Topic::new("news")?]).replay_budget(hub.replay_budget());
-    /// assert_eq!(request.budget().map(|b| b.events()), Some(100));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn replay_budget(&self) -> ReplayBudget {
-        self.shared.config.replay_budget
-    }
-
     /// How many event streams are open right now.
     pub fn subscriber_count(&self) -> usize {
         self.shared.subscribers.load(Ordering::Relaxed)
@@ -512,9 +497,9 @@ impl HubBuilder {
 
     /// The most one publish may cost, counted as the event's encoded size (its `data:` lines and
     /// other fields) times the number of topics it goes to (default 1 MiB: a 64 KiB event to 16
-    /// topics, or 32 KiB to all 32 a request may name). Each topic keeps the event in its history (on Redis, a copy per
-    /// topic), so this bounds what one request can add to retained history; a costlier publish
-    /// gets 413. Applies to the HTTP endpoint; the app's own [`Publisher`](crate::Publisher) is
+    /// topics, or 32 KiB to all 32 a request may name). Each topic keeps the event in its
+    /// history (on Redis, a copy per topic), so this bounds what one request can add to
+    /// retained history; a costlier publish gets 413. Applies to the HTTP endpoint; the app's own [`Publisher`](crate::Publisher) is
     /// trusted.
     pub fn max_publish_cost(mut self, bytes: usize) -> Self {
         self.config.max_publish_cost = bytes;

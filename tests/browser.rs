@@ -29,9 +29,7 @@ mod common;
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::response::Html;
-use axum::routing::get;
+use common::chat;
 use common::http::{TestServer, post_form};
 use http::StatusCode;
 use serde::Deserialize;
@@ -39,10 +37,7 @@ use serde_json::json;
 use test_support::WAIT_LIMIT;
 use test_support::browser::{Browser, BrowserTools, ChromeDriver, ENTER, browser_tools};
 use tokio::time::timeout;
-use tower_sse_pubsub::{Hub, HubBuilder};
-
-/// The chat page, exactly as the example serves it.
-const PAGE: &str = include_str!("../examples/chat/index.html");
+use tower_sse_pubsub::Hub;
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
@@ -52,8 +47,8 @@ const PAGE: &str = include_str!("../examples/chat/index.html");
 #[tokio::test]
 async fn two_browsers_chat_through_the_hub() {
     let Some(tools) = browser_tools() else { return };
-    let hub = chat_hub(Hub::builder());
-    let server = TestServer::start(&hub, chat_app(&hub)).await;
+    let hub = chat::hub(Hub::builder());
+    let server = TestServer::start(&hub, chat::app(&hub)).await;
     let driver = ChromeDriver::start(&tools).await;
     let (ada, grace) = tokio::join!(driver.new_session(), driver.new_session());
     let (ada, grace) = (ChatPage(ada), ChatPage(grace));
@@ -182,8 +177,8 @@ async fn resync_notice_after_server_restart() {
     let Some(tools) = browser_tools() else { return };
     // A short shutdown retry, so the page reconnects within a fraction of a second.
     let retry = Duration::from_millis(200);
-    let first_hub = chat_hub(Hub::builder().shutdown_retry(retry));
-    let mut first = TestServer::start(&first_hub, chat_app(&first_hub)).await;
+    let first_hub = chat::hub(Hub::builder().shutdown_retry(retry));
+    let mut first = TestServer::start(&first_hub, chat::app(&first_hub)).await;
     let driver = ChromeDriver::start(&tools).await;
     let page = ChatPage(driver.new_session().await);
     page.open(&first.url("/")).await;
@@ -202,11 +197,11 @@ async fn resync_notice_after_server_restart() {
         .expect("the first server shuts down in time")
         .expect("the first server task does not panic")
         .expect("the first server shuts down cleanly");
-    let second_hub = chat_hub(Hub::builder());
+    let second_hub = chat::hub(Hub::builder());
     let listener = tokio::net::TcpListener::bind(first.addr)
         .await
         .expect("listen again on the address the page knows");
-    let second = tokio::spawn(axum::serve(listener, chat_app(&second_hub)).into_future());
+    let second = tokio::spawn(axum::serve(listener, chat::app(&second_hub)).into_future());
 
     let notices = page.wait_for_notices().await;
     assert_eq!(
@@ -241,8 +236,8 @@ struct OneChat {
 
 impl OneChat {
     async fn open(tools: &BrowserTools) -> Self {
-        let hub = chat_hub(Hub::builder());
-        let server = TestServer::start(&hub, chat_app(&hub)).await;
+        let hub = chat::hub(Hub::builder());
+        let server = TestServer::start(&hub, chat::app(&hub)).await;
         let driver = ChromeDriver::start(tools).await;
         let page = ChatPage(driver.new_session().await);
         page.open(&server.url("/")).await;
@@ -253,20 +248,6 @@ impl OneChat {
             driver,
         }
     }
-}
-
-fn chat_hub(builder: HubBuilder) -> Hub {
-    builder
-        .allow_anonymous_publish()
-        .build()
-        .expect("a valid hub configuration")
-}
-
-/// The example's app: the page, and the hub's endpoints in front of it.
-fn chat_app(hub: &Hub) -> Router {
-    Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .layer(hub.layer())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -39,10 +39,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::Request as AxumRequest;
-use axum::response::Html;
-use axum::routing::get;
+use common::chat;
 use common::http::{TestServer, client, get_text, post_form};
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
@@ -53,9 +51,6 @@ use test_support::WAIT_LIMIT;
 use tokio::time::timeout;
 use tower::util::MapRequestLayer;
 use tower_sse_pubsub::{Hub, HubBuilder};
-
-/// The chat page, exactly as the example serves it.
-const PAGE: &str = include_str!("../examples/chat/index.html");
 
 /// The hub's keep-alive interval in these tests (the shortest it accepts).
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
@@ -103,7 +98,7 @@ async fn events_arrive_one_by_one_through_a_plain_proxy_pass() {
     );
     let (status, page) = get_text(&proxy.url("/")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(page, PAGE, "the chat page comes through too");
+    assert_eq!(page, chat::PAGE, "the chat page comes through too");
 }
 
 /// The same through the README's recommended snippet (HTTP/1.1 and kept-alive connections to
@@ -412,19 +407,13 @@ struct ChatApp {
 
 impl ChatApp {
     async fn start(builder: HubBuilder) -> Self {
-        let hub = builder
-            .allow_anonymous_publish()
-            .build()
-            .expect("a valid hub configuration");
+        let hub = chat::hub(builder);
         let versions = Arc::new(Mutex::new(Vec::new()));
         let noted = versions.clone();
-        let app = Router::new()
-            .route("/", get(|| async { Html(PAGE) }))
-            .layer(hub.layer())
-            .layer(MapRequestLayer::new(move |request: AxumRequest| {
-                noted.lock().unwrap().push(request.version());
-                request
-            }));
+        let app = chat::app(&hub).layer(MapRequestLayer::new(move |request: AxumRequest| {
+            noted.lock().unwrap().push(request.version());
+            request
+        }));
         let server = TestServer::start(&hub, app).await;
         Self {
             hub,
@@ -468,7 +457,7 @@ impl Nginx {
     /// Starts nginx with `http_extra` in its `http` block and `server_extra` in the one server,
     /// and waits until it accepts connections.
     async fn start(program: &Path, http_extra: &str, server_extra: &str) -> Self {
-        let port = free_port();
+        let port = common::free_port();
         let dir = std::env::temp_dir().join(format!(
             "tower-sse-pubsub-nginx-{port}-{}",
             std::process::id()
@@ -568,11 +557,4 @@ impl Drop for Nginx {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }

@@ -185,6 +185,10 @@ impl SseStream {
                 Bytes::from(first)
             }
         };
+        // Counted per topic here and uncounted on drop, so the two always pair.
+        if let Some(topics) = &topics {
+            slot.endpoints.count_topics(topics, true);
+        }
         let tick_seen = slot.endpoints.ticker.generation();
         Self {
             pending: Some(pending),
@@ -342,47 +346,47 @@ impl Stream for SseStream {
 
 impl SseStream {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = self;
-        if let Some(bytes) = this.pending.take() {
+        if let Some(bytes) = self.pending.take() {
             return Poll::Ready(Some(bytes));
         }
-        if this.finished {
+        if self.finished {
             return Poll::Ready(None);
         }
-        if this.endpoints().is_shut_down() {
-            return Poll::Ready(Some(this.close_for_shutdown()));
+        if self.endpoints().is_shut_down() {
+            return Poll::Ready(Some(self.close_for_shutdown()));
         }
-        let holding = this.hold_back();
-        if !holding && let Some(chunk) = this.drain(cx) {
-            this.wrote_since_tick = true;
+        let holding = self.hold_back();
+        if !holding && let Some(chunk) = self.drain(cx) {
+            self.wrote_since_tick = true;
             return Poll::Ready(Some(chunk));
         }
-        let tick = this.endpoints().ticker.generation();
-        if tick != this.tick_seen {
-            this.tick_seen = tick;
+        let tick = self.endpoints().ticker.generation();
+        if tick != self.tick_seen {
+            self.tick_seen = tick;
             // A quiet moment: report what was written, so the hub's stats stay close.
-            if this.counted {
-                this.slot.endpoints.counters.wrote(&mut this.written);
+            if self.counted {
+                self.slot.endpoints.counters.wrote(&mut self.written);
             }
-            let silent = !std::mem::replace(&mut this.wrote_since_tick, false);
-            if silent && this.endpoints().config.keep_alive.is_some() {
-                this.wrote_since_tick = true;
+            let silent = !std::mem::replace(&mut self.wrote_since_tick, false);
+            if silent && self.endpoints().config.keep_alive.is_some() {
+                self.wrote_since_tick = true;
                 return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
             }
         }
-        this.waiter.register(cx.waker());
-        let endpoints = this.slot.endpoints.clone();
+        self.waiter.register(cx.waker());
+        // Disjoint fields: no clone of the hub's shared state (a contended count) per park.
+        let endpoints = &self.slot.endpoints;
         endpoints
             .ticker
-            .register(&this.waiter, &mut this.tick_parked);
+            .register(&self.waiter, &mut self.tick_parked);
         if holding {
             endpoints
                 .flush
-                .register(&this.waiter, &mut this.flush_parked);
+                .register(&self.waiter, &mut self.flush_parked);
         }
         // A shutdown between the check above and the registration fired before we were listed.
         if endpoints.is_shut_down() {
-            return Poll::Ready(Some(this.close_for_shutdown()));
+            return Poll::Ready(Some(self.close_for_shutdown()));
         }
         Poll::Pending
     }

@@ -205,10 +205,8 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
         slot,
         subscription,
         Opening {
-            topics: (counted && shared.topic_streams.is_some()).then(|| {
-                shared.count_topics(&request.topics, true);
-                request.topics.clone().into_boxed_slice()
-            }),
+            topics: (counted && shared.topic_streams.is_some())
+                .then(|| request.topics.clone().into_boxed_slice()),
             notice,
             replay,
             resumed_from: request.after.id().cloned(),

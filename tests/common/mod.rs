@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod conformance;
 pub mod http;
 pub mod proxy;
@@ -11,4 +12,12 @@ pub mod redis_server;
 /// [`test_support::tools::require`]).
 pub fn tool_available(tool: &str, install_hint: &str) -> bool {
     test_support::tools::require(&[tool], install_hint).is_some()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
 }

@@ -2,7 +2,7 @@
 //! pause. Nothing is mocked: faults are the server's own.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ impl RedisServer {
         ) {
             return None;
         }
-        let port = free_port();
+        let port = super::free_port();
         let dir = std::env::temp_dir().join(format!(
             "tower-sse-pubsub-redis-{port}-{}",
             std::process::id()
@@ -139,13 +139,6 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }
 
 /// Reads what one reply holds, loosely: enough for the checks tests make.

@@ -200,15 +200,11 @@ impl proto::pubsub::pub_sub_server::PubSub for PubSubService {
         if self.hub.is_shut_down() {
             return Err(shutting_down());
         }
+        // Through the hub, with the SSE endpoint's replay budget: an unknown or old after_id
+        // replays at most that.
         let subscription = self
             .hub
-            .broker()
-            .subscribe(
-                &tower_sse_pubsub::SubscribeRequest::new(topics)
-                    .after(after)
-                    // The SSE endpoint's budget: an unknown or old after_id replays at most this.
-                    .replay_budget(self.hub.replay_budget()),
-            )
+            .subscribe_with(tower_sse_pubsub::SubscribeRequest::new(topics).after(after))
             .await
             .map_err(|e| broker_status("cannot subscribe", e))?;
         Ok(Response::new(event_stream(
