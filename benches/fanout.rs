@@ -12,9 +12,9 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::{FutureExt, StreamExt};
+use tower_sse_pubsub::broker::Broker;
 use tower_sse_pubsub::{
-    Broker, Event, EventId, Frame, MemoryBroker, PublishRequest, SubscribeRequest, Subscription,
-    Topic,
+    Event, EventId, Frame, MemoryBroker, PublishRequest, SubscribeRequest, Subscription, Topic,
 };
 
 const EVENTS: usize = 64;

@@ -10,8 +10,9 @@
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use tower_sse_pubsub::broker::Broker;
 use tower_sse_pubsub::{
-    Broker, Event, MemoryBroker, PublishRequest, SubscribeRequest, Subscription, Topic,
+    Event, MemoryBroker, PublishRequest, SubscribeRequest, Subscription, Topic,
 };
 
 fn main() {

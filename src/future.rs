@@ -8,8 +8,11 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
-use crate::broker::BoxFuture;
 use crate::endpoint::reply::Reply;
+
+/// A boxed future, as returned by the dyn-compatible [`Broker`](crate::broker::Broker) and
+/// [`Authorizer`](crate::Authorizer) methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pin_project! {
     /// The response future of [`SsePubSub`](crate::SsePubSub).

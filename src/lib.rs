@@ -65,13 +65,14 @@
 //! [`MemoryBroker`] is the default: one process, nothing to set up. With the `redis` feature,
 //! `RedisBroker` shares topics, ids and history between instances through Redis 7, with one
 //! pub/sub connection per process and recovery from dropped connections and restarts. Both pass
-//! the same conformance suite. The [`Broker`] trait is open for others: a broker stores and
-//! orders events, and feeds the crate's [`fanout`] engine, which delivers them in-process.
+//! the same conformance suite. The [`Broker`](broker::Broker) trait is open for others: a broker
+//! stores and orders events, and feeds the crate's fan-out engine ([`broker::Fanout`]), which
+//! delivers them in-process.
 //!
 //! # Modules
 //!
-//! Everything an app or a broker author uses is at the crate root, once; [`fanout`] holds the
-//! engine every broker feeds.
+//! Every item has one path. What an app uses is at the crate root; what only a broker author
+//! needs (the [`Broker`](broker::Broker) trait, the fan-out engine) is in [`broker`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -80,11 +81,11 @@
 
 mod auth;
 mod body;
-mod broker;
+pub mod broker;
 mod deadline;
 mod endpoint;
 mod event;
-pub mod fanout;
+mod fanout;
 mod future;
 mod hub;
 mod layer;
@@ -95,13 +96,15 @@ mod stats;
 
 pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::{EventsBody, ResponseBody};
-pub use broker::{
-    BoxFuture, Broker, BrokerError, Delivery, Grant, IdempotencyKey, IdempotencyKeyError,
-    MAX_IDEMPOTENCY_KEY_LEN, MemoryBroker, MemoryBrokerBuilder, PublishRequest, ReplayBudget,
-    ReplayPages, Resume, Start, SubscribeRequest, Subscription, SubscriptionEnd,
-};
+pub use broker::error::BrokerError;
+pub use broker::memory::{MemoryBroker, MemoryBrokerBuilder};
 #[cfg(feature = "redis")]
-pub use broker::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
+pub use broker::redis::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
+pub use broker::request::{
+    Grant, IdempotencyKey, IdempotencyKeyError, MAX_IDEMPOTENCY_KEY_LEN, PublishRequest,
+    ReplayBudget, Start, SubscribeRequest,
+};
+pub use broker::subscription::{Delivery, Resume, Subscription, SubscriptionEnd};
 pub use deadline::{ConnectionDeadlines, DeadlineCuts, DeadlineIo};
 #[cfg(feature = "axum")]
 pub use deadline::{DeadlineListener, DeadlineTapIo};
@@ -111,7 +114,7 @@ pub use event::{
     Event, EventError, EventId, EventIdError, Frame, FrameFields, JsonError, MAX_EVENT_ID_LEN,
     MAX_EVENT_TYPE_LEN, MAX_TOPIC_LEN, Topic, TopicError,
 };
-pub use future::ResponseFuture;
+pub use future::{BoxFuture, ResponseFuture};
 pub use hub::{
     BuildError, DEFAULT_EVENTS_PATH, DEFAULT_PUBLISH_PATH, Hub, HubBuilder, ShutdownTimedOut,
     StreamsEnded,

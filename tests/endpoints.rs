@@ -13,8 +13,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceExt, service_fn};
 use tower_sse_pubsub::BoxFuture;
+use tower_sse_pubsub::broker::Broker;
 use tower_sse_pubsub::{
-    Access, Broker, BrokerError, Denied, EventId, Hub, MemoryBroker, PublishRequest, ResponseBody,
+    Access, BrokerError, Denied, EventId, Hub, MemoryBroker, PublishRequest, ResponseBody,
     SubscribeRequest, Subscription, Topic, authorize_fn,
 };
 

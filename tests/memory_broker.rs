@@ -9,8 +9,9 @@ use common::conformance::Limits;
 use std::time::Duration;
 
 use futures::StreamExt;
+use tower_sse_pubsub::broker::Broker;
 use tower_sse_pubsub::{
-    Broker, Event, EventId, MemoryBroker, PublishRequest, Resume, SubscribeRequest, Topic,
+    Event, EventId, MemoryBroker, PublishRequest, Resume, SubscribeRequest, Topic,
 };
 
 fn memory(limits: Limits) -> Arc<dyn Broker> {

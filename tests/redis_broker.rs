@@ -14,9 +14,10 @@ use common::conformance::{Factory, Limits};
 use common::redis_server::RedisServer;
 use futures::StreamExt;
 use tower_sse_pubsub::BoxFuture;
+use tower_sse_pubsub::broker::Broker;
 use tower_sse_pubsub::{
-    Broker, BrokerError, Delivery, Event, EventId, PublishRequest, RedisBroker, Resume,
-    SubscribeRequest, Subscription, Topic,
+    BrokerError, Delivery, Event, EventId, PublishRequest, RedisBroker, Resume, SubscribeRequest,
+    Subscription, Topic,
 };
 
 /// Brokers on one spawned server, each under its own key prefix.

@@ -1,41 +1,79 @@
-//! Where events meet: the [`Broker`] trait, the [`Subscription`] stream it hands out, and the
-//! backends.
+//! For broker authors: the [`Broker`] trait, and the fan-out engine ([`Fanout`]) every broker
+//! feeds.
+//!
+//! An app picks a broker ([`MemoryBroker`], the default, or `RedisBroker`)
+//! and hands it to [`HubBuilder::broker`](crate::HubBuilder::broker); it needs nothing from this
+//! module. The requests, [`Subscription`] and [`BrokerError`]
+//! are at the crate root, because apps use them too.
 //!
 //! A broker does two things. [`Broker::publish`] gives an event the next id, keeps it in the
 //! topic's bounded history and delivers it to every current subscriber.
-//! [`Broker::subscribe`] returns a [`Subscription`]: first every retained event after a resume
-//! point, then live events, with no gap and no duplicate at the switch.
+//! [`Broker::subscribe`] returns a [`Subscription`]: first every retained
+//! event after a resume point, then live events, with no gap and no duplicate at the switch. The
+//! trait is dyn-compatible, so a hub holds an `Arc<dyn Broker>` and tests and apps swap backends
+//! without changing types.
 //!
-//! [`MemoryBroker`] is the in-process default. The trait is dyn-compatible, so a hub holds an
-//! `Arc<dyn Broker>` and tests and apps swap backends without changing types.
+//! # The fan-out engine
+//!
+//! A broker's job is ids, history and moving events between processes; delivery inside the
+//! process is this engine's. [`MemoryBroker`] publishes into it,
+//! `RedisBroker` appends what arrives from Redis, and an outside broker does
+//! the same with [`Fanout::append`].
+//!
+//! * **Per-topic rings.** A frame is appended once to each of its topics' rings, bounded by
+//!   count and bytes (and, over all topics, by bytes and age). Readers share those frames: a
+//!   subscriber costs its positions, not a queue.
+//! * **No lock held while fanning out.** Appending takes the engine's ingest lock and each
+//!   topic's ring lock for a few pointer moves; the readers are woken after both are released,
+//!   and only the readers of the frame's topics. Readers take only their own topics' ring locks.
+//! * **Order.** Frames enter in sequence order, so each ring is ordered; a reader of several
+//!   topics merges them by sequence below the watermark (the sequence of the last frame fully
+//!   appended), so it sees every event once and in order.
+//! * **Lag.** A reader whose position fell out of the ring lagged: its stream ends and the client
+//!   resumes from history. Nothing is pinned per subscriber.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tower_sse_pubsub::broker::{Fanout, Position};
+//! use tower_sse_pubsub::{Event, EventId, Frame, Grant, Topic};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fanout = Fanout::builder().build();
+//! let chat = Topic::new("chat")?;
+//! let (mut reader, _) = fanout.subscribe(&[chat.clone()], Position::Live, Grant::PublicOnly);
+//!
+//! // A broker that assigns ids elsewhere appends frames in sequence order.
+//! let frame = Frame::new(EventId::new("e-1")?, 1, &[chat], &Event::text("hi")?);
+//! assert!(fanout.append(frame.clone()));
+//! let delivered = reader.next().await.and_then(|d| d.into_event()).expect("an event");
+//! assert_eq!(delivered.bytes(), frame.bytes());
+//! # Ok(())
+//! # }
+//! ```
 
-mod memory;
+pub(crate) mod error;
+pub(crate) mod memory;
 #[cfg(feature = "redis")]
-mod redis;
-mod request;
-mod subscription;
+pub(crate) mod redis;
+pub(crate) mod request;
+pub(crate) mod subscription;
 
-use std::error::Error as StdError;
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
+pub use crate::fanout::{Fanout, FanoutBuilder, Position, Reader};
+pub use subscription::ReplayPages;
 
-#[cfg(feature = "redis")]
-pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
-pub use memory::{MemoryBroker, MemoryBrokerBuilder};
-pub use request::{
-    Grant, IdempotencyKey, IdempotencyKeyError, MAX_IDEMPOTENCY_KEY_LEN, PublishRequest,
-    ReplayBudget, Start, SubscribeRequest,
+pub(crate) use crate::future::BoxFuture;
+pub(crate) use error::BrokerError;
+pub(crate) use memory::MemoryBroker;
+pub(crate) use request::{
+    Grant, IdempotencyKey, PublishRequest, ReplayBudget, Start, SubscribeRequest,
 };
-pub use subscription::{Delivery, ReplayPages, Resume, Subscription, SubscriptionEnd};
+pub(crate) use subscription::{Delivery, Resume, Subscription, SubscriptionEnd};
 
 use crate::event::EventId;
 
-/// A boxed future, as returned by the dyn-compatible [`Broker`] methods.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 /// A pub/sub backend: assigns ids, keeps bounded history, and moves events between processes;
-/// delivery inside the process is the [`fanout`](crate::fanout) engine's.
+/// delivery inside the process is the [fan-out engine](Fanout)'s.
 ///
 /// Implementations must uphold the crate's guarantees: ids are unique and totally ordered within
 /// the broker, a subscription replays then goes live without gap or duplicate, and a publish that
@@ -44,7 +82,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 /// use std::sync::Arc;
 /// use futures::StreamExt;
-/// use tower_sse_pubsub::{Broker, Event, MemoryBroker, PublishRequest, Start, SubscribeRequest, Topic};
+/// use tower_sse_pubsub::broker::Broker;
+/// use tower_sse_pubsub::{Event, MemoryBroker, PublishRequest, Start, SubscribeRequest, Topic};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -91,62 +130,5 @@ impl<B: Broker + ?Sized> Broker for std::sync::Arc<B> {
         request: &'a SubscribeRequest,
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
         (**self).subscribe(request)
-    }
-}
-
-/// Why a broker could not publish or subscribe.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum BrokerError {
-    /// The call named no topic; publish and subscribe need at least one.
-    NoTopics,
-    /// The backend cannot be reached or did not confirm the operation. A publish that was not
-    /// confirmed may still have been stored (it timed out after reaching the backend), never the
-    /// reverse. Retrying later may succeed (HTTP: 503). Build it with
-    /// [`BrokerError::unavailable`].
-    #[non_exhaustive]
-    Unavailable {
-        /// What failed, for people.
-        reason: String,
-        /// The underlying error, if any.
-        source: Option<Box<dyn StdError + Send + Sync>>,
-    },
-}
-
-impl BrokerError {
-    /// An [`BrokerError::Unavailable`] with a reason and the error that caused it.
-    pub fn unavailable(
-        reason: impl Into<String>,
-        source: impl Into<Box<dyn StdError + Send + Sync>>,
-    ) -> Self {
-        Self::Unavailable {
-            reason: reason.into(),
-            source: Some(source.into()),
-        }
-    }
-}
-
-impl fmt::Display for BrokerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoTopics => f.write_str("at least one topic is required"),
-            // Not "nothing was stored": a publish that timed out after reaching the backend may
-            // have been, and a failed subscribe stores nothing anyway.
-            Self::Unavailable { reason, .. } => {
-                write!(f, "broker unavailable: {reason}; retry later")
-            }
-        }
-    }
-}
-
-impl StdError for BrokerError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Self::Unavailable {
-                source: Some(source),
-                ..
-            } => Some(&**source as &(dyn StdError + 'static)),
-            _ => None,
-        }
     }
 }

@@ -99,7 +99,8 @@ pub type ReplayPages = BoxStream<'static, Result<Vec<Frame>, BrokerError>>;
 ///
 /// ```
 /// use futures::StreamExt;
-/// use tower_sse_pubsub::{Broker, Delivery, Event, MemoryBroker, PublishRequest, SubscribeRequest, Topic};
+/// use tower_sse_pubsub::broker::Broker;
+/// use tower_sse_pubsub::{Delivery, Event, MemoryBroker, PublishRequest, SubscribeRequest, Topic};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -154,7 +155,7 @@ impl Subscription {
     /// Limits what the replay pages deliver: past `budget`, the rest of the replay is dropped
     /// and a [`Delivery::Resync`] with [`Resume::Expired`] takes its place, then live events
     /// follow. (A broker whose replay comes from the engine applies the budget when it places
-    /// the reader, with [`Fanout::subscribe_within`](crate::fanout::Fanout::subscribe_within).)
+    /// the reader, with [`Fanout::subscribe_within`](crate::broker::Fanout::subscribe_within).)
     #[must_use]
     pub fn with_replay_budget(mut self, budget: Option<super::ReplayBudget>) -> Self {
         self.budget = budget.map(|b| (b.events(), b.bytes()));

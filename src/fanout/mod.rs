@@ -1,41 +1,4 @@
-//! The fan-out engine every broker feeds: per-topic logs of frames, readers as cursors.
-//!
-//! A broker's job is ids, history and moving events between processes; delivery inside the
-//! process is this engine's. [`MemoryBroker`](crate::MemoryBroker) publishes into it,
-//! `RedisBroker` appends what arrives from Redis, and an outside broker does
-//! the same with [`Fanout::append`].
-//!
-//! * **Per-topic rings.** A frame is appended once to each of its topics' rings, bounded by
-//!   count and bytes (and, over all topics, by bytes and age). Readers share those frames: a
-//!   subscriber costs its positions, not a queue.
-//! * **No lock held while fanning out.** Appending takes the engine's ingest lock and each
-//!   topic's ring lock for a few pointer moves; the readers are woken after both are released,
-//!   and only the readers of the frame's topics. Readers take only their own topics' ring locks.
-//! * **Order.** Frames enter in sequence order, so each ring is ordered; a reader of several
-//!   topics merges them by sequence below the watermark (the sequence of the last frame fully
-//!   appended), so it sees every event once and in order.
-//! * **Lag.** A reader whose position fell out of the ring lagged: its stream ends and the client
-//!   resumes from history. Nothing is pinned per subscriber.
-//!
-//! ```
-//! use futures::StreamExt;
-//! use tower_sse_pubsub::fanout::{Fanout, Position};
-//! use tower_sse_pubsub::{Event, EventId, Frame, Grant, Topic};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let fanout = Fanout::builder().build();
-//! let chat = Topic::new("chat")?;
-//! let (mut reader, _) = fanout.subscribe(&[chat.clone()], Position::Live, Grant::PublicOnly);
-//!
-//! // A broker that assigns ids elsewhere appends frames in sequence order.
-//! let frame = Frame::new(EventId::new("e-1")?, 1, &[chat], &Event::text("hi")?);
-//! assert!(fanout.append(frame.clone()));
-//! let delivered = reader.next().await.and_then(|d| d.into_event()).expect("an event");
-//! assert_eq!(delivered.bytes(), frame.bytes());
-//! # Ok(())
-//! # }
-//! ```
+//! The fan-out engine every broker feeds; documented where it is public, in [`crate::broker`].
 
 mod reader;
 mod ring;

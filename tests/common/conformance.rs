@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tower_sse_pubsub::BoxFuture;
+use tower_sse_pubsub::broker::Broker;
 use tower_sse_pubsub::{
-    Broker, BrokerError, Delivery, Event, EventId, Frame, Grant, IdempotencyKey, PublishRequest,
+    BrokerError, Delivery, Event, EventId, Frame, Grant, IdempotencyKey, PublishRequest,
     ReplayBudget, Resume, Start, SubscribeRequest, Subscription, SubscriptionEnd, Topic,
 };
 
