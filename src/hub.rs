@@ -218,10 +218,17 @@ impl Hub {
     /// [`HubStats::export`](crate::HubStats::export) for the names). Once it has served its
     /// first stream, a hub also does it every second; call this before rendering a scrape so it
     /// is up to the moment.
+    ///
+    /// With [`HubBuilder::count_streams_per_topic`], it also sets the gauge
+    /// `sse_topic_open_streams{topic="…"}` for every topic with open streams, and sets a topic's
+    /// gauge to 0 once when its last stream closes. Every such topic is a label value, so count
+    /// per topic only where topics are few (rooms, feeds), not one per user; to drop zeroed
+    /// series, give the Prometheus exporter an idle timeout for gauges
+    /// (`PrometheusBuilder::idle_timeout(MetricKindMask::GAUGE, ..)`, longer than a second).
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn export_metrics(&self) {
-        self.stats().export();
+        self.shared.export_metrics();
     }
 
     /// The broker this hub uses.

@@ -60,6 +60,10 @@ pub(crate) struct Endpoints {
     /// Open streams per topic, when the builder asked for them.
     pub(crate) topic_streams: Option<std::sync::Mutex<std::collections::HashMap<Topic, usize>>>,
     pub(crate) clients: clients::ClientStreams,
+    /// Topics whose gauge the last metrics export set above zero, so the next export can zero
+    /// the ones that have no stream left.
+    #[cfg(feature = "metrics")]
+    exported_topics: std::sync::Mutex<std::collections::HashSet<Topic>>,
     shut_down: AtomicBool,
     shutdown: watch::Sender<bool>,
     /// Notified when the last stream ends after shutdown.
@@ -96,6 +100,8 @@ impl Endpoints {
             replays: AtomicUsize::new(0),
             counters: Arc::default(),
             topic_streams: per_topic.then(Default::default),
+            #[cfg(feature = "metrics")]
+            exported_topics: Default::default(),
             clients: clients::ClientStreams::default(),
             shut_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
@@ -188,6 +194,37 @@ impl Endpoints {
             .snapshot(self.subscribers.load(Ordering::Relaxed))
     }
 
+    /// Writes the stats, and the open streams per topic when counted, to the `metrics` facade.
+    ///
+    /// A topic whose last stream closed is set to zero once and then left alone; a Prometheus
+    /// exporter with an idle timeout for gauges then drops its series.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn export_metrics(&self) {
+        self.stats().export();
+        let Some(map) = &self.topic_streams else {
+            return;
+        };
+        let open: Vec<(Topic, usize)> = {
+            let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.iter().map(|(topic, n)| (topic.clone(), *n)).collect()
+        };
+        let mut exported = self
+            .exported_topics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut now = std::collections::HashSet::with_capacity(open.len());
+        for (topic, streams) in open {
+            let label = topic.as_str().to_owned();
+            metrics::gauge!("sse_topic_open_streams", "topic" => label).set(streams as f64);
+            now.insert(topic);
+        }
+        for gone in exported.difference(&now) {
+            let label = gone.as_str().to_owned();
+            metrics::gauge!("sse_topic_open_streams", "topic" => label).set(0.0);
+        }
+        *exported = now;
+    }
+
     /// Starts the hub-wide tickers once, from inside the runtime (the first stream's request).
     /// They stop when the hub is dropped.
     pub(crate) fn start_tickers(self: &Arc<Self>) {
@@ -215,7 +252,7 @@ fn spawn_exporter(endpoints: Weak<Endpoints>) {
             let Some(endpoints) = endpoints.upgrade() else {
                 return;
             };
-            endpoints.stats().export();
+            endpoints.export_metrics();
         }
     });
 }
