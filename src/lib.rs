@@ -89,6 +89,9 @@ mod fanout;
 mod future;
 mod hub;
 mod layer;
+#[cfg(feature = "mercure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mercure")))]
+pub mod mercure;
 mod publisher;
 mod service;
 mod signal;

@@ -399,3 +399,57 @@ proptest! {
         checks::encode(&data);
     }
 }
+
+/// Pieces of URI templates, valid and broken.
+#[cfg(feature = "mercure")]
+const TEMPLATE_PIECES: &[&str] = &[
+    "https://example.com/",
+    "{",
+    "}",
+    "{id}",
+    "{+path}",
+    "{#f}",
+    "{.e}",
+    "{/a,b}",
+    "{;p}",
+    "{?q,r}",
+    "{&x}",
+    "{l*}",
+    "{n:3}",
+    ":",
+    "*",
+    ",",
+    "%",
+    "%2F",
+    "%G1",
+    "/",
+    "?",
+    "=",
+    "&",
+    "a",
+    "\u{e9}",
+    "!",
+    "{=x}",
+    " ",
+];
+
+#[cfg(feature = "mercure")]
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any string is a selector or a clear error, never a panic; a selector matches itself;
+    /// matching any topic terminates without a panic.
+    #[test]
+    fn selectors_never_panic_and_match_themselves(
+        template in bytes_from(TEMPLATE_PIECES, 24),
+        topic in bytes_from(TEMPLATE_PIECES, 24),
+    ) {
+        use tower_sse_pubsub::mercure::Selector;
+        let template = String::from_utf8_lossy(&template);
+        let topic = String::from_utf8_lossy(&topic);
+        if let Ok(selector) = Selector::new(&template) {
+            prop_assert!(selector.matches(&template));
+            let _ = selector.matches(&topic);
+        }
+    }
+}

@@ -53,9 +53,11 @@ async fn open_streams_per_topic_are_exported_and_zeroed_when_the_last_stream_clo
         .count_streams_per_topic()
         .build()
         .expect("valid hub");
-    let app = hub.layer().layer(service_fn(|_request: Request<Empty<bytes::Bytes>>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<bytes::Bytes>::new()))
-    }));
+    let app = hub
+        .layer()
+        .layer(service_fn(|_request: Request<Empty<bytes::Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<bytes::Bytes>::new()))
+        }));
     let open = |uri: &'static str| {
         let app = app.clone();
         async move {
@@ -106,5 +108,10 @@ async fn open_streams_per_topic_are_exported_and_zeroed_when_the_last_stream_clo
     let recorder = PrometheusBuilder::new().build_recorder();
     let plain = Hub::new();
     metrics::with_local_recorder(&recorder, || plain.export_metrics());
-    assert!(!recorder.handle().render().contains("sse_topic_open_streams"));
+    assert!(
+        !recorder
+            .handle()
+            .render()
+            .contains("sse_topic_open_streams")
+    );
 }
