@@ -89,10 +89,8 @@ mod fanout;
 mod future;
 mod hub;
 mod layer;
-#[cfg(feature = "mercure")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mercure")))]
-pub mod mercure;
 mod publisher;
+mod selector;
 mod service;
 mod signal;
 mod stats;
@@ -124,6 +122,7 @@ pub use hub::{
 };
 pub use layer::SsePubSubLayer;
 pub use publisher::{PublishError, Publisher};
+pub use selector::{MAX_SELECTOR_LEN, Selector, SelectorError};
 pub use service::SsePubSub;
 pub use stats::{HubStats, Resumes, StreamsClosed, SubscribesRefused};
 

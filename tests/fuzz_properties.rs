@@ -401,7 +401,6 @@ proptest! {
 }
 
 /// Pieces of URI templates, valid and broken.
-#[cfg(feature = "mercure")]
 const TEMPLATE_PIECES: &[&str] = &[
     "https://example.com/",
     "{",
@@ -433,7 +432,6 @@ const TEMPLATE_PIECES: &[&str] = &[
     " ",
 ];
 
-#[cfg(feature = "mercure")]
 proptest! {
     #![proptest_config(config())]
 
@@ -444,7 +442,7 @@ proptest! {
         template in bytes_from(TEMPLATE_PIECES, 24),
         topic in bytes_from(TEMPLATE_PIECES, 24),
     ) {
-        use tower_sse_pubsub::mercure::Selector;
+        use tower_sse_pubsub::Selector;
         let template = String::from_utf8_lossy(&template);
         let topic = String::from_utf8_lossy(&topic);
         if let Ok(selector) = Selector::new(&template) {

@@ -1,6 +1,6 @@
-//! Mercure topic selectors: `*`, an exact topic, or an RFC 6570 URI template a topic must match.
+//! Topic selectors: `*`, an exact topic, or an RFC 6570 URI template a topic must match.
 //!
-//! The Mercure protocol (draft-dunglas-mercure-07, "Topic Selectors") decides whether a string
+//! They follow the Mercure protocol, which (draft-dunglas-mercure-07, "Topic Selectors") decides whether a string
 //! matches a selector in three steps: the selector `*` matches every string; a selector equal to
 //! the string matches it (so a template also matches itself, which authorization relies on); a
 //! selector that is a valid URI template matches every string the template could expand to.
@@ -28,7 +28,7 @@ const COMPILED_SIZE_LIMIT: usize = 1 << 20;
 /// A topic selector: which topics a subscription (or a claim) covers.
 ///
 /// ```
-/// use tower_sse_pubsub::mercure::Selector;
+/// use tower_sse_pubsub::Selector;
 ///
 /// let books = Selector::new("https://example.com/books/{id}")?;
 /// assert!(books.matches("https://example.com/books/1"));
@@ -38,7 +38,7 @@ const COMPILED_SIZE_LIMIT: usize = 1 << 20;
 ///
 /// assert!(Selector::new("*")?.matches("anything at all"));
 /// assert!(Selector::new("chat")?.matches("chat"));
-/// # Ok::<(), tower_sse_pubsub::mercure::SelectorError>(())
+/// # Ok::<(), tower_sse_pubsub::SelectorError>(())
 /// ```
 #[derive(Clone)]
 pub struct Selector {
