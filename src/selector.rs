@@ -1,7 +1,7 @@
 //! Topic selectors: `*`, an exact topic, or an RFC 6570 URI template a topic must match.
 //!
-//! They follow the Mercure protocol, which (draft-dunglas-mercure-07, "Topic Selectors") decides whether a string
-//! matches a selector in three steps: the selector `*` matches every string; a selector equal to
+//! They follow the Mercure protocol (draft-dunglas-mercure-07, "Topic Selectors"), which
+//! decides whether a string matches a selector in three steps: the selector `*` matches every string; a selector equal to
 //! the string matches it (so a template also matches itself, which authorization relies on); a
 //! selector that is a valid URI template matches every string the template could expand to.
 //! Anything else does not match.
