@@ -2,7 +2,9 @@
 //!
 //! An authorizer sees the request's parts (method, URI, headers with cookies, and the extensions
 //! that the app's own auth middleware put there) together with the topics asked for, and answers
-//! asynchronously with `Ok(())` or a [`Denied`] that becomes a 401 or 403.
+//! asynchronously with [`Allowed`] or a [`Denied`] that becomes a 401 or 403. [`Allowed`] can say
+//! more than yes: which private events a subscriber may receive, and when its stream must end
+//! (its credentials' expiry).
 //!
 //! Without an authorizer, anyone may subscribe and nobody may publish over HTTP; the builder's
 //! [`allow_anonymous_publish`](crate::HubBuilder::allow_anonymous_publish) is the explicit opt-in
@@ -12,11 +14,12 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::time::SystemTime;
 
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 
-use crate::broker::BoxFuture;
+use crate::broker::{BoxFuture, Grant};
 use crate::event::Topic;
 
 /// What a request wants to do.
@@ -27,6 +30,69 @@ pub enum Access {
     Subscribe,
     /// Publish an event to the topics.
     Publish,
+}
+
+/// A yes from an [`Authorizer`], with what it allows beyond the topics asked for.
+///
+/// The default allows the request and nothing more: a subscriber receives public events only and
+/// its stream lasts as long as the client stays. `()` converts into it, so a closure given to
+/// [`authorize_fn`] may answer `Ok(())`.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_sse_pubsub::{Allowed, Grant, Topic};
+///
+/// // A subscriber whose token lets it see private events on its own topic for an hour.
+/// let expires = SystemTime::now() + Duration::from_secs(3600);
+/// let allowed = Allowed::new()
+///     .with_grant(Grant::Topics(vec![Topic::new("users/ada")?]))
+///     .until(expires);
+/// assert_eq!(allowed.deadline(), Some(expires));
+/// # Ok::<(), tower_sse_pubsub::TopicError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct Allowed {
+    grant: Grant,
+    until: Option<SystemTime>,
+}
+
+impl Allowed {
+    /// Allowed, public events only, no deadline.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The private events a subscriber may receive (ignored for a publish).
+    pub fn with_grant(mut self, grant: Grant) -> Self {
+        self.grant = grant;
+        self
+    }
+
+    /// Ends the subscriber's stream at `deadline`, e.g. when its token expires: the stream
+    /// closes with a comment telling the client to reconnect with fresh credentials. A deadline
+    /// already past refuses the subscribe with 401. Ignored for a publish.
+    pub fn until(mut self, deadline: SystemTime) -> Self {
+        self.until = Some(deadline);
+        self
+    }
+
+    /// The private events granted.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// When the stream must end, if ever.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.until
+    }
+}
+
+impl From<()> for Allowed {
+    fn from((): ()) -> Self {
+        Self::default()
+    }
 }
 
 /// A refusal, with the status and the reason the client receives.
@@ -105,7 +171,7 @@ impl std::error::Error for Denied {}
 /// ```
 /// use std::collections::HashMap;
 /// use http::request::Parts;
-/// use tower_sse_pubsub::{Access, Authorizer, BoxFuture, Denied, Hub, Topic};
+/// use tower_sse_pubsub::{Access, Allowed, Authorizer, BoxFuture, Denied, Hub, Topic};
 ///
 /// /// Each API key may publish to the topics under its own prefix; anyone may subscribe.
 /// struct ApiKeys {
@@ -118,10 +184,10 @@ impl std::error::Error for Denied {}
 ///         parts: &'a Parts,
 ///         access: Access,
 ///         topics: &'a [Topic],
-///     ) -> BoxFuture<'a, Result<(), Denied>> {
+///     ) -> BoxFuture<'a, Result<Allowed, Denied>> {
 ///         Box::pin(async move {
 ///             if access == Access::Subscribe {
-///                 return Ok(());
+///                 return Ok(Allowed::new());
 ///             }
 ///             let key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
 ///             let Some(prefix) = key.and_then(|key| self.prefixes.get(key)) else {
@@ -129,7 +195,7 @@ impl std::error::Error for Denied {}
 ///             };
 ///             match topics.iter().find(|t| !t.as_str().starts_with(prefix.as_str())) {
 ///                 Some(topic) => Err(Denied::forbidden(format!("this key may not publish to {topic}"))),
-///                 None => Ok(()),
+///                 None => Ok(Allowed::new()),
 ///             }
 ///         })
 ///     }
@@ -147,7 +213,7 @@ pub trait Authorizer: Send + Sync + 'static {
         parts: &'a Parts,
         access: Access,
         topics: &'a [Topic],
-    ) -> BoxFuture<'a, Result<(), Denied>>;
+    ) -> BoxFuture<'a, Result<Allowed, Denied>>;
 }
 
 /// An [`Authorizer`] from a closure; see [`authorize_fn`].
@@ -155,7 +221,8 @@ pub trait Authorizer: Send + Sync + 'static {
 pub struct AuthorizeFn<F>(F);
 
 /// Makes an [`Authorizer`] of a closure that reads what it needs from the request synchronously
-/// and returns a future with the verdict.
+/// and returns a future with the verdict: `Ok(())`, `Ok(`[`Allowed`]`)` to grant private events
+/// or set a deadline, or `Err(`[`Denied`]`)`.
 ///
 /// ```
 /// use http::HeaderValue;
@@ -209,26 +276,29 @@ pub struct AuthorizeFn<F>(F);
 /// let authorizer = authorize_fn(policy);
 /// # drop(authorizer);
 /// ```
-pub fn authorize_fn<F, Fut>(f: F) -> AuthorizeFn<F>
+pub fn authorize_fn<F, Fut, A>(f: F) -> AuthorizeFn<F>
 where
     F: Fn(&Parts, Access, &[Topic]) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Denied>> + Send + 'static,
+    Fut: Future<Output = Result<A, Denied>> + Send + 'static,
+    A: Into<Allowed>,
 {
     AuthorizeFn(f)
 }
 
-impl<F, Fut> Authorizer for AuthorizeFn<F>
+impl<F, Fut, A> Authorizer for AuthorizeFn<F>
 where
     F: Fn(&Parts, Access, &[Topic]) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Denied>> + Send + 'static,
+    Fut: Future<Output = Result<A, Denied>> + Send + 'static,
+    A: Into<Allowed>,
 {
     fn authorize<'a>(
         &'a self,
         parts: &'a Parts,
         access: Access,
         topics: &'a [Topic],
-    ) -> BoxFuture<'a, Result<(), Denied>> {
-        Box::pin((self.0)(parts, access, topics))
+    ) -> BoxFuture<'a, Result<Allowed, Denied>> {
+        let verdict = (self.0)(parts, access, topics);
+        Box::pin(async move { verdict.await.map(Into::into) })
     }
 }
 

@@ -95,7 +95,7 @@ mod service;
 mod signal;
 mod stats;
 
-pub use auth::{Access, AuthorizeFn, Authorizer, Denied, authorize_fn};
+pub use auth::{Access, Allowed, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::{EventsBody, ResponseBody};
 pub use broker::error::BrokerError;
 pub use broker::memory::{MemoryBroker, MemoryBrokerBuilder};

@@ -228,7 +228,8 @@ pub struct StreamsClosed {
     pub lagged: u64,
     /// The hub shut down.
     pub shutdown: u64,
-    /// The subscription's deadline passed.
+    /// The subscription's deadline passed (an [`Allowed::until`](crate::Allowed::until), such as a
+    /// token's expiry).
     pub deadline: u64,
     /// The broker ended the subscription (it lost its store, or closed).
     pub broker: u64,

@@ -15,8 +15,8 @@ use tower::{Service, ServiceExt, service_fn};
 use tower_sse_pubsub::BoxFuture;
 use tower_sse_pubsub::broker::Broker;
 use tower_sse_pubsub::{
-    Access, BrokerError, Denied, EventId, Hub, MemoryBroker, PublishRequest, ResponseBody,
-    SubscribeRequest, Subscription, Topic, authorize_fn,
+    Access, Allowed, BrokerError, Denied, Event, EventId, Grant, Hub, MemoryBroker, PublishRequest,
+    ResponseBody, Selector, SubscribeRequest, Subscription, Topic, authorize_fn,
 };
 
 type Body = Full<Bytes>;
@@ -470,6 +470,106 @@ async fn the_authorizer_sees_the_apps_extensions_and_the_topics() {
     .await;
     let response = call(&hub, as_user(form("topic=a&data=x"), "admin")).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A hub whose authorizer grants every subscriber private events on `users/{id}` topics
+/// (matched by a selector) and a stream that ends `lifetime` from now.
+fn granting_hub(lifetime: Option<Duration>) -> Hub {
+    Hub::builder()
+        .authorizer(authorize_fn(
+            move |_: &http::request::Parts, _: Access, _: &[Topic]| {
+                let selectors: Arc<[Selector]> =
+                    Arc::from([Selector::new("users/{id}").expect("valid selector")]);
+                let mut allowed = Allowed::new().with_grant(Grant::Selectors(selectors));
+                if let Some(lifetime) = lifetime {
+                    // Wall-clock time: the deadline of a token's `exp`.
+                    allowed = allowed.until(std::time::SystemTime::now() + lifetime);
+                }
+                async move { Ok(allowed) }
+            },
+        ))
+        .build()
+        .expect("valid hub")
+}
+
+#[tokio::test]
+async fn the_authorizers_grant_decides_which_private_events_a_stream_receives() {
+    let hub = granting_hub(None);
+    let response = call(&hub, get("/events?topic=users/ada&topic=news")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    next_chunk(&mut body).await.expect("the opening comment");
+    let publisher = hub.publisher();
+    let send = |topic: &str, data: &str, private: bool| {
+        let mut request = PublishRequest::new(
+            [Topic::new(topic).expect("valid topic")],
+            Event::text(data).expect("valid event"),
+        );
+        if private {
+            request = request.private();
+        }
+        request
+    };
+    publisher
+        .send(&send("news", "private news", true))
+        .await
+        .expect("publish");
+    publisher
+        .send(&send("users/ada", "for ada", true))
+        .await
+        .expect("publish");
+    publisher
+        .send(&send("news", "public news", false))
+        .await
+        .expect("publish");
+    let mut received = String::new();
+    while !received.contains("public news") {
+        received.push_str(&next_chunk(&mut body).await.expect("a chunk"));
+    }
+    assert!(received.contains("data: for ada"), "{received:?}");
+    assert!(
+        !received.contains("private news"),
+        "a private event no selector of the grant matches: {received:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_ends_at_the_authorizers_deadline_and_an_expired_one_is_refused() {
+    let hub = granting_hub(Some(Duration::from_secs(600)));
+    let response = call(&hub, get("/events?topic=news")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let started = tokio::time::Instant::now();
+    let mut last = String::new();
+    while let Some(chunk) = next_chunk_within(&mut body, Duration::from_secs(3600)).await {
+        last = chunk;
+    }
+    let lasted = started.elapsed();
+    assert!(
+        (Duration::from_secs(599)..=Duration::from_secs(601)).contains(&lasted),
+        "the stream lasted {lasted:?}"
+    );
+    assert!(
+        last.contains("deadline passed; reconnect with fresh credentials"),
+        "{last:?}"
+    );
+    drop(body);
+    assert_eq!(hub.stats().streams_closed.deadline, 1);
+
+    // A deadline already past: 401, as for expired credentials.
+    let expired = Hub::builder()
+        .authorizer(authorize_fn(
+            |_: &http::request::Parts, _: Access, _: &[Topic]| {
+                let past = std::time::SystemTime::now() - Duration::from_secs(1);
+                async move { Ok(Allowed::new().until(past)) }
+            },
+        ))
+        .build()
+        .expect("valid hub");
+    let response = call(&expired, get("/events?topic=news")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert!(text_of(response).await.contains("credentials have expired"));
 }
 
 #[tokio::test]

@@ -4,10 +4,12 @@
 //! that are patterns, richer grants) arrive without breaking brokers or callers.
 
 use std::fmt;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
 use crate::event::{Event, EventId, Frame, Topic};
+use crate::selector::Selector;
 
 /// The longest idempotency key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
@@ -186,6 +188,9 @@ pub enum Grant {
     PublicOnly,
     /// Private events on any of these topics.
     Topics(Vec<Topic>),
+    /// Private events with a topic that one of these selectors matches (as Mercure's
+    /// `mercure.subscribe` claim grants them: any of the event's topics, canonical or alternate).
+    Selectors(Arc<[Selector]>),
     /// Every private event on the subscribed topics.
     All,
 }
@@ -200,6 +205,10 @@ impl Grant {
             Self::PublicOnly => false,
             Self::All => true,
             Self::Topics(granted) => frame.topics().iter().any(|t| granted.contains(t)),
+            Self::Selectors(selectors) => frame
+                .topics()
+                .iter()
+                .any(|t| selectors.iter().any(|s| s.matches(t.as_str()))),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::reply::{Reply, denied as denied_response, refuse};
 use super::stream::{
     NoSlot, Opening, ReplayPermit, SseStream, SubscriberSlot, resync_notice, retry_frame,
 };
-use crate::auth::Access;
+use crate::auth::{Access, Allowed, Denied};
 use crate::broker::{Resume, Start, SubscribeRequest};
 use crate::event::{EventId, Topic};
 use crate::stats::Refusal;
@@ -134,14 +134,27 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
             return refused(Refusal::ClientLimit, too_many(&shared, parts, max));
         }
     };
-    if authorize
-        && let Some(authorizer) = &shared.authorizer
-        && let Err(denied) = authorizer
-            .authorize(parts, Access::Subscribe, &request.topics)
-            .await
-    {
-        return refused(Refusal::Denied, denied_response(&denied));
-    }
+    let allowed = match &shared.authorizer {
+        Some(authorizer) if authorize => {
+            match authorizer
+                .authorize(parts, Access::Subscribe, &request.topics)
+                .await
+            {
+                Ok(allowed) => allowed,
+                Err(denied) => return refused(Refusal::Denied, denied_response(&denied)),
+            }
+        }
+        _ => Allowed::new(),
+    };
+    let deadline = match allowed.deadline().map(until) {
+        None => None,
+        Some(Some(deadline)) => Some(deadline),
+        Some(None) => {
+            let denied = Denied::unauthorized("the credentials have expired; renew them")
+                .with_challenge(HeaderValue::from_static("Bearer"));
+            return refused(Refusal::Denied, denied_response(&denied));
+        }
+    };
     let start = match &request.after {
         ResumePoint::None => Start::Live,
         ResumePoint::Id(id) => Start::After(id.clone()),
@@ -161,9 +174,13 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
             }
         },
     };
-    let broker_request = SubscribeRequest::new(request.topics.iter().cloned())
+    let mut broker_request = SubscribeRequest::new(request.topics.iter().cloned())
         .start(start)
+        .grant(allowed.grant().clone())
         .replay_budget(shared.config.replay_budget);
+    if let Some(deadline) = deadline {
+        broker_request = broker_request.deadline(deadline);
+    }
     let subscription = match shared.broker.subscribe(&broker_request).await {
         Ok(subscription) => subscription,
         Err(error) => {
@@ -223,6 +240,12 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
         );
     }
     response
+}
+
+/// The monotonic instant of a wall-clock deadline, or `None` when it has passed.
+fn until(deadline: std::time::SystemTime) -> Option<tokio::time::Instant> {
+    let left = deadline.duration_since(std::time::SystemTime::now()).ok()?;
+    (!left.is_zero()).then(|| tokio::time::Instant::now() + left)
 }
 
 /// The answer when the stream cannot be served right now.
