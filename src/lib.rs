@@ -88,6 +88,9 @@ mod event;
 mod fanout;
 mod future;
 mod hub;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 mod layer;
 mod publisher;
 mod selector;
@@ -127,6 +130,6 @@ pub use service::SsePubSub;
 pub use stats::{HubStats, Resumes, StreamsClosed, SubscribesRefused};
 
 /// Compiles and runs the README's Rust examples as doctests (they use every feature).
-#[cfg(all(doctest, feature = "redis"))]
+#[cfg(all(doctest, feature = "redis", feature = "jwt"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

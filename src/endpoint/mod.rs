@@ -6,7 +6,7 @@
 //! `reply` the short answers.
 
 pub(crate) mod clients;
-mod form;
+pub(crate) mod form;
 pub(crate) mod limits;
 pub(crate) mod publish;
 pub(crate) mod reply;
