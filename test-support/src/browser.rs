@@ -202,23 +202,36 @@ impl ChromeDriver {
     ///
     /// When chromedriver cannot start the browser within [`COMMAND_LIMIT`].
     pub async fn new_session(&self) -> Browser {
+        self.new_session_with_args(&[]).await
+    }
+
+    /// As [`ChromeDriver::new_session`], with more command-line switches for Chromium, such as
+    /// `--ignore-certificate-errors-spki-list=<hash>` to trust a test server's self-signed
+    /// certificate.
+    ///
+    /// # Panics
+    ///
+    /// When chromedriver cannot start the browser within [`COMMAND_LIMIT`].
+    pub async fn new_session_with_args(&self, extra_args: &[String]) -> Browser {
         let number = self.sessions.fetch_add(1, Ordering::Relaxed);
         let profile = self.profiles.join(format!("profile-{number}"));
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--no-first-run".to_owned(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        args.extend_from_slice(extra_args);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": self.chromium,
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
+                "args": args,
                 // Start on about:blank. By default the first tab loads the new-tab page, which
                 // can stall for seconds without network access, and chromedriver waits for it
                 // before the first navigation.

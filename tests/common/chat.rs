@@ -23,3 +23,7 @@ pub fn app(hub: &Hub) -> Router {
         .route("/", get(|| async { Html(PAGE) }))
         .layer(hub.layer())
 }
+
+/// The example's TLS mode: HTTP/2 and HTTP/1.1 over TLS, the same file the example includes.
+#[path = "../../examples/chat/tls.rs"]
+pub mod tls;
