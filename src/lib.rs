@@ -92,6 +92,9 @@ mod hub;
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
 mod layer;
+#[cfg(feature = "mercure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mercure")))]
+pub mod mercure;
 mod publisher;
 mod selector;
 mod service;
