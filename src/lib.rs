@@ -86,6 +86,9 @@ mod endpoint;
 mod event;
 pub mod fanout;
 mod future;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc;
 mod hub;
 mod layer;
 mod publisher;
