@@ -165,6 +165,10 @@ impl std::error::Error for Denied {}
 
 /// Decides whether a request may subscribe to or publish on its topics.
 ///
+/// It decides for the HTTP endpoints, and with feature `grpc` for the gRPC service's calls too,
+/// which it sees as `POST` requests to the call's path with the call's metadata as headers (see
+/// the `grpc` module).
+///
 /// Implement it for a type of your own, or wrap a closure with [`authorize_fn`]. A type of your
 /// own can hold what the decision needs (a key, a client, a table of rights):
 ///

@@ -77,6 +77,32 @@ impl Hub {
         SsePubSubLayer::new(self.shared.clone())
     }
 
+    /// The hub's pub/sub as the gRPC service `pubsub.v1.PubSub` (feature `grpc`), with the same
+    /// authorizer, limits and counters as the HTTP endpoints; see the [`grpc`](crate::grpc)
+    /// module.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::Hub;
+    ///
+    /// let hub = Hub::new();
+    /// let router = tonic::transport::Server::builder()
+    ///     .accept_http1(true)
+    ///     .layer(hub.layer())
+    ///     .add_service(hub.grpc_service().into_server());
+    /// # drop(router);
+    /// ```
+    #[cfg(feature = "grpc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+    pub fn grpc_service(&self) -> crate::grpc::PubSubService {
+        crate::grpc::PubSubService::new(self)
+    }
+
+    /// The state the hub shares with its endpoints.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn endpoints(&self) -> &Arc<Endpoints> {
+        &self.shared
+    }
+
     /// A cloneable handle for publishing from app code: handlers, gRPC methods, jobs.
     pub fn publisher(&self) -> Publisher {
         Publisher::counted(self.shared.broker.clone(), self.shared.counters.clone())
@@ -236,7 +262,7 @@ impl Hub {
         &self.shared.broker
     }
 
-    /// How many event streams are open right now.
+    /// How many event streams are open right now (gRPC `Subscribe` streams included).
     pub fn subscriber_count(&self) -> usize {
         self.shared.subscribers.load(Ordering::Relaxed)
     }
@@ -440,7 +466,8 @@ impl HubBuilder {
         self
     }
 
-    /// The largest publish body accepted, in bytes (default 64 KiB); larger ones get 413.
+    /// The largest publish body accepted, in bytes (default 64 KiB); larger ones get 413. With
+    /// feature `grpc`, also the largest gRPC request message (`OUT_OF_RANGE`).
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.config.max_body_bytes = bytes;
         self
@@ -456,15 +483,16 @@ impl HubBuilder {
         self
     }
 
-    /// Decides who may publish and subscribe over HTTP (default: anyone may subscribe, nobody
-    /// may publish). See [`Authorizer`].
+    /// Decides who may publish and subscribe over HTTP, and over gRPC with feature `grpc`
+    /// (default: anyone may subscribe, nobody may publish). See [`Authorizer`].
     pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
         self.authorizer = Some(Arc::new(authorizer));
         self
     }
 
-    /// Lets anyone publish over HTTP when no authorizer is set. Meant for demos and trusted
-    /// networks: without it (and without an authorizer) the publish endpoint answers 403.
+    /// Lets anyone publish over HTTP (and gRPC) when no authorizer is set. Meant for demos and
+    /// trusted networks: without it (and without an authorizer) the publish endpoint answers 403,
+    /// and the gRPC `Publish` `PERMISSION_DENIED`.
     pub fn allow_anonymous_publish(mut self) -> Self {
         self.config.anonymous_publish = true;
         self
@@ -506,8 +534,9 @@ impl HubBuilder {
     /// other fields) times the number of topics it goes to (default 1 MiB: a 64 KiB event to 16
     /// topics, or 32 KiB to all 32 a request may name). Each topic keeps the event in its
     /// history (on Redis, a copy per topic), so this bounds what one request can add to
-    /// retained history; a costlier publish gets 413. Applies to the HTTP endpoint; the app's own [`Publisher`](crate::Publisher) is
-    /// trusted.
+    /// retained history; a costlier publish gets 413 (`RESOURCE_EXHAUSTED` over gRPC). Applies
+    /// to the HTTP endpoint and the gRPC service; the app's own [`Publisher`](crate::Publisher)
+    /// is trusted.
     pub fn max_publish_cost(mut self, bytes: usize) -> Self {
         self.config.max_publish_cost = bytes;
         self
@@ -523,9 +552,11 @@ impl HubBuilder {
 
     /// The most event streams one client address may hold open at once; more get 429 with
     /// `Retry-After` (an EventSource gets a stream telling it to retry later, since it never
-    /// reconnects after a non-200 status). Off by default: the address is only known when the
-    /// server provides it (axum's `into_make_service_with_connect_info` with feature `axum`, or a
-    /// `SocketAddr` request extension), and many users can share one address behind a NAT.
+    /// reconnects after a non-200 status; a gRPC `Subscribe` gets `RESOURCE_EXHAUSTED`). Off by
+    /// default: the address is only known when the server provides it (axum's
+    /// `into_make_service_with_connect_info` with feature `axum`, tonic's server with feature
+    /// `grpc`, or a `SocketAddr` request extension), and many users can share one address behind
+    /// a NAT.
     pub fn max_streams_per_client(mut self, streams: usize) -> Self {
         self.config.max_streams_per_client = Some(streams);
         self

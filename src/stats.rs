@@ -187,7 +187,7 @@ impl Written {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HubStats {
-    /// Event streams open now.
+    /// Event streams open now: SSE streams, and gRPC `Subscribe` streams (feature `grpc`).
     pub open_streams: u64,
     /// Event streams opened.
     pub streams_opened: u64,
@@ -197,17 +197,21 @@ pub struct HubStats {
     pub subscribes_refused: SubscribesRefused,
     /// Streams opened with a resume point, by how it could be placed.
     pub resumes: Resumes,
-    /// Events published through this hub (its endpoint and its [`Publisher`](crate::Publisher)s).
+    /// Events published through this hub (its endpoint, its gRPC service and its
+    /// [`Publisher`](crate::Publisher)s).
     pub events_published: u64,
-    /// Publish requests refused (4xx) by the endpoint.
+    /// Publish requests refused: 4xx from the endpoint, any error status but `UNAVAILABLE` from
+    /// the gRPC service.
     pub publishes_refused: u64,
-    /// Publishes the broker could not store (503 over HTTP, an error for a `Publisher`).
+    /// Publishes the broker could not store (503 over HTTP, `UNAVAILABLE` over gRPC, an error for
+    /// a `Publisher`).
     pub publish_failures: u64,
     /// Frames written to event streams, replayed ones included.
     pub frames_delivered: u64,
     /// Of those, frames written while a stream was replaying history after its resume point.
     pub frames_replayed: u64,
-    /// Bytes written to event streams: frames, comments, keep-alives and notices.
+    /// Bytes written to event streams: frames, comments, keep-alives and notices; for a gRPC
+    /// stream, each message encoded with its 5-byte gRPC prefix.
     pub bytes_written: u64,
     /// `resync` notices sent: at a stream's opening or in its middle.
     pub resyncs: u64,

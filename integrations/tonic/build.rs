@@ -1,5 +1,6 @@
-//! Generates the gRPC code with the protoc that `protoc-bin-vendored` ships, so the crate builds
-//! on a machine without protoc installed.
+//! Generates the app's own gRPC code (`greeter.v1`) with the protoc that `protoc-bin-vendored`
+//! ships, so the crate builds on a machine without protoc installed. The hub's `pubsub.v1` code
+//! comes generated with the library (feature `grpc`).
 
 use std::error::Error;
 
@@ -10,7 +11,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure().compile_with_config(
         config,
-        &["proto/pubsub.proto", "proto/greeter.proto"],
+        &["proto/greeter.proto"],
         &["proto"],
     )?;
     Ok(())

@@ -1,10 +1,11 @@
 //! Who a client is, for the per-client stream limit, and how many streams each has open.
 //!
 //! The address comes from the connection: axum's `ConnectInfo<SocketAddr>` (feature `axum`, with
-//! `into_make_service_with_connect_info`), or a `SocketAddr` or `IpAddr` request extension that
-//! a hyper or tonic server inserts. Behind a reverse proxy every request comes from the proxy,
-//! so the hub can be told to read a header the proxy sets instead, and only then: a header from
-//! the open internet can say anything.
+//! `into_make_service_with_connect_info`), tonic's `TcpConnectInfo` (feature `grpc`; tonic's
+//! server inserts it in every request, gRPC or not), or a `SocketAddr` or `IpAddr` request
+//! extension that a hyper server inserts. Behind a reverse proxy every request comes from the
+//! proxy, so the hub can be told to read a header the proxy sets instead, and only then: a header
+//! from the open internet can say anything.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +38,14 @@ pub(crate) fn client_address(parts: &Parts, proxy_header: Option<&HeaderName>) -
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
     {
         return Some(info.0.ip());
+    }
+    #[cfg(feature = "grpc")]
+    if let Some(addr) = parts
+        .extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+    {
+        return Some(addr.ip());
     }
     parts
         .extensions

@@ -3,8 +3,10 @@
 //! keep-alive ticker, the write-delay flush).
 //!
 //! `subscribe` and `publish` are the endpoints, `stream` the body of an open event stream,
-//! `reply` the short answers.
+//! `reply` the short answers; `admit` holds the checks both endpoints (and the gRPC service)
+//! make before letting a request through.
 
+pub(crate) mod admit;
 pub(crate) mod clients;
 pub(crate) mod form;
 pub(crate) mod limits;

@@ -16,11 +16,11 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::admit::{self, PublishRefused, add_topic};
 use super::reply::{Reply, denied as denied_response, refuse, text};
 use super::stream::RESYNC_EVENT;
 use super::{Endpoints, form};
-use crate::auth::Access;
-use crate::broker::{BrokerError, PublishRequest};
+use crate::broker::PublishRequest;
 use crate::event::{Event, Topic};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,13 +57,8 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    if shared.authorizer.is_none() && !shared.config.anonymous_publish {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "publishing over HTTP is disabled: give the hub an authorizer \
-             (HubBuilder::authorizer) or allow anonymous publishing \
-             (HubBuilder::allow_anonymous_publish)",
-        );
+    if let Err(refusal) = admit::publishing_enabled(&shared) {
+        return refusal_response(&refusal);
     }
     let format = match format_of(&parts) {
         Ok(format) => format,
@@ -83,38 +78,22 @@ where
         Ok(request) => request,
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
-    // What the event costs as stored: its encoded size (each line of data gets its own
-    // `data: `), once per topic.
-    let size = request.event().fields_len();
-    let cost = size.saturating_mul(request.topics().len());
-    if cost > shared.config.max_publish_cost {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "this publish costs {cost} bytes ({size} bytes encoded, to {} {}), over the \
-                 limit of {}: send less data or fewer topics per request",
-                request.topics().len(),
-                if request.topics().len() == 1 {
-                    "topic"
-                } else {
-                    "topics"
-                },
-                shared.config.max_publish_cost
-            ),
-        );
-    }
-    if let Some(authorizer) = &shared.authorizer
-        && let Err(denied) = authorizer
-            .authorize(&parts, Access::Publish, request.topics())
-            .await
-    {
-        return denied_response(&denied);
-    }
-    match shared.broker.publish(&request).await {
+    match admit::publish(&shared, &parts, &request).await {
         Ok(id) => text(StatusCode::OK, id.as_str()),
-        Err(BrokerError::NoTopics) => refuse(StatusCode::BAD_REQUEST, BrokerError::NoTopics),
-        Err(error) => {
-            let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, error);
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+/// The answer to a publish the hub refused or could not store.
+fn refusal_response(refusal: &PublishRefused) -> Response<Reply> {
+    let reason = refusal.reason("HTTP");
+    match refusal {
+        PublishRefused::Disabled => refuse(StatusCode::FORBIDDEN, reason),
+        PublishRefused::TooCostly(_) => refuse(StatusCode::PAYLOAD_TOO_LARGE, reason),
+        PublishRefused::Denied(denied) => denied_response(denied),
+        PublishRefused::NoTopics => refuse(StatusCode::BAD_REQUEST, reason),
+        PublishRefused::Broker(_) => {
+            let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, reason);
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -202,18 +181,7 @@ impl Fields {
     }
 
     fn add_topic(&mut self, name: &str) -> Result<(), String> {
-        let topic = Topic::new(name).map_err(|e| format!("invalid topic {name:?}: {e}"))?;
-        if !self.topics.contains(&topic) {
-            // Refuse as soon as the limit is passed, so a huge body costs no more than that.
-            if self.topics.len() == self.max_topics {
-                return Err(format!(
-                    "too many topics: at most {} per request",
-                    self.max_topics
-                ));
-            }
-            self.topics.push(topic);
-        }
-        Ok(())
+        add_topic(&mut self.topics, name, self.max_topics)
     }
 
     fn set_once<T>(slot: &mut Option<T>, field: &str, value: T) -> Result<(), String> {
@@ -230,22 +198,32 @@ impl Fields {
         let data = self
             .data
             .ok_or_else(|| "no data: the \"data\" field is required".to_owned())?;
-        let mut event = Event::text(data).map_err(|e| e.to_string())?;
-        if let Some(event_type) = self.event_type {
-            if event_type == RESYNC_EVENT {
-                return Err(format!(
-                    "event type {RESYNC_EVENT:?} is reserved for the hub's own notices"
-                ));
-            }
-            event = event
-                .with_event_type(event_type)
-                .map_err(|e| e.to_string())?;
-        }
-        if let Some(retry) = self.retry {
-            event = event.with_retry(retry);
-        }
+        let event = event(data, self.event_type, self.retry)?;
         Ok(PublishRequest::new(self.topics, event))
     }
+}
+
+/// The event a publisher asked for, with the messages every transport sends.
+pub(crate) fn event(
+    data: String,
+    event_type: Option<String>,
+    retry: Option<Duration>,
+) -> Result<Event, String> {
+    let mut event = Event::text(data).map_err(|e| e.to_string())?;
+    if let Some(event_type) = event_type {
+        if event_type == RESYNC_EVENT {
+            return Err(format!(
+                "event type {RESYNC_EVENT:?} is reserved for the hub's own notices"
+            ));
+        }
+        event = event
+            .with_event_type(event_type)
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(retry) = retry {
+        event = event.with_retry(retry);
+    }
+    Ok(event)
 }
 
 /// The reconnection times a publisher may set, in milliseconds: a client told to reconnect at

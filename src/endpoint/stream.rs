@@ -120,15 +120,107 @@ impl Drop for ReplayPermit {
     }
 }
 
-/// How a stream opens: the resync notice to send first, the replay slot it holds, the client's
-/// resume point, and whether it counts in the hub's stats.
-pub(crate) struct Opening {
-    /// The stream's topics, kept when the hub counts streams per topic.
-    pub(crate) topics: Option<Box<[Topic]>>,
-    pub(crate) notice: Option<Bytes>,
-    pub(crate) replay: Option<ReplayPermit>,
-    pub(crate) resumed_from: Option<EventId>,
-    pub(crate) counted: bool,
+/// What one open stream owes the hub, whichever transport carries it: its subscriber slot, its
+/// count per topic, what it wrote, and why it ended. Settled when dropped: the stream is counted
+/// as closed (as `client_gone` if nothing ended it first), then its slot is released.
+pub(crate) struct StreamAccount {
+    /// Whether the stream counts in the hub's stats (a `HEAD` probe's does not).
+    counted: bool,
+    /// What it wrote since it last reported to the hub's counters.
+    pub(crate) written: Written,
+    /// Why it ended, once it has.
+    pub(crate) closed: Option<CloseReason>,
+    /// The id of the last event sent (or the client's resume point), for a resync notice: a
+    /// copy of its text, so keeping it costs no write to the shared frame's reference counts.
+    pub(crate) last_id: String,
+    /// Its topics, when the hub counts streams per topic.
+    topics: Option<Box<[Topic]>>,
+    slot: SubscriberSlot,
+}
+
+impl StreamAccount {
+    /// The account of a stream in `slot`; `topics` are counted as open now (when the hub counts
+    /// per topic) and closed on drop, so the two always pair.
+    pub(crate) fn new(
+        slot: SubscriberSlot,
+        topics: Option<Box<[Topic]>>,
+        counted: bool,
+        resumed_from: Option<&EventId>,
+    ) -> Self {
+        if let Some(topics) = &topics {
+            slot.endpoints.count_topics(topics, true);
+        }
+        Self {
+            counted,
+            written: Written::default(),
+            closed: None,
+            last_id: resumed_from
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default(),
+            topics,
+            slot,
+        }
+    }
+
+    pub(crate) fn endpoints(&self) -> &Endpoints {
+        &self.slot.endpoints
+    }
+
+    /// Whether the stream counts in the hub's stats.
+    pub(crate) fn counted(&self) -> bool {
+        self.counted
+    }
+
+    /// Keeps `frame`'s id as the last one sent.
+    pub(crate) fn remember(&mut self, frame: &Frame) {
+        self.last_id.clear();
+        self.last_id.push_str(frame.id().as_str());
+    }
+
+    /// Adds what the stream wrote since it last reported to the hub's counters (if it counts).
+    pub(crate) fn report(&mut self) {
+        if self.counted {
+            self.slot.endpoints.counters.wrote(&mut self.written);
+        }
+    }
+
+    /// Counts a resync notice sent in the middle of the stream.
+    pub(crate) fn resync_sent(&self, reason: &Resume) {
+        if self.counted {
+            self.endpoints().counters.resync_sent();
+            tracing::debug!(
+                target: "tower_sse_pubsub",
+                reason = reason.as_str(),
+                last_event_id = self.last_id.as_str(),
+                "resync sent"
+            );
+        }
+    }
+}
+
+impl Drop for StreamAccount {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        if let Some(topics) = &self.topics {
+            self.slot.endpoints.count_topics(topics, false);
+        }
+        let counters = &self.slot.endpoints.counters;
+        let (frames, bytes) = (self.written.frames, self.written.bytes);
+        counters.wrote(&mut self.written);
+        // Dropped before it ended: the connection went away.
+        let reason = self.closed.unwrap_or(CloseReason::ClientGone);
+        counters.stream_closed(reason);
+        tracing::debug!(
+            target: "tower_sse_pubsub",
+            reason = ?reason,
+            last_event_id = self.last_id.as_str(),
+            unreported_frames = frames,
+            unreported_bytes = bytes,
+            "stream closed"
+        );
+    }
 }
 
 /// The byte stream of one open SSE response.
@@ -151,31 +243,19 @@ pub(crate) struct SseStream {
     finished: bool,
     /// Held while the stream is replaying; dropped once it has caught up.
     replay: Option<ReplayPermit>,
-    /// The id of the last event sent (or the client's resume point), for a resync notice: a
-    /// copy of its text, so keeping it costs no write to the shared frame's reference counts.
-    last_id: String,
-    /// Whether this stream counts in the hub's stats (a `HEAD` probe's does not).
-    counted: bool,
-    /// What it wrote since it last reported to the hub's counters.
-    written: Written,
-    /// Why it ended, once it has.
-    closed: Option<CloseReason>,
-    /// Its topics, when the hub counts streams per topic.
-    topics: Option<Box<[Topic]>>,
-    slot: SubscriberSlot,
+    /// Its slot, counts and last id; settled when the stream is dropped.
+    account: StreamAccount,
 }
 
 impl SseStream {
     /// A stream for `subscription`; `notice` (a resync event) goes out right after the opening
     /// comment, before any replayed frame.
-    pub(crate) fn new(slot: SubscriberSlot, subscription: Subscription, opening: Opening) -> Self {
-        let Opening {
-            topics,
-            notice,
-            replay,
-            resumed_from,
-            counted,
-        } = opening;
+    pub(crate) fn new(
+        account: StreamAccount,
+        subscription: Subscription,
+        notice: Option<Bytes>,
+        replay: Option<ReplayPermit>,
+    ) -> Self {
         let pending = match notice {
             None => Bytes::from_static(OPENING),
             Some(notice) => {
@@ -185,11 +265,7 @@ impl SseStream {
                 Bytes::from(first)
             }
         };
-        // Counted per topic here and uncounted on drop, so the two always pair.
-        if let Some(topics) = &topics {
-            slot.endpoints.count_topics(topics, true);
-        }
-        let tick_seen = slot.endpoints.ticker.generation();
+        let tick_seen = account.endpoints().ticker.generation();
         Self {
             pending: Some(pending),
             subscription,
@@ -201,20 +277,12 @@ impl SseStream {
             flush_parked: None,
             finished: false,
             replay,
-            last_id: resumed_from
-                .as_ref()
-                .map(|id| id.as_str().to_owned())
-                .unwrap_or_default(),
-            counted,
-            written: Written::default(),
-            closed: None,
-            topics,
-            slot,
+            account,
         }
     }
 
     fn endpoints(&self) -> &Endpoints {
-        &self.slot.endpoints
+        self.account.endpoints()
     }
 
     fn closing_frame(&self) -> Bytes {
@@ -224,18 +292,12 @@ impl SseStream {
         )
     }
 
-    /// Keeps `frame`'s id as the last one sent.
-    fn remember(&mut self, frame: &Frame) {
-        self.last_id.clear();
-        self.last_id.push_str(frame.id().as_str());
-    }
-
     /// With a write delay, whether to hold ready frames back until the next flush tick.
     fn hold_back(&mut self) -> bool {
         if self.endpoints().config.write_delay.is_none() || !self.subscription.has_ready() {
             return false;
         }
-        let generation = self.slot.endpoints.flush.generation();
+        let generation = self.endpoints().flush.generation();
         match self.held_since {
             Some(since) if since != generation => {
                 self.held_since = None;
@@ -263,26 +325,18 @@ impl SseStream {
                 Poll::Ready(Some(Delivery::Event(frame))) => {
                     let bytes = frame.bytes().clone();
                     last = Some(frame);
-                    self.written.frames += 1;
+                    self.account.written.frames += 1;
                     if self.replay.is_some() {
-                        self.written.replayed += 1;
+                        self.account.written.replayed += 1;
                     }
                     bytes
                 }
                 Poll::Ready(Some(Delivery::Resync(reason))) => {
                     if let Some(frame) = last.take() {
-                        self.remember(&frame);
+                        self.account.remember(&frame);
                     }
-                    let last_id = EventId::new(&self.last_id).ok();
-                    if self.counted {
-                        self.endpoints().counters.resync_sent();
-                        tracing::debug!(
-                            target: "tower_sse_pubsub",
-                            reason = reason.as_str(),
-                            last_event_id = self.last_id.as_str(),
-                            "resync sent"
-                        );
-                    }
+                    self.account.resync_sent(&reason);
+                    let last_id = EventId::new(&self.account.last_id).ok();
                     resync_notice(&reason, last_id.as_ref())
                 }
                 Poll::Ready(None) => {
@@ -293,7 +347,7 @@ impl SseStream {
                         Some(SubscriptionEnd::Deadline) => (CloseReason::Deadline, DEADLINE),
                         _ => (CloseReason::Broker, CLOSED),
                     };
-                    self.closed = Some(reason);
+                    self.account.closed = Some(reason);
                     Bytes::from_static(frame)
                 }
                 Poll::Pending => {
@@ -320,7 +374,7 @@ impl SseStream {
             }
         }
         if let Some(frame) = last {
-            self.remember(&frame);
+            self.account.remember(&frame);
         }
         rest.map(BytesMut::freeze).or(first)
     }
@@ -332,12 +386,12 @@ impl Stream for SseStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
         let polled = this.poll_chunk(cx);
-        if this.counted {
+        if this.account.counted() {
             if let Poll::Ready(Some(chunk)) = &polled {
-                this.written.bytes += chunk.len() as u64;
+                this.account.written.bytes += chunk.len() as u64;
             }
-            if this.written.frames >= Written::BATCH {
-                this.slot.endpoints.counters.wrote(&mut this.written);
+            if this.account.written.frames >= Written::BATCH {
+                this.account.report();
             }
         }
         polled
@@ -364,9 +418,7 @@ impl SseStream {
         if tick != self.tick_seen {
             self.tick_seen = tick;
             // A quiet moment: report what was written, so the hub's stats stay close.
-            if self.counted {
-                self.slot.endpoints.counters.wrote(&mut self.written);
-            }
+            self.account.report();
             let silent = !std::mem::replace(&mut self.wrote_since_tick, false);
             if silent && self.endpoints().config.keep_alive.is_some() {
                 self.wrote_since_tick = true;
@@ -375,7 +427,7 @@ impl SseStream {
         }
         self.waiter.register(cx.waker());
         // Disjoint fields: no clone of the hub's shared state (a contended count) per park.
-        let endpoints = &self.slot.endpoints;
+        let endpoints = self.account.endpoints();
         endpoints
             .ticker
             .register(&self.waiter, &mut self.tick_parked);
@@ -394,33 +446,8 @@ impl SseStream {
     /// Ends the stream because the hub shuts down: the closing frame to send.
     fn close_for_shutdown(&mut self) -> Bytes {
         self.finished = true;
-        self.closed = Some(CloseReason::Shutdown);
+        self.account.closed = Some(CloseReason::Shutdown);
         self.closing_frame()
-    }
-}
-
-impl Drop for SseStream {
-    fn drop(&mut self) {
-        if !self.counted {
-            return;
-        }
-        if let Some(topics) = &self.topics {
-            self.slot.endpoints.count_topics(topics, false);
-        }
-        let counters = &self.slot.endpoints.counters;
-        let (frames, bytes) = (self.written.frames, self.written.bytes);
-        counters.wrote(&mut self.written);
-        // Dropped before it ended: the connection went away.
-        let reason = self.closed.unwrap_or(CloseReason::ClientGone);
-        counters.stream_closed(reason);
-        tracing::debug!(
-            target: "tower_sse_pubsub",
-            reason = ?reason,
-            last_event_id = self.last_id.as_str(),
-            unreported_frames = frames,
-            unreported_bytes = bytes,
-            "stream closed"
-        );
     }
 }
 

@@ -10,14 +10,10 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use super::Endpoints;
-use super::clients::client_address;
+use super::admit::{self, Ask, Refused, ResumePoint, add_topic};
 use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
-use super::stream::{
-    NoSlot, Opening, ReplayPermit, SseStream, SubscriberSlot, resync_notice, retry_frame,
-};
-use crate::auth::{Access, Allowed, Denied};
-use crate::broker::{Resume, Start, SubscribeRequest};
+use super::stream::{SseStream, resync_notice, retry_frame};
 use crate::event::{EventId, Topic};
 use crate::stats::Refusal;
 
@@ -33,26 +29,6 @@ const RESUME_PARAMS: [&str; 2] = ["lastEventID", "last_event_id"];
 struct Query {
     topics: Vec<Topic>,
     after: ResumePoint,
-}
-
-/// The resume point a client sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ResumePoint {
-    None,
-    Id(EventId),
-    /// Sent, but cannot be an id of ours (too long, control characters, not ASCII). Refusing it
-    /// with 400 would end a browser's EventSource for good, so the stream opens as for an
-    /// unknown id: with the resync notice, then everything retained.
-    Unusable,
-}
-
-impl ResumePoint {
-    fn id(&self) -> Option<&EventId> {
-        match self {
-            Self::Id(id) => Some(id),
-            _ => None,
-        }
-    }
 }
 
 pub(crate) async fn subscribe(shared: Arc<Endpoints>, parts: Parts) -> Response<Reply> {
@@ -119,116 +95,36 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
             return refused(Refusal::BadRequest, refuse(StatusCode::BAD_REQUEST, reason));
         }
     };
-    if shared.is_shut_down() {
-        let response = unavailable(&shared, parts, "the server is shutting down; reconnect");
-        return refused(Refusal::ShuttingDown, response);
-    }
-    let client = client_address(parts, shared.config.client_header.as_ref());
-    let slot = match SubscriberSlot::acquire(&shared, client) {
-        Ok(slot) => slot,
-        Err(NoSlot::Full) => {
-            let response = unavailable(&shared, parts, shared.full_reason());
-            return refused(Refusal::Full, response);
-        }
-        Err(NoSlot::ClientLimit(max)) => {
-            return refused(Refusal::ClientLimit, too_many(&shared, parts, max));
-        }
+    let ask = Ask {
+        topics: request.topics,
+        after: request.after,
+        authorize,
+        counted,
     };
-    let allowed = match &shared.authorizer {
-        Some(authorizer) if authorize => {
-            match authorizer
-                .authorize(parts, Access::Subscribe, &request.topics)
-                .await
-            {
-                Ok(allowed) => allowed,
-                Err(denied) => return refused(Refusal::Denied, denied_response(&denied)),
-            }
-        }
-        _ => Allowed::new(),
-    };
-    let deadline = match allowed.deadline().map(until) {
-        None => None,
-        Some(Some(deadline)) => Some(deadline),
-        Some(None) => {
-            let denied = Denied::unauthorized("the credentials have expired; renew them")
-                .with_challenge(HeaderValue::from_static("Bearer"));
-            return refused(Refusal::Denied, denied_response(&denied));
+    let admitted = match admit::subscribe(&shared, parts, ask).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let response = match &refusal {
+                Refused::ClientLimit(max) => too_many(&shared, parts, *max),
+                Refused::Denied(denied) => denied_response(denied),
+                Refused::ShuttingDown
+                | Refused::Full(_)
+                | Refused::ReplayLimit(_)
+                | Refused::Broker(_) => unavailable(&shared, parts, &refusal),
+            };
+            return refused(refusal.refusal(), response);
         }
     };
-    let start = match &request.after {
-        ResumePoint::None => Start::Live,
-        ResumePoint::Id(id) => Start::After(id.clone()),
-        ResumePoint::Unusable => Start::Earliest,
-    };
-    let replay = match start {
-        Start::Live => None,
-        _ => match ReplayPermit::acquire(&shared) {
-            Some(permit) => Some(permit),
-            None => {
-                let reason = format!(
-                    "{} streams are replaying history already; reconnect later to resume",
-                    shared.config.max_replays
-                );
-                let response = unavailable(&shared, parts, reason);
-                return refused(Refusal::ReplayLimit, response);
-            }
-        },
-    };
-    let mut broker_request = SubscribeRequest::new(request.topics.iter().cloned())
-        .start(start)
-        .grant(allowed.grant().clone())
-        .replay_budget(shared.config.replay_budget);
-    if let Some(deadline) = deadline {
-        broker_request = broker_request.deadline(deadline);
-    }
-    let subscription = match shared.broker.subscribe(&broker_request).await {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            let response = unavailable(&shared, parts, &error);
-            return refused(Refusal::BrokerUnavailable, response);
-        }
-    };
-    // Shutdown may have begun while the authorizer or the broker was working.
-    if shared.is_shut_down() {
-        let response = unavailable(&shared, parts, "the server is shutting down; reconnect");
-        return refused(Refusal::ShuttingDown, response);
-    }
 
-    let resume = match request.after {
-        ResumePoint::Unusable => Resume::Unknown,
-        _ => subscription.resume().clone(),
-    };
+    let resume = admitted.resume;
     let notice = resume
         .is_gap()
-        .then(|| resync_notice(&resume, request.after.id()));
-    if counted {
-        shared.counters.stream_opened();
-        if request.after != ResumePoint::None {
-            shared.counters.resumed(&resume);
-        }
-        if notice.is_some() {
-            shared.counters.resync_sent();
-        }
-        tracing::debug!(
-            target: "tower_sse_pubsub",
-            topics = ?request.topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
-            client = ?client,
-            resume = resume.as_str(),
-            "stream opened"
-        );
-    }
-    shared.start_tickers();
+        .then(|| resync_notice(&resume, admitted.after.id()));
     let stream = SseStream::new(
-        slot,
-        subscription,
-        Opening {
-            topics: (counted && shared.topic_streams.is_some())
-                .then(|| request.topics.clone().into_boxed_slice()),
-            notice,
-            replay,
-            resumed_from: request.after.id().cloned(),
-            counted,
-        },
+        admitted.account,
+        admitted.subscription,
+        notice,
+        admitted.replay,
     );
     let mut response = Response::new(Reply::Events(Box::new(stream)));
     let headers = response.headers_mut();
@@ -240,12 +136,6 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
         );
     }
     response
-}
-
-/// The monotonic instant of a wall-clock deadline, or `None` when it has passed.
-fn until(deadline: std::time::SystemTime) -> Option<tokio::time::Instant> {
-    let left = deadline.duration_since(std::time::SystemTime::now()).ok()?;
-    (!left.is_zero()).then(|| tokio::time::Instant::now() + left)
 }
 
 /// The answer when the stream cannot be served right now.
@@ -290,8 +180,7 @@ fn close_after(parts: &Parts, response: &mut Response<Reply>) {
 /// `Retry-After`, or, for an EventSource (which never reconnects after a non-200 status), a 200
 /// stream that tells it to retry later.
 fn too_many(shared: &Endpoints, parts: &Parts, max: usize) -> Response<Reply> {
-    let reason =
-        format!("this client already has {max} event streams open; close one or retry later");
+    let reason = Refused::ClientLimit(max).to_string();
     if accepts_event_stream(parts) {
         return unavailable(shared, parts, reason);
     }
@@ -345,13 +234,7 @@ fn parse(parts: &Parts, max_topics: usize) -> Result<Query, String> {
             Err(error) => return Err(format!("invalid query: {error}")),
         };
         if key == "topic" {
-            let topic = Topic::new(&value).map_err(|e| format!("invalid topic {value:?}: {e}"))?;
-            if !topics.contains(&topic) {
-                if topics.len() == max_topics {
-                    return Err(format!("too many topics: at most {max_topics} per request"));
-                }
-                topics.push(topic);
-            }
+            add_topic(&mut topics, &value, max_topics)?;
         } else if RESUME_PARAMS.contains(&key.as_str()) && !value.is_empty() {
             query_after = EventId::new(&value).map_or(ResumePoint::Unusable, ResumePoint::Id);
         }

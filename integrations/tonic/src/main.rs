@@ -5,6 +5,8 @@
 //! curl -N 'http://127.0.0.1:50051/events?topic=greetings'     # a browser's view
 //! grpcurl -plaintext -import-path integrations/tonic/proto -proto greeter.proto \
 //!     -d '{"name":"ada"}' 127.0.0.1:50051 greeter.v1.Greeter/Hello
+//! grpcurl -plaintext -import-path proto -proto pubsub/v1/pubsub.proto \
+//!     -d '{"topics":["greetings"]}' 127.0.0.1:50051 pubsub.v1.PubSub/Subscribe
 //! ```
 
 #![forbid(unsafe_code)]

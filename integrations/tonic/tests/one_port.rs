@@ -4,15 +4,14 @@ mod common;
 
 use common::{TestServer, grpc_web_call, http_publish, next_sse, sse_subscribe, test_hub, within};
 use futures::StreamExt;
+use integration_tonic::GREETINGS_TOPIC;
 use integration_tonic::proto::greeter::HelloRequest;
-use integration_tonic::proto::pubsub::pub_sub_server::PubSubServer;
-use integration_tonic::proto::pubsub::{Event, PublishReply, PublishRequest, SubscribeRequest};
-use integration_tonic::{GREETINGS_TOPIC, PubSubService};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tonic::Streaming;
+use tower_sse_pubsub::grpc::proto::{Event, PublishReply, PublishRequest, SubscribeRequest};
 use tower_sse_pubsub::{Hub, MemoryBroker};
 
 fn publish_request(topics: &[&str], data: &str) -> PublishRequest {
@@ -285,12 +284,19 @@ async fn shutdown_ends_open_grpc_and_sse_streams_promptly() {
     for _ in 0..3 {
         sse_streams.push(sse_subscribe(server.addr, "topic=news").await);
     }
-    assert_eq!(server.hub.subscriber_count(), 3);
+    // gRPC streams hold the hub's subscriber slots as SSE streams do.
+    assert_eq!(server.hub.subscriber_count(), 6);
 
     let hub = server.hub.clone();
     // `stop` fails the test unless the server has returned within the step bound.
     within("shutdown", server.stop()).await;
     assert!(hub.is_shut_down());
+    let stats = hub.stats();
+    assert_eq!(
+        (stats.open_streams, stats.streams_closed.shutdown),
+        (0, 6),
+        "{stats:?}"
+    );
 
     for mut stream in grpc_streams {
         let status = within("gRPC stream end", stream.message())
@@ -351,7 +357,7 @@ async fn tonic_web_outside_the_hub_refuses_sse_over_http1() {
             .accept_http1(true)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(hub.layer())
-            .add_service(PubSubServer::new(PubSubService::new(hub.clone())))
+            .add_service(hub.grpc_service().into_server())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = stopped.await;
                 on_stop.shutdown();

@@ -12,12 +12,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use integration_tonic::proto::greeter::greeter_client::GreeterClient;
-use integration_tonic::proto::pubsub::pub_sub_client::PubSubClient;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tower_sse_pubsub::Hub;
+use tower_sse_pubsub::grpc::proto::pub_sub_client::PubSubClient;
 
 /// How long any single step may take before the test fails instead of hanging.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -65,13 +65,15 @@ impl TestServer {
         }
     }
 
+    /// The library's generated client has no `connect` (it is built without tonic's
+    /// transport), so the channel is made here.
     pub async fn pubsub(&self) -> PubSubClient<Channel> {
-        within(
-            "gRPC connect",
-            PubSubClient::connect(format!("http://{}", self.addr)),
-        )
-        .await
-        .expect("gRPC connect")
+        let endpoint =
+            Endpoint::from_shared(format!("http://{}", self.addr)).expect("valid endpoint");
+        let channel = within("gRPC connect", endpoint.connect())
+            .await
+            .expect("gRPC connect");
+        PubSubClient::new(channel)
     }
 
     pub async fn greeter(&self) -> GreeterClient<Channel> {
