@@ -136,6 +136,6 @@ pub use service::SsePubSub;
 pub use stats::{HubStats, Resumes, StreamsClosed, SubscribesRefused};
 
 /// Compiles and runs the README's Rust examples as doctests (they use every feature).
-#[cfg(all(doctest, feature = "redis", feature = "jwt"))]
+#[cfg(all(doctest, feature = "redis", feature = "jwt", feature = "grpc"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -202,18 +202,32 @@ pub(crate) async fn subscribe(
         if resume.is_gap() {
             shared.counters.resync_sent();
         }
-        tracing::debug!(
+    }
+    // One span per stream, so its events (opened, resync, closed) can be told apart from other
+    // streams'; a disabled span costs nothing.
+    let span = if ask.counted {
+        tracing::debug_span!(
             target: "tower_sse_pubsub",
+            "sse_stream",
             topics = ?ask.topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
             client = ?client,
-            resume = resume.as_str(),
-            "stream opened"
-        );
+        )
+    } else {
+        tracing::Span::none()
+    };
+    if ask.counted {
+        span.in_scope(|| {
+            tracing::debug!(
+                target: "tower_sse_pubsub",
+                resume = resume.as_str(),
+                "stream opened"
+            );
+        });
     }
     shared.start_tickers();
     let topics =
         (ask.counted && shared.topic_streams.is_some()).then(|| ask.topics.into_boxed_slice());
-    let account = StreamAccount::new(slot, topics, ask.counted, ask.after.id());
+    let account = StreamAccount::new(slot, topics, ask.counted, ask.after.id(), span);
     Ok(Admitted {
         account,
         subscription,

@@ -136,6 +136,8 @@ pub(crate) struct StreamAccount {
     /// Its topics, when the hub counts streams per topic.
     topics: Option<Box<[Topic]>>,
     slot: SubscriberSlot,
+    /// The stream's `sse_stream` span: its events are recorded inside it.
+    span: tracing::Span,
 }
 
 impl StreamAccount {
@@ -146,6 +148,7 @@ impl StreamAccount {
         topics: Option<Box<[Topic]>>,
         counted: bool,
         resumed_from: Option<&EventId>,
+        span: tracing::Span,
     ) -> Self {
         if let Some(topics) = &topics {
             slot.endpoints.count_topics(topics, true);
@@ -159,6 +162,7 @@ impl StreamAccount {
                 .unwrap_or_default(),
             topics,
             slot,
+            span,
         }
     }
 
@@ -188,12 +192,14 @@ impl StreamAccount {
     pub(crate) fn resync_sent(&self, reason: &Resume) {
         if self.counted {
             self.endpoints().counters.resync_sent();
-            tracing::debug!(
-                target: "tower_sse_pubsub",
-                reason = reason.as_str(),
-                last_event_id = self.last_id.as_str(),
-                "resync sent"
-            );
+            self.span.in_scope(|| {
+                tracing::debug!(
+                    target: "tower_sse_pubsub",
+                    reason = reason.as_str(),
+                    last_event_id = self.last_id.as_str(),
+                    "resync sent"
+                );
+            });
         }
     }
 }
@@ -212,14 +218,16 @@ impl Drop for StreamAccount {
         // Dropped before it ended: the connection went away.
         let reason = self.closed.unwrap_or(CloseReason::ClientGone);
         counters.stream_closed(reason);
-        tracing::debug!(
-            target: "tower_sse_pubsub",
-            reason = ?reason,
-            last_event_id = self.last_id.as_str(),
-            unreported_frames = frames,
-            unreported_bytes = bytes,
-            "stream closed"
-        );
+        self.span.in_scope(|| {
+            tracing::debug!(
+                target: "tower_sse_pubsub",
+                reason = ?reason,
+                last_event_id = self.last_id.as_str(),
+                unreported_frames = frames,
+                unreported_bytes = bytes,
+                "stream closed"
+            );
+        });
     }
 }
 
