@@ -211,3 +211,197 @@ fn a_flood_of_unique_topics_stays_within_the_memory_cap() {
         );
     }
 }
+
+/// The data of the next `count` events of `subscription`, failing instead of hanging.
+async fn next_data(subscription: &mut tower_sse_pubsub::Subscription, count: usize) -> Vec<String> {
+    let mut seen = Vec::with_capacity(count);
+    while seen.len() < count {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the subscription is open");
+        if let Some(frame) = delivery.into_event() {
+            seen.push(frame.fields().data);
+        }
+    }
+    seen
+}
+
+fn selector(text: &str) -> tower_sse_pubsub::Selector {
+    tower_sse_pubsub::Selector::new(text).expect("valid selector")
+}
+
+#[tokio::test]
+async fn a_pattern_subscriber_gets_every_matching_event_once_and_in_order() {
+    let broker = MemoryBroker::new();
+    let request = SubscribeRequest::new([topic("news")]).select([selector("books/{id}")]);
+    let mut subscription = broker.subscribe(&request).await.expect("subscribe");
+    for (topics, data) in [
+        (vec![topic("books/1")], "book 1"),
+        (vec![topic("news")], "news"),
+        (vec![topic("films/1")], "a film"),
+        (vec![topic("books/1/reviews")], "a review"),
+        // On a topic the subscriber names and one its pattern matches: once.
+        (vec![topic("books/2"), topic("news")], "book 2 in the news"),
+        (vec![topic("books/3")], "book 3"),
+    ] {
+        broker
+            .publish(&publish_request(&topics, data))
+            .await
+            .expect("publish");
+    }
+    assert_eq!(
+        next_data(&mut subscription, 4).await,
+        ["book 1", "news", "book 2 in the news", "book 3"]
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), subscription.next())
+            .await
+            .is_err(),
+        "nothing else"
+    );
+}
+
+#[tokio::test]
+async fn the_star_pattern_gets_every_topic() {
+    let broker = MemoryBroker::new();
+    let mut everything = broker
+        .subscribe(&SubscribeRequest::new([]).select([selector("*")]))
+        .await
+        .expect("subscribe");
+    for name in ["a", "b/c", "https://example.com/x"] {
+        broker
+            .publish(&publish_request(&[topic(name)], name))
+            .await
+            .expect("publish");
+    }
+    assert_eq!(
+        next_data(&mut everything, 3).await,
+        ["a", "b/c", "https://example.com/x"]
+    );
+    assert!(matches!(
+        broker.subscribe(&SubscribeRequest::new([])).await,
+        Err(tower_sse_pubsub::BrokerError::NoTopics)
+    ));
+}
+
+#[tokio::test]
+async fn a_pattern_replays_what_is_retained_then_goes_live_without_gap() {
+    let broker = MemoryBroker::new();
+    let mut ids = Vec::new();
+    for (name, data) in [
+        ("books/1", "b1"),
+        ("films/1", "f1"),
+        ("books/2", "b2"),
+        ("books/3", "b3"),
+    ] {
+        ids.push(
+            broker
+                .publish(&publish_request(&[topic(name)], data))
+                .await
+                .expect("publish"),
+        );
+    }
+    // From the earliest retained event.
+    let earliest = SubscribeRequest::new([])
+        .select([selector("books/{id}")])
+        .start(tower_sse_pubsub::Start::Earliest);
+    let mut from_start = broker.subscribe(&earliest).await.expect("subscribe");
+    assert_eq!(from_start.resume(), &Resume::Complete);
+    // After an id: only what followed it.
+    let after = SubscribeRequest::new([])
+        .select([selector("books/{id}")])
+        .after(Some(ids[0].clone()));
+    let mut resumed = broker.subscribe(&after).await.expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    broker
+        .publish(&publish_request(&[topic("books/4")], "b4"))
+        .await
+        .expect("publish");
+    assert_eq!(
+        next_data(&mut from_start, 4).await,
+        ["b1", "b2", "b3", "b4"]
+    );
+    assert_eq!(next_data(&mut resumed, 3).await, ["b2", "b3", "b4"]);
+}
+
+#[tokio::test]
+async fn a_pattern_past_the_history_is_told_it_missed_events() {
+    let broker = MemoryBroker::builder().history_per_topic(2).build();
+    let mut ids = Vec::new();
+    for data in ["1", "2", "3", "4"] {
+        ids.push(
+            broker
+                .publish(&publish_request(&[topic("books/1")], data))
+                .await
+                .expect("publish"),
+        );
+    }
+    let request = SubscribeRequest::new([])
+        .select([selector("books/{id}")])
+        .after(Some(ids[0].clone()));
+    let mut subscription = broker.subscribe(&request).await.expect("subscribe");
+    assert_eq!(subscription.resume(), &Resume::Expired);
+    assert_eq!(next_data(&mut subscription, 2).await, ["3", "4"]);
+}
+
+#[tokio::test]
+async fn readers_of_one_pattern_share_it_and_new_patterns_see_topics_seen_before() {
+    let broker = MemoryBroker::new();
+    // The topic is seen, and which patterns it matches cached (none), before the pattern that
+    // matches it exists.
+    let _films = broker
+        .subscribe(&SubscribeRequest::new([]).select([selector("films/{id}")]))
+        .await
+        .expect("subscribe");
+    broker
+        .publish(&publish_request(&[topic("books/1")], "before"))
+        .await
+        .expect("publish");
+    let request = SubscribeRequest::new([]).select([selector("books/{id}")]);
+    let mut first = broker.subscribe(&request).await.expect("subscribe");
+    let mut second = broker.subscribe(&request).await.expect("subscribe");
+    assert_eq!(broker.pattern_count(), 2, "one log per pattern");
+    assert_eq!(broker.topic_subscriptions(), 3);
+    broker
+        .publish(&publish_request(&[topic("books/1")], "after"))
+        .await
+        .expect("publish");
+    assert_eq!(next_data(&mut first, 1).await, ["after"]);
+    assert_eq!(next_data(&mut second, 1).await, ["after"]);
+    drop(first);
+    assert_eq!(broker.pattern_count(), 2);
+    drop(second);
+    assert_eq!(
+        broker.pattern_count(),
+        1,
+        "the last reader takes the pattern away"
+    );
+    assert_eq!(broker.topic_subscriptions(), 1);
+}
+
+#[tokio::test]
+async fn private_events_reach_pattern_readers_only_with_a_grant() {
+    let broker = MemoryBroker::new();
+    let request = SubscribeRequest::new([]).select([selector("users/{id}")]);
+    let mut public = broker.subscribe(&request).await.expect("subscribe");
+    let granted = request
+        .clone()
+        .grant(tower_sse_pubsub::Grant::Selectors(Arc::from([selector(
+            "users/ada",
+        )])));
+    let mut ada = broker.subscribe(&granted).await.expect("subscribe");
+    for (name, data, private) in [
+        ("users/ada", "for ada", true),
+        ("users/bob", "for bob", true),
+        ("users/bob", "public", false),
+    ] {
+        let mut request = publish_request(&[topic(name)], data);
+        if private {
+            request = request.private();
+        }
+        broker.publish(&request).await.expect("publish");
+    }
+    assert_eq!(next_data(&mut public, 1).await, ["public"]);
+    assert_eq!(next_data(&mut ada, 2).await, ["for ada", "public"]);
+}

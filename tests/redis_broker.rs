@@ -1092,3 +1092,26 @@ async fn a_page_of_events_too_old_to_replay_does_not_hide_the_young_ones_after_i
         assert_eq!(next_data(&mut resumed).await, expected);
     }
 }
+
+#[tokio::test]
+async fn topic_patterns_are_refused_as_unsupported_not_as_unavailable() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "patterns").await;
+    let request = SubscribeRequest::new([topic("news")])
+        .select([tower_sse_pubsub::Selector::new("books/{id}").expect("valid selector")]);
+    match broker.subscribe(&request).await {
+        Err(error @ tower_sse_pubsub::BrokerError::Unsupported(_)) => {
+            assert!(error.to_string().contains("topic patterns"), "{error}");
+        }
+        other => panic!(
+            "expected Unsupported, got {:?}",
+            other.map(|_| "a subscription")
+        ),
+    }
+    // Exact selectors are plain topics, which Redis serves.
+    let exact = SubscribeRequest::new([])
+        .select([tower_sse_pubsub::Selector::new("news").expect("valid selector")]);
+    assert!(broker.subscribe(&exact).await.is_ok());
+}

@@ -20,6 +20,9 @@ pub enum BrokerError {
         /// The underlying error, if any.
         source: Option<Box<dyn StdError + Send + Sync>>,
     },
+    /// The broker does not do what the request asks (say, topic patterns); retrying will not
+    /// help. Names what, for people.
+    Unsupported(&'static str),
 }
 
 impl BrokerError {
@@ -39,6 +42,7 @@ impl fmt::Display for BrokerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoTopics => f.write_str("at least one topic is required"),
+            Self::Unsupported(what) => write!(f, "this broker does not support {what}"),
             // Not "nothing was stored": a publish that timed out after reaching the backend may
             // have been, and a failed subscribe stores nothing anyway.
             Self::Unavailable { reason, .. } => {

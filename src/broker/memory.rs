@@ -84,10 +84,16 @@ impl MemoryBroker {
         &self.shared.fanout
     }
 
-    /// The number of (subscriber, topic) registrations: a subscription to two topics counts
-    /// twice.
+    /// The number of (subscriber, topic) and (subscriber, pattern) registrations: a
+    /// subscription to two topics counts twice.
     pub fn topic_subscriptions(&self) -> usize {
         self.shared.fanout.topic_subscriptions()
+    }
+
+    /// The number of distinct topic patterns subscribed to: subscribers of the same pattern
+    /// share it, and it is matched once per event.
+    pub fn pattern_count(&self) -> usize {
+        self.shared.fanout.pattern_count()
     }
 
     /// The number of (topic, event) pairs currently retained for resuming clients.
@@ -138,7 +144,7 @@ impl MemoryBroker {
     }
 
     fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
-        if request.topics().is_empty() {
+        if request.is_empty() {
             return Err(BrokerError::NoTopics);
         }
         let shared = &*self.shared;
@@ -150,8 +156,9 @@ impl MemoryBroker {
             Start::Earliest => (Position::Earliest, false),
             _ => (Position::Live, false),
         };
-        let (reader, mut resume) = shared.fanout.subscribe_within(
+        let (reader, mut resume) = shared.fanout.subscribe_matching(
             request.topics(),
+            request.patterns(),
             position,
             request.granted().clone(),
             request.budget(),

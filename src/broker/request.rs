@@ -246,7 +246,8 @@ impl ReplayBudget {
     }
 }
 
-/// What a subscriber wants: its topics, where to start, its grant, and when to stop.
+/// What a subscriber wants: its topics (and topic patterns), where to start, its grant, and
+/// when to stop.
 ///
 /// ```
 /// use std::time::Duration;
@@ -264,6 +265,7 @@ impl ReplayBudget {
 #[must_use]
 pub struct SubscribeRequest {
     topics: Vec<Topic>,
+    patterns: Vec<Selector>,
     start: Start,
     grant: Grant,
     deadline: Option<Instant>,
@@ -275,11 +277,53 @@ impl SubscribeRequest {
     pub fn new(topics: impl IntoIterator<Item = Topic>) -> Self {
         Self {
             topics: distinct(topics),
+            patterns: Vec::new(),
             start: Start::Live,
             grant: Grant::PublicOnly,
             deadline: None,
             budget: None,
         }
+    }
+
+    /// Also subscribes to every topic one of `selectors` matches: `*` for all topics, or URI
+    /// templates. An exact selector (neither) is the same as naming its topic.
+    ///
+    /// Brokers that cannot serve patterns refuse the request with
+    /// [`BrokerError::Unsupported`](crate::BrokerError::Unsupported).
+    ///
+    /// ```
+    /// use tower_sse_pubsub::{Selector, SubscribeRequest, Topic};
+    ///
+    /// let request = SubscribeRequest::new([Topic::new("news")?])
+    ///     .select([Selector::new("https://example.com/books/{id}")?, Selector::new("chat")?]);
+    /// assert_eq!(request.topics().len(), 2); // "news" and "chat"
+    /// assert_eq!(request.patterns().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn select(mut self, selectors: impl IntoIterator<Item = Selector>) -> Self {
+        for selector in selectors {
+            if !selector.is_any()
+                && !selector.is_template()
+                && let Ok(topic) = Topic::new(selector.as_str())
+            {
+                if !self.topics.contains(&topic) {
+                    self.topics.push(topic);
+                }
+            } else if !self.patterns.contains(&selector) {
+                self.patterns.push(selector);
+            }
+        }
+        self
+    }
+
+    /// The patterns (`*` and URI templates), each once.
+    pub fn patterns(&self) -> &[Selector] {
+        &self.patterns
+    }
+
+    /// Whether the request names no topic and no pattern: brokers refuse it.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty() && self.patterns.is_empty()
     }
 
     /// Replays at most this much before going live (default: no limit beyond the history).

@@ -12,9 +12,10 @@ use tokio::time::Instant;
 
 use self::reader::Cursor;
 pub use self::reader::Reader;
-use self::ring::{Mark, TopicLog};
+use self::ring::{LogKey, Mark, TopicLog};
 use crate::broker::{Grant, PublishRequest, ReplayBudget, Resume};
 use crate::event::{EventId, Frame, Topic};
+use crate::selector::Selector;
 
 /// Where a reader starts in its topics' logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,13 @@ struct Ingest {
     /// from this floor, so a resume point older than anything a forgotten topic lost is
     /// reported as expired, never as complete.
     forgotten_through: u64,
+    /// One log per distinct pattern with readers: its readers share it, so a pattern is matched
+    /// once per event however many subscribers use it.
+    patterns: HashMap<Selector, Entry>,
+    /// Which pattern logs each recently seen topic feeds, so an event costs a lookup per topic,
+    /// not a match per pattern; emptied whenever the set of patterns changes, and when it grows
+    /// past [`MATCH_CACHE_TOPICS`].
+    matched: HashMap<Topic, Arc<[Arc<TopicLog>]>>,
 }
 
 impl Fanout {
@@ -184,6 +192,21 @@ impl Fanout {
         grant: Grant,
         budget: Option<ReplayBudget>,
     ) -> (Reader, Resume) {
+        self.subscribe_matching(topics, &[], position, grant, budget)
+    }
+
+    /// As [`Fanout::subscribe_within`], also reading every topic one of `patterns` matches (at
+    /// least one topic or pattern in all). Readers of the same pattern share one log, so a
+    /// pattern is matched once per event; which patterns a topic matches is cached. A reader
+    /// that starts before [`Position::Live`] first replays the matching frames still held.
+    pub fn subscribe_matching(
+        &self,
+        topics: &[Topic],
+        patterns: &[Selector],
+        position: Position,
+        grant: Grant,
+        budget: Option<ReplayBudget>,
+    ) -> (Reader, Resume) {
         let engine = self.engine();
         let now = Instant::now();
         let mut state = engine.lock();
@@ -198,7 +221,7 @@ impl Fanout {
         let generation = engine.resync_generation.load(Ordering::Acquire);
         let mut cursors: Vec<Cursor> = Vec::with_capacity(topics.len());
         for topic in topics {
-            if cursors.iter().any(|c| &c.log.topic == topic) {
+            if cursors.iter().any(|c| c.log.topic() == Some(topic)) {
                 continue;
             }
             let floor = state.forgotten_through;
@@ -206,7 +229,7 @@ impl Fanout {
                 state.accounted += topic_cost(topic);
             }
             let entry = state.topics.entry(topic.clone()).or_insert_with(|| Entry {
-                log: Arc::new(TopicLog::new(topic.clone(), floor)),
+                log: Arc::new(TopicLog::new(LogKey::Topic(topic.clone()), floor)),
                 readers: 0,
             });
             entry.readers += 1;
@@ -232,6 +255,36 @@ impl Fanout {
             cursors.push(Cursor {
                 log: entry.log.clone(),
                 position: ring.start + index as u64,
+                mark_seen: generation,
+                parked: None,
+            });
+        }
+        let mut counted: Vec<&Selector> = Vec::with_capacity(patterns.len());
+        for pattern in patterns {
+            if counted.contains(&pattern) {
+                continue;
+            }
+            counted.push(pattern);
+            if position != Position::Live {
+                let (replay, expired) =
+                    state.matching_frames(pattern, position, engine.limits.history);
+                if expired && resume == Resume::Complete {
+                    resume = Resume::Expired;
+                }
+                if !replay.is_empty() {
+                    cursors.push(Cursor {
+                        log: Arc::new(TopicLog::replay(pattern.clone(), replay)),
+                        position: 0,
+                        mark_seen: generation,
+                        parked: None,
+                    });
+                }
+            }
+            let log = state.pattern_log(pattern);
+            let head = log.read().head();
+            cursors.push(Cursor {
+                log,
+                position: head,
                 mark_seen: generation,
                 parked: None,
             });
@@ -275,13 +328,30 @@ impl Fanout {
             let mut state = engine.lock();
             let generation = engine.resync_generation.fetch_add(1, Ordering::AcqRel) + 1;
             let reset = reason == Resume::Unknown;
+            let every = |state: &Ingest| -> Vec<Arc<TopicLog>> {
+                state
+                    .topics
+                    .values()
+                    .chain(state.patterns.values())
+                    .map(|e| e.log.clone())
+                    .collect()
+            };
             let logs: Vec<Arc<TopicLog>> = match topics {
                 // A reset concerns the whole store, so every topic.
-                _ if reset => state.topics.values().map(|e| e.log.clone()).collect(),
-                None => state.topics.values().map(|e| e.log.clone()).collect(),
+                _ if reset => every(&state),
+                None => every(&state),
                 Some(topics) => topics
                     .iter()
                     .filter_map(|t| state.topics.get(t).map(|e| e.log.clone()))
+                    .chain(
+                        state
+                            .patterns
+                            .iter()
+                            .filter(|(pattern, _)| {
+                                topics.iter().any(|t| pattern.matches(t.as_str()))
+                            })
+                            .map(|(_, e)| e.log.clone()),
+                    )
                     .collect(),
             };
             for log in &logs {
@@ -300,7 +370,8 @@ impl Fanout {
                 state.retained.clear();
                 state.live_entries = 0;
                 state.live_bytes = 0;
-                state.accounted = state.topics.keys().map(topic_cost).sum();
+                state.accounted = state.topics.keys().map(topic_cost).sum::<usize>()
+                    + state.patterns.keys().map(pattern_cost).sum::<usize>();
                 state.forgotten_through = 0;
                 engine.watermark.store(0, Ordering::Release);
             }
@@ -316,14 +387,21 @@ impl Fanout {
         self.engine().lock().last_sequence
     }
 
-    /// The number of (reader, topic) pairs: a reader of two topics counts twice.
+    /// The number of (reader, topic) and (reader, pattern) pairs: a reader of two topics
+    /// counts twice.
     pub fn topic_subscriptions(&self) -> usize {
-        self.engine()
-            .lock()
+        let state = self.engine().lock();
+        state
             .topics
             .values()
+            .chain(state.patterns.values())
             .map(|e| e.readers)
             .sum()
+    }
+
+    /// The number of distinct patterns with readers.
+    pub fn pattern_count(&self) -> usize {
+        self.engine().lock().patterns.len()
     }
 
     /// The number of (topic, frame) pairs held.
@@ -359,6 +437,14 @@ const TOPIC_COST: usize = 320;
 fn topic_cost(topic: &Topic) -> usize {
     TOPIC_COST + topic.as_str().len()
 }
+
+/// What a pattern costs while it has readers: its log and its compiled matcher.
+fn pattern_cost(pattern: &Selector) -> usize {
+    TOPIC_COST + 4 * pattern.as_str().len()
+}
+
+/// The most topics whose matching patterns are cached; past it the cache starts over.
+const MATCH_CACHE_TOPICS: usize = 4_096;
 
 /// The highest sequence a replay from `cursors` must skip to fit `budget`, keeping the newest
 /// frames; `None` when all of it fits. Called under the ingest lock, so the rings hold still.
@@ -403,11 +489,16 @@ impl Engine {
     fn unsubscribe(&self, cursors: &[Cursor]) {
         let mut state = self.lock();
         for cursor in cursors {
-            let topic = &cursor.log.topic;
-            if let Some(entry) = state.topics.get_mut(topic) {
-                entry.readers = entry.readers.saturating_sub(1);
+            match &cursor.log.key {
+                LogKey::Topic(topic) => {
+                    if let Some(entry) = state.topics.get_mut(topic) {
+                        entry.readers = entry.readers.saturating_sub(1);
+                    }
+                    state.forget_if_unused(&self.limits, topic);
+                }
+                LogKey::Pattern(pattern) => state.release_pattern(pattern),
+                LogKey::Replay(_) => {}
             }
-            state.forget_if_unused(&self.limits, topic);
         }
     }
 }
@@ -422,8 +513,6 @@ impl Ingest {
         create: bool,
         now: Instant,
     ) -> Vec<Arc<TopicLog>> {
-        let size = frame.bytes().len();
-        let capacity = limits.history.max(limits.lag_window).max(1);
         let mut touched = Vec::with_capacity(frame.topics().len());
         for topic in frame.topics() {
             let floor = self.forgotten_through;
@@ -431,7 +520,7 @@ impl Ingest {
                 Some(entry) => entry.log.clone(),
                 None if create => {
                     self.accounted += topic_cost(topic);
-                    let log = Arc::new(TopicLog::new(topic.clone(), floor));
+                    let log = Arc::new(TopicLog::new(LogKey::Topic(topic.clone()), floor));
                     self.topics.insert(
                         topic.clone(),
                         Entry {
@@ -443,33 +532,151 @@ impl Ingest {
                 }
                 None => continue,
             };
-            {
-                let mut ring = log.write();
-                ring.frames.push_back(frame.clone());
-                ring.bytes += size;
-                self.live_entries += 1;
-                self.live_bytes += size;
-                self.accounted += size + FRAME_COST;
-                while ring.frames.len() > capacity
-                    || (ring.bytes > limits.topic_bytes && ring.frames.len() > 1)
-                {
-                    if let Some(bytes) = ring.pop_front() {
-                        self.live_entries -= 1;
-                        self.live_bytes -= bytes;
-                        self.accounted -= bytes + FRAME_COST;
+            self.push(limits, &log, frame, now);
+            touched.push(log);
+        }
+        if !self.patterns.is_empty() {
+            let mut matching: Vec<Arc<TopicLog>> = Vec::new();
+            for topic in frame.topics() {
+                for log in self.patterns_matching(topic).iter() {
+                    if !matching.iter().any(|m| Arc::ptr_eq(m, log)) {
+                        matching.push(log.clone());
                     }
                 }
             }
-            self.retained.push_back(Retained {
-                at: now,
-                log: log.clone(),
-                sequence: frame.sequence(),
-            });
-            touched.push(log);
+            for log in matching {
+                self.push(limits, &log, frame, now);
+                touched.push(log);
+            }
         }
         while self.accounted > limits.max_bytes && self.pop_oldest(limits) {}
         self.compact();
         touched
+    }
+
+    /// Adds `frame` to `log`, within the log's bounds, and to the retention order.
+    fn push(&mut self, limits: &Limits, log: &Arc<TopicLog>, frame: &Frame, now: Instant) {
+        let size = frame.bytes().len();
+        let capacity = limits.history.max(limits.lag_window).max(1);
+        {
+            let mut ring = log.write();
+            ring.frames.push_back(frame.clone());
+            ring.bytes += size;
+            self.live_entries += 1;
+            self.live_bytes += size;
+            self.accounted += size + FRAME_COST;
+            while ring.frames.len() > capacity
+                || (ring.bytes > limits.topic_bytes && ring.frames.len() > 1)
+            {
+                if let Some(bytes) = ring.pop_front() {
+                    self.live_entries -= 1;
+                    self.live_bytes -= bytes;
+                    self.accounted -= bytes + FRAME_COST;
+                }
+            }
+        }
+        self.retained.push_back(Retained {
+            at: now,
+            log: log.clone(),
+            sequence: frame.sequence(),
+        });
+    }
+
+    /// The pattern logs `topic` feeds: matched once per topic and kept until the patterns
+    /// change.
+    fn patterns_matching(&mut self, topic: &Topic) -> Arc<[Arc<TopicLog>]> {
+        if let Some(logs) = self.matched.get(topic) {
+            return logs.clone();
+        }
+        let logs: Arc<[Arc<TopicLog>]> = self
+            .patterns
+            .iter()
+            .filter(|(pattern, _)| pattern.matches(topic.as_str()))
+            .map(|(_, entry)| entry.log.clone())
+            .collect();
+        if self.matched.len() >= MATCH_CACHE_TOPICS {
+            self.matched.clear();
+        }
+        self.matched.insert(topic.clone(), logs.clone());
+        logs
+    }
+
+    /// The log of `pattern`, made when it gets its first reader, with one more reader counted.
+    fn pattern_log(&mut self, pattern: &Selector) -> Arc<TopicLog> {
+        if let Some(entry) = self.patterns.get_mut(pattern) {
+            entry.readers += 1;
+            return entry.log.clone();
+        }
+        self.accounted += pattern_cost(pattern);
+        // A new pattern: topics cached before it may match it.
+        self.matched.clear();
+        let log = Arc::new(TopicLog::new(LogKey::Pattern(pattern.clone()), 0));
+        self.patterns.insert(
+            pattern.clone(),
+            Entry {
+                log: log.clone(),
+                readers: 1,
+            },
+        );
+        log
+    }
+
+    /// One reader of `pattern` fewer; the last one takes the pattern's log with it.
+    fn release_pattern(&mut self, pattern: &Selector) {
+        let Some(entry) = self.patterns.get_mut(pattern) else {
+            return;
+        };
+        entry.readers = entry.readers.saturating_sub(1);
+        if entry.readers > 0 {
+            return;
+        }
+        let Some(entry) = self.patterns.remove(pattern) else {
+            return;
+        };
+        let mut ring = entry.log.write();
+        let count = ring.frames.len();
+        // Cleared, so retention entries that still point at it find nothing to evict.
+        let bytes = ring.clear();
+        drop(ring);
+        self.live_bytes -= bytes;
+        self.live_entries -= count;
+        self.accounted -= bytes + count * FRAME_COST + pattern_cost(pattern);
+        self.matched.clear();
+    }
+
+    /// The frames held for topics `pattern` matches, after `position` and within each topic's
+    /// history, in sequence order and each once; and whether frames after `position` that
+    /// it may match are gone already.
+    fn matching_frames(
+        &self,
+        pattern: &Selector,
+        position: Position,
+        history: usize,
+    ) -> (Vec<Frame>, bool) {
+        let after = match position {
+            Position::After(after) => after,
+            _ => 0,
+        };
+        // A forgotten topic may have matched: what it lost counts as missed.
+        let mut expired = self.forgotten_through > after;
+        let mut frames: Vec<Frame> = Vec::new();
+        for (topic, entry) in &self.topics {
+            if !pattern.matches(topic.as_str()) {
+                continue;
+            }
+            let ring = entry.log.read();
+            let (first, before) = ring.replay_window(history);
+            expired |= before > after;
+            frames.extend(
+                ring.frames
+                    .range(first..)
+                    .filter(|f| f.sequence() > after)
+                    .cloned(),
+            );
+        }
+        frames.sort_unstable_by_key(Frame::sequence);
+        frames.dedup_by_key(|f| f.sequence());
+        (frames, expired)
     }
 
     /// Evicts the oldest retained frame, whatever its topic. Returns whether anything was left.
@@ -490,8 +697,7 @@ impl Ingest {
         }
         let empty = ring.frames.is_empty();
         drop(ring);
-        if empty {
-            let topic = entry.log.topic.clone();
+        if empty && let Some(topic) = entry.log.topic().cloned() {
             self.forget_if_unused(limits, &topic);
         }
         true
@@ -620,6 +826,8 @@ impl FanoutBuilder {
                     live_bytes: 0,
                     accounted: 0,
                     forgotten_through: 0,
+                    patterns: HashMap::new(),
+                    matched: HashMap::new(),
                 }),
                 watermark: AtomicU64::new(0),
                 resync_generation: AtomicU64::new(0),

@@ -281,11 +281,7 @@ impl std::fmt::Debug for Reader {
         f.debug_struct("Reader")
             .field(
                 "topics",
-                &self
-                    .cursors
-                    .iter()
-                    .map(|c| &c.log.topic)
-                    .collect::<Vec<_>>(),
+                &self.cursors.iter().map(|c| &c.log.key).collect::<Vec<_>>(),
             )
             .field("last_yielded", &self.last_yielded)
             .field("end", &self.end)

@@ -1,16 +1,30 @@
-//! One topic's log: a ring of the newest frames, each at a position that only grows, and the
-//! signal that wakes the topic's parked readers when a frame arrives.
+//! One log: a ring of the newest frames of a topic (or of the topics a pattern matches), each at
+//! a position that only grows, and the signal that wakes the log's parked readers when a frame
+//! arrives.
 
 use std::collections::VecDeque;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::broker::Resume;
 use crate::event::{Frame, Topic};
+use crate::selector::Selector;
 use crate::signal::Signal;
 
-/// A topic's frames and its readers' wake list.
+/// What a log holds the frames of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LogKey {
+    /// One topic's frames.
+    Topic(Topic),
+    /// The frames of every topic a pattern matches, shared by the pattern's readers.
+    Pattern(Selector),
+    /// One reader's replay of a pattern: the matching frames that were retained when it
+    /// subscribed. Not in the engine, and never appended to.
+    Replay(Selector),
+}
+
+/// A log's frames and its readers' wake list.
 pub(crate) struct TopicLog {
-    pub(crate) topic: Topic,
+    pub(crate) key: LogKey,
     ring: RwLock<Ring>,
     pub(crate) signal: Signal,
 }
@@ -34,9 +48,9 @@ pub(crate) struct Ring {
 }
 
 impl TopicLog {
-    pub(crate) fn new(topic: Topic, evicted_through: u64) -> Self {
+    pub(crate) fn new(key: LogKey, evicted_through: u64) -> Self {
         Self {
-            topic,
+            key,
             ring: RwLock::new(Ring {
                 frames: VecDeque::new(),
                 start: 0,
@@ -46,6 +60,25 @@ impl TopicLog {
             }),
             signal: Signal::default(),
         }
+    }
+
+    /// The topic, for a topic's log.
+    pub(crate) fn topic(&self) -> Option<&Topic> {
+        match &self.key {
+            LogKey::Topic(topic) => Some(topic),
+            _ => None,
+        }
+    }
+
+    /// A replay log holding `frames` (in sequence order), for one reader.
+    pub(crate) fn replay(pattern: Selector, frames: Vec<Frame>) -> Self {
+        let log = Self::new(LogKey::Replay(pattern), 0);
+        {
+            let mut ring = log.write();
+            ring.bytes = frames.iter().map(|f| f.bytes().len()).sum();
+            ring.frames = frames.into();
+        }
+        log
     }
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Ring> {

@@ -194,6 +194,13 @@ impl RedisBroker {
     }
 
     async fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
+        if !request.patterns().is_empty() {
+            // Patterns need one wildcard feed per process and a history across topics to replay
+            // from: not built yet.
+            return Err(BrokerError::Unsupported(
+                "topic patterns (`*`, URI templates) yet; name exact topics",
+            ));
+        }
         let topics = request.topics().to_vec();
         if topics.is_empty() {
             return Err(BrokerError::NoTopics);
