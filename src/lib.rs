@@ -72,7 +72,16 @@
 //! # Modules
 //!
 //! Every item has one path. What an app uses is at the crate root; what only a broker author
-//! needs (the [`Broker`](broker::Broker) trait, the fan-out engine) is in [`broker`].
+//! needs (the [`Broker`](broker::Broker) trait, the fan-out engine) is in [`broker`]. Each
+//! optional part has its own module, named after its feature:
+//!
+//! * `grpc`: the hub as the gRPC service `pubsub.v1.PubSub` (tonic), with the hub's
+//!   authorizer, limits and counters;
+//! * `jwt`: `JwtAuthorizer`, Mercure's JSON Web Tokens for the hub's endpoints;
+//! * `mercure`: the Mercure protocol, as far as it is built (discovery so far).
+//!
+//! Feature `redis` adds `RedisBroker` at the root; `axum` adds `ConnectionDeadlines::listener`;
+//! `metrics` exports [`HubStats`] through the `metrics` facade.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
