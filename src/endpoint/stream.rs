@@ -136,8 +136,9 @@ pub(crate) struct StreamAccount {
     /// Its topics, when the hub counts streams per topic.
     topics: Option<Box<[Topic]>>,
     slot: SubscriberSlot,
-    /// The stream's `sse_stream` span: its events are recorded inside it.
-    span: tracing::Span,
+    /// The stream's `sse_stream` span, when enabled: its events are recorded inside it. Boxed,
+    /// so an idle stream without tracing pays one word for it, not a whole span.
+    span: Option<Box<tracing::Span>>,
 }
 
 impl StreamAccount {
@@ -162,7 +163,7 @@ impl StreamAccount {
                 .unwrap_or_default(),
             topics,
             slot,
-            span,
+            span: (!span.is_disabled()).then(|| Box::new(span)),
         }
     }
 
@@ -188,11 +189,19 @@ impl StreamAccount {
         }
     }
 
+    /// Runs `record` inside the stream's span (or none, when tracing it is off).
+    fn in_span(&self, record: impl FnOnce()) {
+        match &self.span {
+            Some(span) => span.in_scope(record),
+            None => record(),
+        }
+    }
+
     /// Counts a resync notice sent in the middle of the stream.
     pub(crate) fn resync_sent(&self, reason: &Resume) {
         if self.counted {
             self.endpoints().counters.resync_sent();
-            self.span.in_scope(|| {
+            self.in_span(|| {
                 tracing::debug!(
                     target: "tower_sse_pubsub",
                     reason = reason.as_str(),
@@ -218,7 +227,7 @@ impl Drop for StreamAccount {
         // Dropped before it ended: the connection went away.
         let reason = self.closed.unwrap_or(CloseReason::ClientGone);
         counters.stream_closed(reason);
-        self.span.in_scope(|| {
+        self.in_span(|| {
             tracing::debug!(
                 target: "tower_sse_pubsub",
                 reason = ?reason,
