@@ -64,6 +64,9 @@ pub enum SelectorError {
     Length(usize),
     /// The selector contains a control character (U+0000–U+001F, U+007F–U+009F).
     ControlCharacter,
+    /// The URI template would compile to a matcher over the size limit (many long prefix
+    /// modifiers such as `{a:200}`); refused rather than quietly matched as an exact string.
+    TooComplex,
 }
 
 impl fmt::Display for SelectorError {
@@ -76,6 +79,10 @@ impl fmt::Display for SelectorError {
             Self::ControlCharacter => {
                 f.write_str("a topic selector must not contain control characters")
             }
+            Self::TooComplex => f.write_str(
+                "this URI template is too complex to match (too many or too long prefix \
+                 modifiers such as {a:200}); use fewer, or leave out the prefix lengths",
+            ),
         }
     }
 }
@@ -104,8 +111,9 @@ impl Selector {
             Kind::Any
         } else {
             match compile(source) {
-                Some(regex) => Kind::Template(regex),
-                None => Kind::Exact,
+                Compiled::Template(regex) => Kind::Template(regex),
+                Compiled::NotATemplate => Kind::Exact,
+                Compiled::TooLarge => return Err(SelectorError::TooComplex),
             }
         };
         Ok(Self {
@@ -208,9 +216,29 @@ struct VarSpec<'a> {
     explode: bool,
 }
 
-/// Compiles a template with at least one expression into an anchored regex; `None` when the
-/// string has no expression or is not a valid template.
-fn compile(template: &str) -> Option<Regex> {
+/// What compiling a selector as a URI template gave.
+enum Compiled {
+    Template(Regex),
+    /// No expression, or not a valid template: an exact selector.
+    NotATemplate,
+    /// A valid template whose matcher would be over the size limit.
+    TooLarge,
+}
+
+/// Compiles a template with at least one expression into an anchored regex.
+fn compile(template: &str) -> Compiled {
+    match pattern_of(template) {
+        None => Compiled::NotATemplate,
+        Some(pattern) => RegexBuilder::new(&pattern)
+            .size_limit(COMPILED_SIZE_LIMIT)
+            .build()
+            .map_or(Compiled::TooLarge, Compiled::Template),
+    }
+}
+
+/// The anchored regex source for a template with at least one expression; `None` when the string
+/// has no expression or is not a valid template.
+fn pattern_of(template: &str) -> Option<String> {
     let mut pattern = String::from(r"\A");
     let mut rest = template;
     let mut expressions = 0;
@@ -230,10 +258,7 @@ fn compile(template: &str) -> Option<Regex> {
         return None;
     }
     pattern.push_str(r"\z");
-    RegexBuilder::new(&pattern)
-        .size_limit(COMPILED_SIZE_LIMIT)
-        .build()
-        .ok()
+    Some(pattern)
 }
 
 /// Appends a literal part, checking it holds only what RFC 6570 allows outside expressions.
@@ -339,10 +364,20 @@ fn percent_encoded_ok(name: &str) -> bool {
 
 /// The regex for one variable's expansion, without the `first`/`sep` before it.
 fn spec_pattern(op: &Operator, spec: &VarSpec<'_>) -> String {
-    let unit = format!("(?:[{}]|%[0-9A-Fa-f]{{2}})", op.allow);
     let value = match spec.max_len {
-        Some(max) => format!("{unit}{{1,{max}}}"),
-        None => format!("{unit}+"),
+        // A topic has at most MAX_TOPIC_LEN bytes, so at most that many characters: a longer
+        // prefix cannot cut anything, and matching it as unbounded keeps the matcher small.
+        Some(max) if usize::from(max) < crate::MAX_TOPIC_LEN => {
+            // The prefix counts characters (RFC 6570, 2.4.1): a raw one, or one UTF-8 character
+            // pct-encoded in one to four triplets.
+            let character = format!(
+                "(?:[{}]|%[0-7][0-9A-Fa-f]|%[CDcd][0-9A-Fa-f]{CONT}|%[Ee][0-9A-Fa-f]{CONT}{CONT}\
+                 |%[Ff][0-7]{CONT}{CONT}{CONT})",
+                op.allow
+            );
+            format!("{character}{{1,{max}}}")
+        }
+        _ => format!("(?:[{}]|%[0-9A-Fa-f]{{2}})+", op.allow),
     };
     let name = regex_lite::escape(spec.name);
     if op.named {
@@ -355,17 +390,19 @@ fn spec_pattern(op: &Operator, spec: &VarSpec<'_>) -> String {
         } else {
             format!("{name}(?:={value}(?:,{value})*|{if_empty})")
         }
-    } else {
-        let sep = if spec.explode {
-            regex_lite::escape(op.sep)
-        } else {
-            ",".to_owned()
-        };
-        // An empty value expands to nothing; a list or an exploded map repeats `sep`, and a
-        // map's pairs are `key,value` (or `key=value` exploded).
+    } else if spec.explode {
+        // A list repeats `sep`; an exploded map's pairs are `key=value`.
+        let sep = regex_lite::escape(op.sep);
         format!("(?:{value}(?:(?:{sep}|=){value})*)?")
+    } else {
+        // A list or a map's pairs, comma-separated; `=` is reserved, so it is pct-encoded in a
+        // value and never appears raw.
+        format!("(?:{value}(?:,{value})*)?")
     }
 }
+
+/// A pct-encoded UTF-8 continuation byte.
+const CONT: &str = "%[89ABab][0-9A-Fa-f]";
 
 #[cfg(test)]
 mod tests {
@@ -558,6 +595,52 @@ mod tests {
             "an encoded char counts once"
         );
         assert!(!matches(t, "https://example.com/users/adam"));
+    }
+
+    #[test]
+    fn an_unexploded_value_never_holds_a_raw_equals_sign() {
+        // `=` is reserved: expansion writes it `%3D` unless a map is exploded.
+        assert!(!matches(
+            "https://example.com/books/{id}",
+            "https://example.com/books/a=b"
+        ));
+        assert!(matches(
+            "https://example.com/books/{id}",
+            "https://example.com/books/a%3Db"
+        ));
+        assert!(!matches(
+            "https://example.com{/id}",
+            "https://example.com/a=b"
+        ));
+        assert!(matches(
+            "https://example.com{/keys*}",
+            "https://example.com/a=b"
+        ));
+    }
+
+    #[test]
+    fn a_prefix_counts_characters_not_octets() {
+        // "é" expands as two pct-encoded octets, one character.
+        assert!(matches("users/{x:1}", "users/%C3%A9"));
+        assert!(matches("users/{x:2}", "users/a%E2%82%AC"));
+        assert!(!matches("users/{x:1}", "users/ab"));
+        assert!(!matches("users/{x:1}", "users/%C3"), "half a character");
+    }
+
+    #[test]
+    fn a_long_prefix_is_still_a_template_and_an_oversized_one_is_refused() {
+        for template in ["users/{name:9999}", "users/{name:1600}", "s{?q:300}"] {
+            let selector = Selector::new(template).expect("valid");
+            assert!(selector.is_template(), "{template}");
+        }
+        assert!(matches("users/{name:9999}", "users/ada"));
+        assert!(matches(
+            "users/{name:255}",
+            &format!("users/{}", "a".repeat(200))
+        ));
+        // Many long prefixes would make a huge matcher: a clear error, not an exact match.
+        let heavy = "{a:250}".repeat(30);
+        assert_eq!(Selector::new(&heavy).err(), Some(SelectorError::TooComplex));
     }
 
     #[test]

@@ -52,7 +52,7 @@ async fn serve(authorizer: JwtAuthorizerBuilder) -> (Hub, TestServer) {
 }
 
 fn shared_secret() -> JwtAuthorizerBuilder {
-    JwtAuthorizer::builder(JwtKey::hs256(SECRET))
+    JwtAuthorizer::builder(JwtKey::hs256(SECRET).expect("a long enough secret"))
 }
 
 /// Sends a request with the given headers; the status, the `WWW-Authenticate` header and the

@@ -405,3 +405,64 @@ async fn private_events_reach_pattern_readers_only_with_a_grant() {
     assert_eq!(next_data(&mut public, 1).await, ["public"]);
     assert_eq!(next_data(&mut ada, 2).await, ["for ada", "public"]);
 }
+
+#[tokio::test]
+async fn a_pattern_only_subscription_ends_when_its_broker_is_dropped() {
+    let broker = MemoryBroker::new();
+    let request = SubscribeRequest::new([]).select([selector("books/{id}")]);
+    let mut subscription = broker.subscribe(&request).await.expect("subscribe");
+    let waiting = tokio::spawn(async move {
+        let next = subscription.next().await;
+        (next.is_none(), subscription.end())
+    });
+    // On this single-threaded runtime the task runs until it parks on its pattern's log.
+    tokio::task::yield_now().await;
+    drop(broker);
+    let (ended, end) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken when the broker is dropped")
+        .expect("the task does not panic");
+    assert!(ended);
+    assert_eq!(end, Some(tower_sse_pubsub::SubscriptionEnd::Closed));
+}
+
+/// A store reset (a `Resume::Unknown` resync) while a pattern reader still has its replay to
+/// read: the replay held frames of the old store, whose sequences the new store reuses.
+#[tokio::test]
+async fn a_pattern_reader_drops_its_replay_when_the_store_is_reset() {
+    use tower_sse_pubsub::broker::{Fanout, Position};
+    let fanout = Fanout::builder().build();
+    let books = [topic("books/1")];
+    let id =
+        |prefix: &'static str| move |s: u64| EventId::new(format!("{prefix}-{s}")).expect("id");
+    for data in ["old 1", "old 2", "old 3"] {
+        fanout.publish(&publish_request(&books, data), id("old"));
+    }
+    let (mut reader, resume) = fanout.subscribe_matching(
+        &[],
+        &[selector("books/{id}")],
+        Position::Earliest,
+        tower_sse_pubsub::Grant::PublicOnly,
+        None,
+    );
+    assert_eq!(resume, Resume::Complete);
+    fanout.resync(None, Resume::Unknown);
+    for data in ["new 1", "new 2", "new 3"] {
+        fanout.publish(&publish_request(&books, data), id("new"));
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), reader.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the reader is open");
+        seen.push(match delivery {
+            tower_sse_pubsub::Delivery::Resync(resume) => format!("resync {}", resume.as_str()),
+            other => other
+                .into_event()
+                .map(|f| f.fields().data)
+                .unwrap_or_default(),
+        });
+    }
+    assert_eq!(seen, ["resync unknown", "new 1", "new 2", "new 3"]);
+}

@@ -125,15 +125,23 @@ pub type ReplayPages = BoxStream<'static, Result<Vec<Frame>, BrokerError>>;
 /// # }
 /// ```
 pub struct Subscription {
-    replay: Option<ReplayPages>,
-    page: VecDeque<Frame>,
+    /// The replay from the broker's store, while there is one: boxed, so a live subscription
+    /// (most of them, most of the time) carries one word for it.
+    replay: Option<Box<Replaying>>,
     reader: Reader,
     resume: Resume,
     end: Option<SubscriptionEnd>,
     deadline: Option<Pin<Box<Sleep>>>,
-    /// What the replay pages may still deliver (events, bytes).
-    budget: Option<(usize, usize)>,
     on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// A replay in progress: pages still to come, the page being delivered, and what the replay may
+/// still deliver (events, bytes).
+#[derive(Default)]
+struct Replaying {
+    pages: Option<ReplayPages>,
+    page: VecDeque<Frame>,
+    budget: Option<(usize, usize)>,
 }
 
 impl Subscription {
@@ -142,12 +150,10 @@ impl Subscription {
     pub fn new(reader: Reader, resume: Resume) -> Self {
         Self {
             replay: None,
-            page: VecDeque::new(),
             reader,
             resume,
             end: None,
             deadline: None,
-            budget: None,
             on_drop: None,
         }
     }
@@ -158,7 +164,10 @@ impl Subscription {
     /// the reader, with [`Fanout::subscribe_within`](crate::broker::Fanout::subscribe_within).)
     #[must_use]
     pub fn with_replay_budget(mut self, budget: Option<super::ReplayBudget>) -> Self {
-        self.budget = budget.map(|b| (b.events(), b.bytes()));
+        let budget = budget.map(|b| (b.events(), b.bytes()));
+        if budget.is_some() || self.replay.is_some() {
+            self.replay.get_or_insert_with(Box::default).budget = budget;
+        }
         self
     }
 
@@ -167,7 +176,7 @@ impl Subscription {
     /// live frames at or below the last replayed sequence are skipped.
     #[must_use]
     pub fn with_replay(mut self, pages: ReplayPages) -> Self {
-        self.replay = Some(pages);
+        self.replay.get_or_insert_with(Box::default).pages = Some(pages);
         self
     }
 
@@ -205,26 +214,47 @@ impl Subscription {
 
     /// Whether replay pages from the broker's store are still to come or to be delivered.
     pub(crate) fn has_replay_pages(&self) -> bool {
-        self.replay.is_some() || !self.page.is_empty()
+        self.replay
+            .as_ref()
+            .is_some_and(|r| r.pages.is_some() || !r.page.is_empty())
     }
 
     /// Whether the next poll yields without waiting.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.page.is_empty() || (self.replay.is_none() && self.reader.has_ready())
+        match &self.replay {
+            Some(replay) if !replay.page.is_empty() => true,
+            Some(replay) if replay.pages.is_some() => false,
+            _ => self.reader.has_ready(),
+        }
     }
 
+    /// The waiter this subscription's task is woken through: a stream that also waits on other
+    /// signals (the hub's ticker) lists the same one, so a stream has one wake handle.
+    pub(crate) fn waiter(&self) -> &crate::signal::Waiter {
+        self.reader.waiter()
+    }
+
+    /// Delivers the replay; `Ready(None)` once it is over (and the subscription ended, if the
+    /// store failed).
     fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let Some(replay) = self.replay.as_deref_mut() else {
+            return Poll::Ready(None);
+        };
         loop {
-            if let Some(frame) = self.page.pop_front() {
+            if let Some(frame) = replay.page.pop_front() {
                 if frame.sequence() <= self.reader.last_yielded() {
                     continue;
                 }
-                if let Some((events, bytes)) = &mut self.budget {
+                // A replay from the store passes the same grant as live frames.
+                if !self.reader.grant().allows(&frame) {
+                    self.reader.skip_through(frame.sequence());
+                    continue;
+                }
+                if let Some((events, bytes)) = &mut replay.budget {
                     let size = frame.bytes().len();
                     if *events == 0 || size > *bytes {
                         // Over budget: the rest of the replay is skipped, and said so.
                         self.replay = None;
-                        self.page.clear();
                         return Poll::Ready(Some(Delivery::Resync(Resume::Expired)));
                     }
                     *events -= 1;
@@ -233,11 +263,12 @@ impl Subscription {
                 self.reader.skip_through(frame.sequence());
                 return Poll::Ready(Some(Delivery::Event(frame)));
             }
-            let Some(replay) = self.replay.as_mut() else {
+            let Some(pages) = replay.pages.as_mut() else {
+                self.replay = None;
                 return Poll::Ready(None);
             };
-            match replay.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(page))) => self.page.extend(page),
+            match pages.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(page))) => replay.page.extend(page),
                 Poll::Ready(Some(Err(_))) => {
                     self.replay = None;
                     self.end = Some(SubscriptionEnd::Unavailable);
@@ -267,7 +298,7 @@ impl Stream for Subscription {
             this.end = Some(SubscriptionEnd::Deadline);
             return Poll::Ready(None);
         }
-        if this.replay.is_some() || !this.page.is_empty() {
+        if this.replay.is_some() {
             match this.poll_replay(cx) {
                 Poll::Ready(None) if this.end.is_some() => return Poll::Ready(None),
                 Poll::Ready(None) => {}

@@ -20,7 +20,6 @@ use futures::Stream;
 use super::Endpoints;
 use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
 use crate::event::{Event, EventId, Frame, Topic};
-use crate::signal::Waiter;
 use crate::stats::{CloseReason, Written};
 
 /// Sent as soon as the stream opens, so clients and proxies see it open at once.
@@ -249,7 +248,6 @@ impl Drop for StreamAccount {
 pub(crate) struct SseStream {
     pending: Option<Bytes>,
     subscription: Subscription,
-    waiter: Waiter,
     /// The ticker generation last looked at, and the one this stream is listed in.
     tick_seen: u64,
     tick_parked: Option<u64>,
@@ -286,7 +284,6 @@ impl SseStream {
         Self {
             pending: Some(pending),
             subscription,
-            waiter: Waiter::default(),
             tick_seen,
             tick_parked: None,
             wrote_since_tick: true,
@@ -442,16 +439,16 @@ impl SseStream {
                 return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
             }
         }
-        self.waiter.register(cx.waker());
+        self.subscription.waiter().register(cx.waker());
         // Disjoint fields: no clone of the hub's shared state (a contended count) per park.
         let endpoints = self.account.endpoints();
         endpoints
             .ticker
-            .register(&self.waiter, &mut self.tick_parked);
+            .register(self.subscription.waiter(), &mut self.tick_parked);
         if holding {
             endpoints
                 .flush
-                .register(&self.waiter, &mut self.flush_parked);
+                .register(self.subscription.waiter(), &mut self.flush_parked);
         }
         // A shutdown between the check above and the registration fired before we were listed.
         if endpoints.is_shut_down() {

@@ -480,7 +480,15 @@ impl Engine {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let logs: Vec<Arc<TopicLog>> = self.lock().topics.values().map(|e| e.log.clone()).collect();
+        let logs: Vec<Arc<TopicLog>> = {
+            let state = self.lock();
+            state
+                .topics
+                .values()
+                .chain(state.patterns.values())
+                .map(|e| e.log.clone())
+                .collect()
+        };
         for log in logs {
             log.signal.fire();
         }

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 
 use super::Engine;
-use super::ring::{Ring, TopicLog};
+use super::ring::{LogKey, Ring, TopicLog};
 use crate::broker::{Delivery, Grant, Resume, SubscriptionEnd};
 use crate::event::Frame;
 use crate::signal::Waiter;
@@ -72,6 +72,16 @@ impl Reader {
         }
     }
 
+    /// Which private events this reader may receive.
+    pub(crate) fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The wake handle this reader lists in its topics' signals.
+    pub(crate) fn waiter(&self) -> &Waiter {
+        &self.waiter
+    }
+
     /// Why the reader ended, once it has returned `None`.
     pub fn end(&self) -> Option<SubscriptionEnd> {
         self.end
@@ -125,6 +135,8 @@ impl Reader {
             ..
         } = &mut cursors[0];
         let ring = log.read();
+        // A single cursor is never a replay (one always comes with its pattern's live cursor),
+        // so a reset needs nothing more here.
         apply_mark(&ring, position, mark_seen, notice_seen, last_yielded, ready);
         if *position < ring.start {
             return Fill::End(SubscriptionEnd::Lagged);
@@ -156,6 +168,7 @@ impl Reader {
         let mut bytes = 0;
         while bytes < BATCH_BYTES && self.ready.len() < BATCH_FRAMES {
             let mut best: Option<(usize, Frame)> = None;
+            let mut reset = false;
             for (i, cursor) in self.cursors.iter_mut().enumerate() {
                 let Cursor {
                     log,
@@ -164,7 +177,7 @@ impl Reader {
                     ..
                 } = cursor;
                 let ring = log.read();
-                apply_mark(
+                reset |= apply_mark(
                     &ring,
                     position,
                     mark_seen,
@@ -184,6 +197,16 @@ impl Reader {
                 {
                     best = Some((i, frame.clone()));
                 }
+            }
+            if reset {
+                // The store was reset: a pattern's replay holds frames of the old store, whose
+                // sequences the new one reuses. Drop what is left of it, then merge again.
+                for cursor in &mut self.cursors {
+                    if matches!(cursor.log.key, LogKey::Replay(_)) {
+                        cursor.position = cursor.log.read().head();
+                    }
+                }
+                continue;
             }
             let Some((i, frame)) = best else { break };
             self.cursors[i].position += 1;
@@ -218,13 +241,14 @@ fn apply_mark(
     notice_seen: &mut u64,
     last_yielded: &mut u64,
     ready: &mut VecDeque<Delivery>,
-) {
-    let Some(mark) = &ring.mark else { return };
+) -> bool {
+    let Some(mark) = &ring.mark else { return false };
     if mark.generation <= *mark_seen {
-        return;
+        return false;
     }
     *mark_seen = mark.generation;
-    if mark.reason == Resume::Unknown {
+    let reset = mark.reason == Resume::Unknown;
+    if reset {
         *position = (*position).max(mark.position);
         *last_yielded = 0;
     }
@@ -232,6 +256,7 @@ fn apply_mark(
         *notice_seen = mark.generation;
         ready.push_back(Delivery::Resync(mark.reason.clone()));
     }
+    reset
 }
 
 impl Stream for Reader {

@@ -14,7 +14,6 @@ use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
 use crate::endpoint::admit::Admitted;
 use crate::endpoint::stream::{ReplayPermit, StreamAccount};
 use crate::event::Frame;
-use crate::signal::Waiter;
 use crate::stats::{CloseReason, Written};
 
 /// The bytes of the gRPC prefix of each message: a compression flag and a 4-byte length.
@@ -57,7 +56,6 @@ pub struct EventStream {
     /// Held while the stream is replaying; dropped once it has caught up.
     replay: Option<ReplayPermit>,
     /// Woken by the hub's ticker, which fires at shutdown.
-    waiter: Waiter,
     tick_parked: Option<u64>,
     finished: bool,
     /// Its slot and counts; settled when the stream is dropped.
@@ -74,7 +72,6 @@ impl EventStream {
             opening,
             subscription: admitted.subscription,
             replay: admitted.replay,
-            waiter: Waiter::default(),
             tick_parked: None,
             finished: false,
             account: admitted.account,
@@ -172,11 +169,11 @@ impl Stream for EventStream {
         }
         // A quiet moment: report what was written, so the hub's stats are exact while it idles.
         this.account.report();
-        this.waiter.register(cx.waker());
+        this.subscription.waiter().register(cx.waker());
         let endpoints = this.account.endpoints();
         endpoints
             .ticker
-            .register(&this.waiter, &mut this.tick_parked);
+            .register(this.subscription.waiter(), &mut this.tick_parked);
         // A shutdown between the check above and the registration fired before we were listed.
         if endpoints.is_shut_down() {
             return this.shutting_down();

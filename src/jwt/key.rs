@@ -4,6 +4,9 @@ use std::fmt;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+/// The shortest HS256 secret accepted, in bytes: the hash's size, as RFC 7518 requires.
+pub const MIN_HS256_SECRET: usize = 32;
+
 /// A key that verifies token signatures, bound to one algorithm: a token signed with any other
 /// algorithm (`none` included) is refused, so a public RSA key can never be used as an HMAC
 /// secret.
@@ -11,8 +14,10 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 /// ```
 /// use tower_sse_pubsub::jwt::JwtKey;
 ///
-/// let shared = JwtKey::hs256("a secret of at least 32 bytes, not this one");
+/// let shared = JwtKey::hs256("a secret of at least 32 bytes, not this one")?;
 /// assert_eq!(format!("{shared:?}"), "JwtKey(HS256)"); // the secret never shows
+/// assert!(JwtKey::hs256("short").is_err());
+/// # Ok::<(), tower_sse_pubsub::jwt::JwtKeyError>(())
 /// ```
 #[derive(Clone)]
 pub struct JwtKey {
@@ -22,12 +27,24 @@ pub struct JwtKey {
 
 impl JwtKey {
     /// An HMAC-SHA256 shared secret (`HS256`), as the Mercure hub's `publisher_jwt` and
-    /// `subscriber_jwt` keys are by default. Use at least 32 random bytes.
-    pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
-        Self {
-            key: DecodingKey::from_secret(secret.as_ref()),
-            algorithm: Algorithm::HS256,
+    /// `subscriber_jwt` keys are by default: at least 32 bytes (RFC 7518, 3.2), and random.
+    ///
+    /// # Errors
+    ///
+    /// [`JwtKeyError`] for a secret shorter than [`MIN_HS256_SECRET`] bytes: anyone could guess
+    /// it and sign their own tokens.
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self, JwtKeyError> {
+        let secret = secret.as_ref();
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(JwtKeyError {
+                expected: "an HS256 secret of at least 32 bytes (RFC 7518, 3.2)",
+                reason: format!("it has {} bytes; use 32 random bytes or more", secret.len()),
+            });
         }
+        Ok(Self {
+            key: DecodingKey::from_secret(secret),
+            algorithm: Algorithm::HS256,
+        })
     }
 
     /// An RSA public key in PEM (`-----BEGIN PUBLIC KEY-----` or `BEGIN RSA PUBLIC KEY`), for

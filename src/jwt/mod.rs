@@ -29,12 +29,14 @@
 //! use tower_sse_pubsub::Hub;
 //! use tower_sse_pubsub::jwt::{JwtAuthorizer, JwtKey};
 //!
-//! let authorizer = JwtAuthorizer::builder(JwtKey::hs256("!ChangeThisMercureHubJWTSecretKey!"))
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let authorizer = JwtAuthorizer::builder(JwtKey::hs256("!ChangeThisMercureHubJWTSecretKey!")?)
 //!     .allow_anonymous_subscribe()
 //!     .build();
 //! let hub = Hub::builder().authorizer(authorizer).build()?;
 //! # drop(hub);
-//! # Ok::<(), tower_sse_pubsub::BuildError>(())
+//! # Ok(())
+//! # }
 //! ```
 
 mod claims;
@@ -49,7 +51,7 @@ use http::HeaderValue;
 use http::request::Parts;
 use jsonwebtoken::Validation;
 
-pub use key::{JwtKey, JwtKeyError};
+pub use key::{JwtKey, JwtKeyError, MIN_HS256_SECRET};
 
 use self::claims::Claims;
 use self::token::Sources;
@@ -201,7 +203,7 @@ impl fmt::Debug for JwtAuthorizer {
 /// # let public_pem = include_bytes!("../../tests/fixtures/jwt/rs256-public.pem");
 /// // Publishers share a secret with the hub; subscribers' tokens come from an identity
 /// // provider that signs with RSA.
-/// let authorizer = JwtAuthorizer::builder(JwtKey::hs256("a-long-random-publisher-secret"))
+/// let authorizer = JwtAuthorizer::builder(JwtKey::hs256("a-long-random-publisher-secret-0123")?)
 ///     .subscriber_key(JwtKey::rs256_pem(public_pem)?)
 ///     .cookie_name("hubAuthorization")
 ///     .leeway(Duration::from_secs(5))

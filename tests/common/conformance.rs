@@ -532,6 +532,30 @@ pub async fn private_events_reach_only_granted_subscribers(make: &impl Factory) 
     );
 }
 
+/// The grant applies to a replay as to live events: a resuming subscriber without one never
+/// sees a private event the history holds.
+pub async fn a_replay_withholds_private_events_from_subscribers_without_a_grant(
+    make: &impl Factory,
+) {
+    let broker = make.make(Limits::default()).await;
+    let start = publish(&*broker, &["a"], "start").await;
+    let private = PublishRequest::new([topic("a")], text("secret")).private();
+    broker.publish(&private).await.expect("publish succeeds");
+    publish(&*broker, &["a"], "end").await;
+    let mut public = subscribe(&*broker, &["a"], Some(&start)).await;
+    assert_eq!(
+        data_of(&next(&mut public).await),
+        "end",
+        "no private event replayed"
+    );
+    let granted = SubscribeRequest::new([topic("a")])
+        .start(Start::After(start))
+        .grant(Grant::Topics(vec![topic("a")]));
+    let mut granted = subscribe_with(&*broker, granted).await;
+    assert_eq!(data_of(&next(&mut granted).await), "secret");
+    assert_eq!(data_of(&next(&mut granted).await), "end");
+}
+
 pub async fn a_retried_publish_with_the_same_key_returns_the_first_id(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["a"], "start").await;
@@ -696,6 +720,7 @@ macro_rules! broker_conformance {
             frames_list_every_topic_of_their_event,
             replay_longer_than_a_page_arrives_whole_and_in_order,
             private_events_reach_only_granted_subscribers,
+            a_replay_withholds_private_events_from_subscribers_without_a_grant,
             a_retried_publish_with_the_same_key_returns_the_first_id,
             a_subscription_ends_at_its_deadline,
             a_replay_past_its_budget_is_cut_and_the_cut_is_said,
