@@ -628,3 +628,103 @@ async fn replays_are_limited_and_a_permit_returns_once_the_stream_caught_up() {
         .expect("a replay slot again");
     assert_eq!(hub.stats().subscribes_refused.replay_limit, 1);
 }
+
+/// `JwtAuthorizer` over gRPC: the token travels in the `authorization` metadata, its claims
+/// decide, its grant reaches the stream and its expiry ends it.
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn a_jwt_authorizer_works_over_grpc_as_over_http() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use tower_sse_pubsub::jwt::{JwtAuthorizer, JwtKey};
+    use tower_sse_pubsub::{Event as HubEvent, PublishRequest as HubPublish};
+
+    const SECRET: &str = "a-test-secret-of-32-bytes-or-more!!";
+    let token = |claims: serde_json::Value| {
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        encode(&Header::default(), &claims, &key).expect("token signs")
+    };
+    fn with_token<M>(message: M, token: &str) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(message);
+        let value = format!("Bearer {token}").parse().expect("ASCII");
+        request.metadata_mut().insert("authorization", value);
+        request
+    }
+    let authorizer = JwtAuthorizer::builder(JwtKey::hs256(SECRET).expect("long enough"))
+        .allow_anonymous_subscribe()
+        .build();
+    let server = Server::start(build(Hub::builder().authorizer(authorizer))).await;
+    let mut client = server.client().await;
+
+    // Publishing: no token, then a token for the wrong topics, then the right one.
+    let refused = within("publish", client.publish(publish(&["books/1"], "x")))
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let films = token(serde_json::json!({"mercure": {"publish": ["films/{id}"]}}));
+    let refused = within(
+        "publish",
+        client.publish(with_token(publish(&["books/1"], "x"), &films)),
+    )
+    .await
+    .expect_err("not covered");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // A subscriber whose token grants private events on books, and expires in 1 to 2 s.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 2;
+    let reader = token(serde_json::json!({"mercure": {"subscribe": ["books/{id}"]}, "exp": exp}));
+    let mut granted = within(
+        "Subscribe",
+        client.subscribe(with_token(subscribe(&["books/1"], None), &reader)),
+    )
+    .await
+    .expect("subscribed")
+    .into_inner();
+    let mut anonymous = open(&mut client, subscribe(&["books/1"], None))
+        .await
+        .expect("anonymous subscribe");
+    let private = HubPublish::new(
+        [Topic::new("books/1").expect("valid topic")],
+        HubEvent::text("private").expect("valid event"),
+    )
+    .private();
+    server
+        .hub
+        .publisher()
+        .send(&private)
+        .await
+        .expect("published");
+    let books = token(serde_json::json!({"mercure": {"publish": ["books/{id}"]}}));
+    within(
+        "publish",
+        client.publish(with_token(publish(&["books/1"], "public"), &books)),
+    )
+    .await
+    .expect("published with a token");
+
+    let first = within("an event", granted.message())
+        .await
+        .expect("open")
+        .expect("event");
+    assert_eq!(first.data, "private");
+    let first = within("an event", anonymous.message())
+        .await
+        .expect("open")
+        .expect("event");
+    assert_eq!(first.data, "public", "no private event without a grant");
+    // The granted stream ends when its token expires.
+    assert_eq!(
+        within("public", granted.message())
+            .await
+            .expect("open")
+            .expect("event")
+            .data,
+        "public"
+    );
+    let end = within("the token's expiry", granted.message()).await;
+    assert_eq!(end.map_err(|s| s.code()).err(), Some(Code::Unauthenticated));
+    server.stop().await;
+}
