@@ -108,9 +108,10 @@ pub trait Broker: Send + Sync + 'static {
         request: &'a PublishRequest,
     ) -> BoxFuture<'a, Result<EventId, BrokerError>>;
 
-    /// Subscribes to the request's topics (at least one) from its start: the retained events
-    /// after it, in order, then live events. [`Subscription::resume`] tells whether the start
-    /// could be placed.
+    /// Subscribes to the request's topics and patterns (at least one of either) from its start:
+    /// the retained events after it, in order, then live events. [`Subscription::resume`] tells
+    /// whether the start could be placed. A broker that cannot serve patterns answers
+    /// [`BrokerError::Unsupported`].
     fn subscribe<'a>(
         &'a self,
         request: &'a SubscribeRequest,
