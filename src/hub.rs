@@ -212,14 +212,7 @@ impl Hub {
     /// # Ok::<(), tower_sse_pubsub::BuildError>(())
     /// ```
     pub fn open_streams_per_topic(&self) -> Vec<(crate::Topic, usize)> {
-        let Some(map) = &self.shared.topic_streams else {
-            return Vec::new();
-        };
-        let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut counts: Vec<(crate::Topic, usize)> =
-            map.iter().map(|(topic, n)| (topic.clone(), *n)).collect();
-        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
-        counts
+        self.shared.open_streams_per_topic().unwrap_or_default()
     }
 
     /// What this hub has done since it was built: streams opened and closed (and why),

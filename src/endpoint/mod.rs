@@ -190,6 +190,17 @@ impl Endpoints {
         }
     }
 
+    /// Open streams per topic, busiest first; `None` when the hub does not count them.
+    pub(crate) fn open_streams_per_topic(&self) -> Option<Vec<(Topic, usize)>> {
+        let map = self.topic_streams.as_ref()?;
+        let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counts: Vec<(Topic, usize)> =
+            map.iter().map(|(topic, n)| (topic.clone(), *n)).collect();
+        drop(map);
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+        Some(counts)
+    }
+
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> crate::HubStats {
         self.counters
@@ -203,12 +214,8 @@ impl Endpoints {
     #[cfg(feature = "metrics")]
     pub(crate) fn export_metrics(&self) {
         self.stats().export();
-        let Some(map) = &self.topic_streams else {
+        let Some(open) = self.open_streams_per_topic() else {
             return;
-        };
-        let open: Vec<(Topic, usize)> = {
-            let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            map.iter().map(|(topic, n)| (topic.clone(), *n)).collect()
         };
         let mut exported = self
             .exported_topics

@@ -641,15 +641,27 @@ impl Ingest {
         let Some(entry) = self.patterns.remove(pattern) else {
             return;
         };
-        let mut ring = entry.log.write();
+        self.empty_log(&entry.log);
+        self.accounted -= pattern_cost(pattern);
+        self.matched.clear();
+    }
+
+    /// Drops every frame `log` holds, and their share of the accounting; returns the sequence
+    /// of the last frame it had held. Cleared, so retention entries that still point at it find
+    /// nothing to evict.
+    fn empty_log(&mut self, log: &TopicLog) -> u64 {
+        let mut ring = log.write();
+        let through = ring
+            .frames
+            .back()
+            .map_or(ring.evicted_through, Frame::sequence);
         let count = ring.frames.len();
-        // Cleared, so retention entries that still point at it find nothing to evict.
         let bytes = ring.clear();
         drop(ring);
         self.live_bytes -= bytes;
         self.live_entries -= count;
-        self.accounted -= bytes + count * FRAME_COST + pattern_cost(pattern);
-        self.matched.clear();
+        self.accounted -= bytes + count * FRAME_COST;
+        through
     }
 
     /// The frames held for topics `pattern` matches, after `position` and within each topic's
@@ -749,21 +761,12 @@ impl Ingest {
         if entry.readers > 0 {
             return;
         }
-        let mut ring = entry.log.write();
-        if !ring.frames.is_empty() && limits.keep_idle_topics {
+        if !entry.log.read().frames.is_empty() && limits.keep_idle_topics {
             return;
         }
-        let through = ring
-            .frames
-            .back()
-            .map_or(ring.evicted_through, Frame::sequence);
-        let count = ring.frames.len();
-        // Cleared, so retention entries that still point at it find nothing to evict.
-        let bytes = ring.clear();
-        drop(ring);
-        self.live_bytes -= bytes;
-        self.live_entries -= count;
-        self.accounted -= bytes + count * FRAME_COST + topic_cost(topic);
+        let log = entry.log.clone();
+        let through = self.empty_log(&log);
+        self.accounted -= topic_cost(topic);
         self.forgotten_through = self.forgotten_through.max(through);
         self.topics.remove(topic);
     }
