@@ -3,6 +3,8 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::event::EventId;
+
 /// Why a broker could not publish or subscribe.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -23,6 +25,10 @@ pub enum BrokerError {
     /// The broker does not do what the request asks (say, topic patterns); retrying will not
     /// help. Names what, for people.
     Unsupported(&'static str),
+    /// The publish chose an id ([`PublishRequest::id`](crate::PublishRequest::id)) that the
+    /// broker already gave an event, or that is shaped like the ids it makes; nothing was
+    /// published. Choose a new id (HTTP: 409).
+    DuplicateId(EventId),
 }
 
 impl BrokerError {
@@ -43,6 +49,12 @@ impl fmt::Display for BrokerError {
         match self {
             Self::NoTopics => f.write_str("at least one topic is required"),
             Self::Unsupported(what) => write!(f, "this broker does not support {what}"),
+            Self::DuplicateId(id) => write!(
+                f,
+                "event id {:?} is taken (already published, or shaped like the broker's own \
+                 ids): choose a new id",
+                id.as_str()
+            ),
             // Not "nothing was stored": a publish that timed out after reaching the backend may
             // have been, and a failed subscribe stores nothing anyway.
             Self::Unavailable { reason, .. } => {

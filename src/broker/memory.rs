@@ -16,6 +16,8 @@ use crate::fanout::{Fanout, FanoutBuilder, Position};
 
 /// How many idempotency keys are remembered by default.
 const DEFAULT_IDEMPOTENCY_KEYS: usize = 10_000;
+/// How many chosen event ids are remembered by default.
+const DEFAULT_CHOSEN_IDS: usize = 100_000;
 
 /// An in-memory broker for one process.
 ///
@@ -55,14 +57,22 @@ pub struct MemoryBroker {
 struct Shared {
     epoch: String,
     fanout: Fanout,
-    keys: Mutex<Keys>,
+    remembered: Mutex<Remembered>,
 }
 
-/// Idempotency keys and the ids they got, the oldest forgotten first.
-struct Keys {
+/// What publishes with an idempotency key or a chosen id leave behind.
+struct Remembered {
+    /// Idempotency keys and the ids they got.
+    keys: Bounded<IdempotencyKey, EventId>,
+    /// Chosen ids and the sequences their events got.
+    chosen: Bounded<EventId, u64>,
+}
+
+/// A map that forgets its oldest entry past a capacity.
+struct Bounded<K, V> {
     capacity: usize,
-    ids: HashMap<IdempotencyKey, EventId>,
-    order: VecDeque<IdempotencyKey>,
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
 }
 
 impl MemoryBroker {
@@ -76,6 +86,7 @@ impl MemoryBroker {
         MemoryBrokerBuilder {
             fanout: Fanout::builder(),
             idempotency_keys: DEFAULT_IDEMPOTENCY_KEYS,
+            chosen_ids: DEFAULT_CHOSEN_IDS,
         }
     }
 
@@ -123,24 +134,39 @@ impl MemoryBroker {
             return Err(BrokerError::NoTopics);
         }
         let shared = &*self.shared;
-        let publish = || {
-            shared
+        if request.key().is_none() && request.chosen_id().is_none() {
+            return Ok(shared
                 .fanout
                 .publish(request, |sequence| shared.id_for(sequence))
                 .id()
-                .clone()
-        };
-        let Some(key) = request.key() else {
-            return Ok(publish());
-        };
-        // Held across the publish, so two retries racing each other publish once.
-        let mut keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = keys.ids.get(key) {
+                .clone());
+        }
+        // Held across the publish, so two retries racing each other publish once, and two
+        // publishes choosing the same id publish once.
+        let mut remembered = shared.remembered.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = request.key().and_then(|key| remembered.keys.get(key)) {
             return Ok(id.clone());
         }
-        let id = publish();
-        keys.remember(key.clone(), id.clone());
-        Ok(id)
+        if let Some(chosen) = request.chosen_id()
+            && (remembered.chosen.get(chosen).is_some() || shared.sequence_of(chosen).is_some())
+        {
+            return Err(BrokerError::DuplicateId(chosen.clone()));
+        }
+        let frame = shared.fanout.publish(request, |sequence| {
+            request
+                .chosen_id()
+                .cloned()
+                .unwrap_or_else(|| shared.id_for(sequence))
+        });
+        if request.chosen_id().is_some() {
+            remembered
+                .chosen
+                .insert(frame.id().clone(), frame.sequence());
+        }
+        if let Some(key) = request.key() {
+            remembered.keys.insert(key.clone(), frame.id().clone());
+        }
+        Ok(frame.id().clone())
     }
 
     fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
@@ -149,7 +175,7 @@ impl MemoryBroker {
         }
         let shared = &*self.shared;
         let (position, foreign) = match request.start_at() {
-            Start::After(id) => match shared.sequence_of(id) {
+            Start::After(id) => match shared.placed(id) {
                 Some(sequence) => (Position::After(sequence), false),
                 None => (Position::Earliest, true),
             },
@@ -170,18 +196,30 @@ impl MemoryBroker {
     }
 }
 
-impl Keys {
-    fn remember(&mut self, key: IdempotencyKey, id: EventId) {
+impl<K: Clone + Eq + std::hash::Hash, V> Bounded<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
         if self.capacity == 0 {
             return;
         }
         while self.order.len() >= self.capacity {
             if let Some(oldest) = self.order.pop_front() {
-                self.ids.remove(&oldest);
+                self.map.remove(&oldest);
             }
         }
         self.order.push_back(key.clone());
-        self.ids.insert(key, id);
+        self.map.insert(key, value);
     }
 }
 
@@ -189,6 +227,16 @@ impl Shared {
     fn id_for(&self, sequence: u64) -> EventId {
         // Eight hex digits, a dash and at most twenty decimal digits: always a valid id.
         EventId::from_trusted(format!("{}-{sequence}", self.epoch))
+    }
+
+    /// The sequence of the event with this id: a chosen id still remembered, or one we made.
+    fn placed(&self, id: &EventId) -> Option<u64> {
+        let remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+        remembered
+            .chosen
+            .get(id)
+            .copied()
+            .or_else(|| self.sequence_of(id))
     }
 
     /// The sequence inside one of our ids, or `None` when the id is not ours.
@@ -238,6 +286,7 @@ impl Broker for MemoryBroker {
 pub struct MemoryBrokerBuilder {
     fanout: FanoutBuilder,
     idempotency_keys: usize,
+    chosen_ids: usize,
 }
 
 impl MemoryBrokerBuilder {
@@ -279,6 +328,16 @@ impl MemoryBrokerBuilder {
         self
     }
 
+    /// How many chosen event ids ([`PublishRequest::id`]) are remembered (default 100,000; the
+    /// oldest is forgotten first, at about 100 bytes each). A remembered id cannot be chosen
+    /// again, and a client resuming after it gets what followed; after a forgotten one it gets
+    /// all that is retained, as after an unknown id. Keep it above the number of events the
+    /// history holds.
+    pub fn chosen_ids(mut self, ids: usize) -> Self {
+        self.chosen_ids = ids;
+        self
+    }
+
     /// Builds the broker with a fresh epoch.
     pub fn build(self) -> MemoryBroker {
         let mut hasher = RandomState::new().build_hasher();
@@ -288,10 +347,9 @@ impl MemoryBrokerBuilder {
             shared: Arc::new(Shared {
                 epoch,
                 fanout: self.fanout.build(),
-                keys: Mutex::new(Keys {
-                    capacity: self.idempotency_keys,
-                    ids: HashMap::new(),
-                    order: VecDeque::new(),
+                remembered: Mutex::new(Remembered {
+                    keys: Bounded::new(self.idempotency_keys),
+                    chosen: Bounded::new(self.chosen_ids),
                 }),
             }),
         }

@@ -114,6 +114,7 @@ pub struct PublishRequest {
     topics: Vec<Topic>,
     event: Event,
     key: Option<IdempotencyKey>,
+    id: Option<EventId>,
     private: bool,
 }
 
@@ -126,8 +127,32 @@ impl PublishRequest {
             topics: distinct(topics),
             event,
             key: None,
+            id: None,
             private: false,
         }
+    }
+
+    /// Gives the event this id instead of one the broker makes (a Mercure publisher's `id`).
+    /// Subscribers resume after it as after any id. It must be new: a broker refuses an id it
+    /// still remembers, or one shaped like its own, with
+    /// [`BrokerError::DuplicateId`](super::BrokerError::DuplicateId), and publishes nothing.
+    /// How long a broker remembers chosen ids is its own setting (for [`MemoryBroker`] a
+    /// count, for `RedisBroker` the history's lifetime); a resume after a forgotten id replays
+    /// all that is retained, as after an unknown id.
+    ///
+    /// [`MemoryBroker`]: crate::MemoryBroker
+    ///
+    /// ```
+    /// use tower_sse_pubsub::{Event, EventId, PublishRequest, Topic};
+    ///
+    /// let id = EventId::new("urn:uuid:5bd5b2a3-5f2c-4a36-9c7e-0e0f6b0f1a2d")?;
+    /// let request = PublishRequest::new([Topic::new("books/1")?], Event::text("{}")?).id(id.clone());
+    /// assert_eq!(request.chosen_id(), Some(&id));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn id(mut self, id: EventId) -> Self {
+        self.id = Some(id);
+        self
     }
 
     /// A retried request with the same key returns the first publish's id and publishes nothing
@@ -157,6 +182,11 @@ impl PublishRequest {
     /// The idempotency key, if any.
     pub fn key(&self) -> Option<&IdempotencyKey> {
         self.key.as_ref()
+    }
+
+    /// The id the caller chose for the event, if any (see [`id`](Self::id)).
+    pub fn chosen_id(&self) -> Option<&EventId> {
+        self.id.as_ref()
     }
 
     /// Whether the event is private.

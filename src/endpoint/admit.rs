@@ -247,6 +247,8 @@ pub(crate) enum PublishRefused {
     Denied(Denied),
     /// The broker refused a request without topics.
     NoTopics,
+    /// The broker refused the chosen id: it is taken.
+    DuplicateId(BrokerError),
     /// The broker could not store the event: a failure, not a refusal.
     Broker(BrokerError),
 }
@@ -263,7 +265,7 @@ impl PublishRefused {
             Self::TooCostly(reason) => reason.clone(),
             Self::Denied(denied) => denied.reason().to_owned(),
             Self::NoTopics => BrokerError::NoTopics.to_string(),
-            Self::Broker(error) => error.to_string(),
+            Self::DuplicateId(error) | Self::Broker(error) => error.to_string(),
         }
     }
 }
@@ -311,6 +313,7 @@ pub(crate) async fn publish(
         .await
         .map_err(|error| match error {
             BrokerError::NoTopics => PublishRefused::NoTopics,
+            error @ BrokerError::DuplicateId(_) => PublishRefused::DuplicateId(error),
             error => PublishRefused::Broker(error),
         })
 }

@@ -20,7 +20,7 @@ use super::admit::{self, PublishRefused, add_topic};
 use super::reply::{Reply, denied as denied_response, refuse, text};
 use super::stream::RESYNC_EVENT;
 use super::{Endpoints, form};
-use crate::broker::PublishRequest;
+use crate::broker::{BrokerError, PublishRequest};
 use crate::event::{Event, Topic};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -92,6 +92,10 @@ fn refusal_response(refusal: &PublishRefused) -> Response<Reply> {
         PublishRefused::TooCostly(_) => refuse(StatusCode::PAYLOAD_TOO_LARGE, reason),
         PublishRefused::Denied(denied) => denied_response(denied),
         PublishRefused::NoTopics => refuse(StatusCode::BAD_REQUEST, reason),
+        PublishRefused::DuplicateId(_) => refuse(StatusCode::CONFLICT, reason),
+        PublishRefused::Broker(BrokerError::Unsupported(_)) => {
+            refuse(StatusCode::NOT_IMPLEMENTED, reason)
+        }
         PublishRefused::Broker(_) => {
             let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, reason);
             response

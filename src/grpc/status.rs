@@ -4,6 +4,7 @@ use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::auth::Denied;
+use crate::broker::BrokerError;
 use crate::endpoint::admit::{PublishRefused, Refused};
 
 /// An authorizer's refusal: 401 is `UNAUTHENTICATED`, with its challenge (if any) as
@@ -43,6 +44,8 @@ pub(super) fn publish_refused(refused: &PublishRefused) -> Status {
         PublishRefused::TooCostly(_) => Status::resource_exhausted(reason),
         PublishRefused::Denied(denial) => denied(denial),
         PublishRefused::NoTopics => Status::invalid_argument(reason),
+        PublishRefused::DuplicateId(_) => Status::already_exists(reason),
+        PublishRefused::Broker(BrokerError::Unsupported(_)) => Status::unimplemented(reason),
         PublishRefused::Broker(_) => Status::unavailable(reason),
     }
 }

@@ -574,6 +574,63 @@ pub async fn a_retried_publish_with_the_same_key_returns_the_first_id(make: &imp
     assert_eq!(data, ["once", "end"], "published once");
 }
 
+pub async fn a_chosen_id_is_kept_and_resumed_after(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let start = publish(&*broker, &["a", "b"], "start").await;
+    let chosen = EventId::new("urn:uuid:5bd5b2a3-5f2c-4a36-9c7e-0e0f6b0f1a2d").expect("valid id");
+    let mut live = subscribe(&*broker, &["a"], None).await;
+    let request = PublishRequest::new([topic("a"), topic("b")], text("chosen")).id(chosen.clone());
+    let id = broker.publish(&request).await.expect("publish succeeds");
+    assert_eq!(id, chosen, "the chosen id is the event's id");
+    let frame = next(&mut live).await;
+    assert_eq!(frame.id(), &chosen);
+    assert!(
+        frame.bytes().starts_with(b"id: urn:uuid:5bd5b2a3"),
+        "the chosen id is on the wire"
+    );
+    publish(&*broker, &["b"], "after").await;
+
+    // Resuming after the chosen id replays what followed, on every topic of the event.
+    let mut resumed = subscribe(&*broker, &["a", "b"], Some(&chosen)).await;
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    assert_eq!(data_of(&next(&mut resumed).await), "after");
+    // And ids chosen and made keep one order.
+    let mut all = subscribe(&*broker, &["a", "b"], Some(&start)).await;
+    let data: Vec<String> = read_until(&mut all, "after")
+        .await
+        .iter()
+        .map(data_of)
+        .collect();
+    assert_eq!(data, ["chosen", "after"]);
+}
+
+pub async fn a_chosen_id_already_given_is_refused_and_nothing_published(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let start = publish(&*broker, &["a"], "start").await;
+    let chosen = EventId::new("books/1#rev-2").expect("valid id");
+    let request = PublishRequest::new([topic("a")], text("first")).id(chosen.clone());
+    broker.publish(&request).await.expect("publish succeeds");
+    let again = PublishRequest::new([topic("b")], text("second")).id(chosen.clone());
+    match broker.publish(&again).await {
+        Err(BrokerError::DuplicateId(id)) => assert_eq!(id, chosen),
+        other => panic!("expected DuplicateId, got {other:?}"),
+    }
+    // A made id cannot be chosen either: it would be two events' id.
+    let mimic = PublishRequest::new([topic("a")], text("mimic")).id(start.clone());
+    assert!(matches!(
+        broker.publish(&mimic).await,
+        Err(BrokerError::DuplicateId(_))
+    ));
+    publish(&*broker, &["a", "b"], "end").await;
+    let mut subscription = subscribe(&*broker, &["a", "b"], Some(&start)).await;
+    let data: Vec<String> = read_until(&mut subscription, "end")
+        .await
+        .iter()
+        .map(data_of)
+        .collect();
+    assert_eq!(data, ["first", "end"], "the refused publishes left nothing");
+}
+
 pub async fn a_replay_past_its_budget_is_cut_and_the_cut_is_said(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let first = publish(&*broker, &["a"], "start").await;

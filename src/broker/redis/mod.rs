@@ -143,6 +143,9 @@ impl RedisBroker {
         if topics.is_empty() {
             return Err(BrokerError::NoTopics);
         }
+        if request.chosen_id().is_some() {
+            return Err(BrokerError::Unsupported("events with a chosen id"));
+        }
         let shared = &*self.shared;
         let mut connection = shared.publishing_connection().await?;
         let mut invocation = shared.publish.prepare_invoke();
