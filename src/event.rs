@@ -273,6 +273,23 @@ impl Event {
         })
     }
 
+    /// An event without data, as a Mercure publisher may send one. Browsers do not dispatch it
+    /// (the SSE rules drop an event whose data is empty) but do record its id, so a client that
+    /// reconnects resumes after it.
+    ///
+    /// ```
+    /// use tower_sse_pubsub::Event;
+    ///
+    /// assert_eq!(&Event::empty().encode_fields()[..], b"data: \n\n");
+    /// ```
+    pub fn empty() -> Self {
+        Self {
+            data: String::new(),
+            event_type: None,
+            retry: None,
+        }
+    }
+
     /// An event whose data is `value` serialized as compact JSON.
     ///
     /// # Errors

@@ -410,6 +410,8 @@ impl HubBuilder {
                 max_replays: DEFAULT_MAX_REPLAYS,
                 max_publish_cost: DEFAULT_MAX_PUBLISH_COST,
                 per_topic: false,
+                #[cfg(feature = "mercure")]
+                mercure: None,
             },
         }
     }
@@ -579,6 +581,15 @@ impl HubBuilder {
         self
     }
 
+    /// Mounts a Mercure hub endpoint (`/.well-known/mercure` by default) in the hub's layer,
+    /// sharing its broker, limits and counters; see [`mercure`](crate::mercure).
+    #[cfg(feature = "mercure")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mercure")))]
+    pub fn mercure(mut self, hub: crate::mercure::MercureHub) -> Self {
+        self.config.mercure = Some(Arc::new(hub));
+        self
+    }
+
     /// Checks the settings and builds the hub.
     ///
     /// # Errors
@@ -586,7 +597,14 @@ impl HubBuilder {
     /// [`BuildError`] when a path does not start with `/`, or a limit is zero.
     pub fn build(self) -> Result<Hub, BuildError> {
         let config = self.config;
-        for path in [&config.events_path, &config.publish_path] {
+        #[cfg(feature = "mercure")]
+        let mercure_path = config.mercure.as_ref().map(|m| &m.path);
+        #[cfg(not(feature = "mercure"))]
+        let mercure_path: Option<&String> = None;
+        for path in [&config.events_path, &config.publish_path]
+            .into_iter()
+            .chain(mercure_path)
+        {
             if !path.starts_with('/') || path.contains(['?', '#']) {
                 return Err(BuildError::InvalidPath(path.clone()));
             }

@@ -86,18 +86,75 @@ where
                 let shared = self.shared.clone();
                 ResponseFuture::endpoint(Box::pin(publish::publish(shared, parts, body)))
             }
-            Route::WrongMethod(allow) => {
-                let mut response = refuse(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("method {} not allowed here; use {allow}", request.method()),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-                ResponseFuture::endpoint(Box::pin(std::future::ready(response)))
-            }
+            #[cfg(feature = "mercure")]
+            Route::Mercure(route) => self.mercure(route, request),
+            Route::WrongMethod(allow) => ResponseFuture::endpoint(Box::pin(std::future::ready(
+                wrong_method(request.method(), allow),
+            ))),
         }
     }
+}
+
+impl<S> SsePubSub<S> {
+    /// Serves a request for the Mercure endpoint.
+    #[cfg(feature = "mercure")]
+    fn mercure<ReqBody, F>(
+        &self,
+        route: crate::mercure::MercureRoute,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<F>
+    where
+        ReqBody: Body + Send + 'static,
+        ReqBody::Data: Send,
+        ReqBody::Error: Into<BoxError>,
+    {
+        use crate::mercure::{self, MercureRoute};
+        let shared = self.shared.clone();
+        let Some(hub) = shared.config.mercure.clone() else {
+            return ResponseFuture::endpoint(Box::pin(std::future::ready(wrong_method(
+                request.method(),
+                "GET",
+            ))));
+        };
+        match route {
+            MercureRoute::Subscribe => {
+                let (parts, _body) = request.into_parts();
+                ResponseFuture::endpoint(Box::pin(async move {
+                    mercure::subscribe(shared, &hub, parts).await
+                }))
+            }
+            MercureRoute::Publish => {
+                let (parts, body) = request.into_parts();
+                ResponseFuture::endpoint(Box::pin(async move {
+                    mercure::publish(shared, &hub, parts, body).await
+                }))
+            }
+            MercureRoute::Subscriptions => {
+                let (parts, _body) = request.into_parts();
+                ResponseFuture::endpoint(Box::pin(async move {
+                    mercure::subscriptions(&shared, &hub, &parts).await
+                }))
+            }
+            MercureRoute::WrongMethod(allow) => ResponseFuture::endpoint(Box::pin(
+                std::future::ready(wrong_method(request.method(), allow)),
+            )),
+        }
+    }
+}
+
+/// 405 with `Allow`.
+fn wrong_method(
+    method: &http::Method,
+    allow: &'static str,
+) -> Response<crate::endpoint::reply::Reply> {
+    let mut response = refuse(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} not allowed here; use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 impl<S: fmt::Debug> fmt::Debug for SsePubSub<S> {

@@ -278,6 +278,13 @@ impl Broker for MemoryBroker {
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
         Box::pin(std::future::ready(self.subscribe_now(request)))
     }
+
+    fn last_event_id(&self) -> BoxFuture<'_, Result<Option<EventId>, BrokerError>> {
+        let last = self.shared.fanout.last_sequence();
+        // Our own id for the sequence places a resume after it, whatever id the event carries.
+        let id = (last > 0).then(|| self.shared.id_for(last));
+        Box::pin(std::future::ready(Ok(id)))
+    }
 }
 
 /// Configures a [`MemoryBroker`]; see [`MemoryBroker::builder`].

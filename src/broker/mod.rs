@@ -116,6 +116,13 @@ pub trait Broker: Send + Sync + 'static {
         &'a self,
         request: &'a SubscribeRequest,
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>>;
+
+    /// An id that places a subscription after the newest event published so far (`None` when
+    /// nothing was, or the broker cannot say): Mercure's subscriptions API reports it so a
+    /// client can subscribe to what follows without a gap. The default says `None`.
+    fn last_event_id(&self) -> BoxFuture<'_, Result<Option<EventId>, BrokerError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 impl<B: Broker + ?Sized> Broker for std::sync::Arc<B> {
@@ -131,5 +138,9 @@ impl<B: Broker + ?Sized> Broker for std::sync::Arc<B> {
         request: &'a SubscribeRequest,
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
         (**self).subscribe(request)
+    }
+
+    fn last_event_id(&self) -> BoxFuture<'_, Result<Option<EventId>, BrokerError>> {
+        (**self).last_event_id()
     }
 }

@@ -187,10 +187,17 @@ impl Subscription {
         self
     }
 
-    /// Runs `on_drop` when the subscription is dropped (to unregister from a broker).
+    /// Runs `on_drop` when the subscription is dropped (to unregister from a broker). Each
+    /// function given runs once, the last given first.
     #[must_use]
     pub fn on_drop(mut self, on_drop: impl FnOnce() + Send + 'static) -> Self {
-        self.on_drop = Some(Box::new(on_drop));
+        self.on_drop = Some(match self.on_drop.take() {
+            None => Box::new(on_drop),
+            Some(earlier) => Box::new(move || {
+                on_drop();
+                earlier();
+            }),
+        });
         self
     }
 

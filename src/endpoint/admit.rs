@@ -18,6 +18,7 @@ use super::stream::{NoSlot, ReplayPermit, StreamAccount, SubscriberSlot};
 use crate::auth::{Access, Allowed, Denied};
 use crate::broker::{BrokerError, PublishRequest, Resume, Start, SubscribeRequest, Subscription};
 use crate::event::{EventId, Topic};
+use crate::selector::Selector;
 use crate::stats::Refusal;
 
 /// The resume point a client sent.
@@ -29,6 +30,9 @@ pub(crate) enum ResumePoint {
     /// with 400 would end a browser's EventSource for good, so the stream opens as for an
     /// unknown id: with the resync notice, then everything retained.
     Unusable,
+    /// Everything retained (Mercure's reserved `earliest`).
+    #[cfg_attr(not(feature = "mercure"), allow(dead_code))]
+    Earliest,
 }
 
 impl ResumePoint {
@@ -54,15 +58,39 @@ pub(crate) fn add_topic(topics: &mut Vec<Topic>, name: &str, max: usize) -> Resu
     Ok(())
 }
 
+/// Who decides whether a subscribe may go through.
+#[derive(Debug)]
+pub(crate) enum Decider {
+    /// The hub's authorizer, if it has one.
+    Authorizer,
+    /// Nobody: the app chose the topics itself.
+    App,
+    /// The endpoint already did (Mercure's, with its token rules): this is what it allowed.
+    #[cfg_attr(not(feature = "mercure"), allow(dead_code))]
+    Decided(Allowed),
+}
+
+/// What to do when an admitted stream ends (say, tell others the subscription is gone).
+pub(crate) struct OnClose(pub(crate) Box<dyn FnOnce() + Send>);
+
+impl fmt::Debug for OnClose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnClose")
+    }
+}
+
 /// A subscribe as the hub sees it, read from whichever request carried it.
 #[derive(Debug)]
 pub(crate) struct Ask {
     pub(crate) topics: Vec<Topic>,
+    /// Topic patterns (Mercure's `*` and URI templates).
+    pub(crate) patterns: Vec<Selector>,
     pub(crate) after: ResumePoint,
-    /// Whether the authorizer decides (not for topics the app chose itself).
-    pub(crate) authorize: bool,
+    pub(crate) decider: Decider,
     /// Whether the stream counts in the hub's stats (not a `HEAD` probe's).
     pub(crate) counted: bool,
+    /// Run when the subscription ends, if it was made.
+    pub(crate) on_close: Option<OnClose>,
 }
 
 /// A stream the hub let through: its account (slot, counts), its subscription, the replay
@@ -145,8 +173,9 @@ pub(crate) async fn subscribe(
         Err(NoSlot::Full) => return Err(Refused::Full(shared.full_reason())),
         Err(NoSlot::ClientLimit(max)) => return Err(Refused::ClientLimit(max)),
     };
-    let allowed = match &shared.authorizer {
-        Some(authorizer) if ask.authorize => authorizer
+    let allowed = match (ask.decider, &shared.authorizer) {
+        (Decider::Decided(allowed), _) => allowed,
+        (Decider::Authorizer, Some(authorizer)) => authorizer
             .authorize(parts, Access::Subscribe, &ask.topics)
             .await
             .map_err(Refused::Denied)?,
@@ -164,7 +193,7 @@ pub(crate) async fn subscribe(
     let start = match &ask.after {
         ResumePoint::None => Start::Live,
         ResumePoint::Id(id) => Start::After(id.clone()),
-        ResumePoint::Unusable => Start::Earliest,
+        ResumePoint::Unusable | ResumePoint::Earliest => Start::Earliest,
     };
     let replay = match start {
         Start::Live => None,
@@ -173,17 +202,21 @@ pub(crate) async fn subscribe(
         ),
     };
     let mut request = SubscribeRequest::new(ask.topics.iter().cloned())
+        .select(ask.patterns.iter().cloned())
         .start(start)
         .grant(allowed.grant().clone())
         .replay_budget(shared.config.replay_budget);
     if let Some(deadline) = deadline {
         request = request.deadline(deadline);
     }
-    let subscription = shared
+    let mut subscription = shared
         .broker
         .subscribe(&request)
         .await
         .map_err(Refused::Broker)?;
+    if let Some(OnClose(on_close)) = ask.on_close {
+        subscription = subscription.on_drop(on_close);
+    }
     // Shutdown may have begun while the authorizer or the broker was working.
     if shared.is_shut_down() {
         return Err(Refused::ShuttingDown);
@@ -210,6 +243,7 @@ pub(crate) async fn subscribe(
             target: "tower_sse_pubsub",
             "sse_stream",
             topics = ?ask.topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
+            patterns = ?ask.patterns.iter().map(Selector::as_str).collect::<Vec<_>>(),
             client = ?client,
         )
     } else {
@@ -287,8 +321,23 @@ pub(crate) async fn publish(
     request: &PublishRequest,
 ) -> Result<EventId, PublishRefused> {
     publishing_enabled(shared)?;
-    // What the event costs as stored: its encoded size (each line of data gets its own
-    // `data: `), once per topic.
+    check_cost(shared, request)?;
+    if let Some(authorizer) = &shared.authorizer {
+        // What an authorizer allows beyond the yes (a grant, a deadline) concerns streams only.
+        let _publish: Allowed = authorizer
+            .authorize(parts, Access::Publish, request.topics())
+            .await
+            .map_err(PublishRefused::Denied)?;
+    }
+    store(shared, request).await
+}
+
+/// Refuses a publish that would cost more than the hub allows: its encoded size (each line of
+/// data gets its own `data: `), once per topic.
+pub(crate) fn check_cost(
+    shared: &Endpoints,
+    request: &PublishRequest,
+) -> Result<(), PublishRefused> {
     let size = request.event().fields_len();
     let topics = request.topics().len();
     let cost = size.saturating_mul(topics);
@@ -300,13 +349,14 @@ pub(crate) async fn publish(
             if topics == 1 { "topic" } else { "topics" },
         )));
     }
-    if let Some(authorizer) = &shared.authorizer {
-        // What an authorizer allows beyond the yes (a grant, a deadline) concerns streams only.
-        let _publish: Allowed = authorizer
-            .authorize(parts, Access::Publish, request.topics())
-            .await
-            .map_err(PublishRefused::Denied)?;
-    }
+    Ok(())
+}
+
+/// Publishes an authorized `request` through the broker.
+pub(crate) async fn store(
+    shared: &Endpoints,
+    request: &PublishRequest,
+) -> Result<EventId, PublishRefused> {
     shared
         .broker
         .publish(request)

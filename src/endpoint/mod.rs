@@ -47,6 +47,9 @@ pub(crate) struct Config {
     pub(crate) max_replays: usize,
     pub(crate) max_publish_cost: usize,
     pub(crate) per_topic: bool,
+    /// The Mercure hub endpoint, when mounted.
+    #[cfg(feature = "mercure")]
+    pub(crate) mercure: Option<Arc<crate::mercure::MercureHub>>,
 }
 
 /// Everything the endpoints share.
@@ -83,6 +86,9 @@ pub(crate) enum Route {
     /// `HEAD` on the events path: the status and headers a `GET` would get, without the stream.
     Probe,
     Publish,
+    /// The Mercure hub endpoint or its subscriptions API.
+    #[cfg(feature = "mercure")]
+    Mercure(crate::mercure::MercureRoute),
     WrongMethod(&'static str),
     PassThrough,
 }
@@ -115,6 +121,15 @@ impl Endpoints {
     }
 
     pub(crate) fn route(&self, method: &Method, path: &str) -> Route {
+        #[cfg(feature = "mercure")]
+        if let Some(route) = self
+            .config
+            .mercure
+            .as_ref()
+            .and_then(|mercure| mercure.route(method, path))
+        {
+            return Route::Mercure(route);
+        }
         let events = path == self.config.events_path;
         let publish = path == self.config.publish_path;
         match (events, publish) {

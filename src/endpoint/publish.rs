@@ -22,6 +22,7 @@ use super::stream::RESYNC_EVENT;
 use super::{Endpoints, form};
 use crate::broker::{BrokerError, PublishRequest};
 use crate::event::{Event, Topic};
+use crate::stats::Counters;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,7 +39,11 @@ where
     B::Error: Into<BoxError>,
 {
     let counters = shared.counters.clone();
-    let response = handle(shared, parts, body).await;
+    counted(&counters, handle(shared, parts, body).await)
+}
+
+/// Counts a publish by how it was answered, and hands back the answer.
+pub(crate) fn counted(counters: &Counters, response: Response<Reply>) -> Response<Reply> {
     let status = response.status();
     if status == StatusCode::OK {
         counters.published();
@@ -85,7 +90,7 @@ where
 }
 
 /// The answer to a publish the hub refused or could not store.
-fn refusal_response(refusal: &PublishRefused) -> Response<Reply> {
+pub(crate) fn refusal_response(refusal: &PublishRefused) -> Response<Reply> {
     let reason = refusal.reason("HTTP");
     match refusal {
         PublishRefused::Disabled => refuse(StatusCode::FORBIDDEN, reason),
@@ -123,7 +128,7 @@ fn format_of(parts: &Parts) -> Result<Format, String> {
 }
 
 /// Reads the whole body, but never more than `limit` bytes of it, nor for longer than `timeout`.
-async fn read_limited<B>(
+pub(crate) async fn read_limited<B>(
     parts: &Parts,
     body: B,
     limit: usize,

@@ -10,10 +10,11 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use super::Endpoints;
-use super::admit::{self, Ask, Refused, ResumePoint, add_topic};
+use super::admit::{self, Ask, Decider, Refused, ResumePoint, add_topic};
 use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
 use super::stream::{SseStream, resync_notice, retry_frame};
+use crate::broker::Resume;
 use crate::event::{EventId, Topic};
 use crate::stats::Refusal;
 
@@ -72,18 +73,9 @@ enum Mode {
 async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Reply> {
     let counted = mode != Mode::Probe;
     // Topics the app chose need no authorizer: the app has decided.
-    let authorize = !matches!(mode, Mode::App(_));
-    let refused = |refusal: Refusal, response: Response<Reply>| {
-        if counted {
-            shared.counters.refused(refusal);
-            tracing::debug!(
-                target: "tower_sse_pubsub",
-                status = response.status().as_u16(),
-                reason = ?refusal,
-                "subscribe refused"
-            );
-        }
-        response
+    let decider = match mode {
+        Mode::App(_) => Decider::App,
+        _ => Decider::Authorizer,
     };
     let parsed = match mode {
         Mode::App(topics) => app_query(parts, topics),
@@ -92,15 +84,48 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
     let request = match parsed {
         Ok(request) => request,
         Err(reason) => {
-            return refused(Refusal::BadRequest, refuse(StatusCode::BAD_REQUEST, reason));
+            let response = refuse(StatusCode::BAD_REQUEST, reason);
+            return refused(&shared, counted, Refusal::BadRequest, response);
         }
     };
     let ask = Ask {
         topics: request.topics,
+        patterns: Vec::new(),
         after: request.after,
-        authorize,
+        decider,
         counted,
+        on_close: None,
     };
+    answer(shared, parts, ask).await.0
+}
+
+/// Counts a refused subscribe (unless it is not `counted`), and hands back its response.
+pub(crate) fn refused(
+    shared: &Endpoints,
+    counted: bool,
+    refusal: Refusal,
+    response: Response<Reply>,
+) -> Response<Reply> {
+    if counted {
+        shared.counters.refused(refusal);
+        tracing::debug!(
+            target: "tower_sse_pubsub",
+            status = response.status().as_u16(),
+            reason = ?refusal,
+            "subscribe refused"
+        );
+    }
+    response
+}
+
+/// Admits `ask` and answers with its event stream, or with the refusal (counted). With the
+/// stream comes how its resume point was placed.
+pub(crate) async fn answer(
+    shared: Arc<Endpoints>,
+    parts: &Parts,
+    ask: Ask,
+) -> (Response<Reply>, Option<Resume>) {
+    let counted = ask.counted;
     let admitted = match admit::subscribe(&shared, parts, ask).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
@@ -112,7 +137,7 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
                 | Refused::ReplayLimit(_)
                 | Refused::Broker(_) => unavailable(&shared, parts, &refusal),
             };
-            return refused(refusal.refusal(), response);
+            return (refused(&shared, counted, refusal.refusal(), response), None);
         }
     };
 
@@ -135,7 +160,7 @@ async fn open(shared: Arc<Endpoints>, parts: &Parts, mode: Mode) -> Response<Rep
             HeaderValue::from_static(resume.as_str()),
         );
     }
-    response
+    (response, Some(resume))
 }
 
 /// The answer when the stream cannot be served right now.

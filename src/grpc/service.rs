@@ -12,7 +12,7 @@ use super::stream::EventStream;
 use super::{PUBLISH_PATH, SUBSCRIBE_PATH, status};
 use crate::broker::PublishRequest;
 use crate::endpoint::Endpoints;
-use crate::endpoint::admit::{self, Ask, ResumePoint, add_topic};
+use crate::endpoint::admit::{self, Ask, Decider, ResumePoint, add_topic};
 use crate::endpoint::publish::event;
 use crate::event::EventId;
 use crate::hub::Hub;
@@ -191,7 +191,9 @@ fn subscribe_ask(message: proto::SubscribeRequest, max_topics: usize) -> Result<
     Ok(Ask {
         topics,
         after,
-        authorize: true,
+        patterns: Vec::new(),
+        decider: Decider::Authorizer,
+        on_close: None,
         counted: true,
     })
 }

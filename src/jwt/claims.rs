@@ -17,6 +17,10 @@ pub(crate) struct Claims {
     pub(crate) subscribe: Option<Arc<[Selector]>>,
     /// `exp`, when present.
     pub(crate) expires: Option<SystemTime>,
+    #[cfg_attr(not(feature = "mercure"), allow(dead_code))]
+    /// `mercure.payload`, when present: anything the token's issuer attached to the subscriber,
+    /// shown in Mercure's subscription events.
+    pub(crate) payload: Option<Value>,
 }
 
 impl Claims {
@@ -49,6 +53,10 @@ impl Claims {
             publish: list("publish")?,
             subscribe: list("subscribe")?,
             expires,
+            payload: mercure
+                .and_then(|m| m.get("payload"))
+                .filter(|payload| !payload.is_null())
+                .cloned(),
         })
     }
 }
@@ -90,6 +98,19 @@ mod tests {
         assert_eq!(
             claims.expires,
             Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000))
+        );
+        assert!(claims.payload.is_none());
+    }
+
+    #[test]
+    fn the_payload_is_kept_as_sent() {
+        let claims = Claims::read(&json!({
+            "mercure": {"subscribe": ["*"], "payload": {"user": "ada", "groups": [1, 2]}},
+        }))
+        .expect("valid claims");
+        assert_eq!(
+            claims.payload,
+            Some(json!({"user": "ada", "groups": [1, 2]}))
         );
     }
 

@@ -126,10 +126,7 @@ impl JwtAuthorizer {
     }
 
     fn decide(&self, parts: &Parts, access: Access, topics: &[Topic]) -> Result<Allowed, Denied> {
-        let token = token::find(parts, &self.sources).map_err(|reason| {
-            Denied::unauthorized(reason)
-                .with_challenge(HeaderValue::from_static("Bearer error=\"invalid_request\""))
-        })?;
+        let token = token::find(parts, &self.sources).map_err(malformed_credentials)?;
         let (verifier, what) = match access {
             Access::Publish => (&self.publisher, "publish"),
             Access::Subscribe => (&self.subscriber, "subscribe"),
@@ -168,6 +165,87 @@ impl JwtAuthorizer {
         }
         Ok(allowed)
     }
+}
+
+/// A Mercure subscriber as its token (or its lack of one) shows it.
+#[cfg(feature = "mercure")]
+#[derive(Debug, Clone)]
+pub(crate) struct MercureSubscriber {
+    /// The private updates it may receive (its `mercure.subscribe` selectors) and when its
+    /// stream must close (its `exp`).
+    pub(crate) allowed: Allowed,
+    /// `mercure.payload`.
+    pub(crate) payload: Option<serde_json::Value>,
+}
+
+#[cfg(feature = "mercure")]
+impl JwtAuthorizer {
+    /// A Mercure subscriber: without a token (when anonymous subscribers are allowed) it gets
+    /// public updates; with one, its `mercure.subscribe` selectors say which private updates
+    /// reach it, not which topics it may ask for (the protocol lets anyone subscribe to any
+    /// selector and filters private updates per subscriber).
+    pub(crate) fn mercure_subscriber(&self, parts: &Parts) -> Result<MercureSubscriber, Denied> {
+        let token = token::find(parts, &self.sources).map_err(malformed_credentials)?;
+        let Some(token) = token else {
+            if self.anonymous_subscribe {
+                return Ok(MercureSubscriber {
+                    allowed: Allowed::new(),
+                    payload: None,
+                });
+            }
+            return Err(Denied::unauthorized(
+                "a token is required to subscribe: send `Authorization: Bearer <JWS>` or the \
+                 `mercureAuthorization` cookie",
+            )
+            .with_challenge(HeaderValue::from_static("Bearer")));
+        };
+        let claims = self.subscriber.verify(&token)?;
+        let mut allowed = Allowed::new();
+        if let Some(selectors) = claims.subscribe.filter(|s| !s.is_empty()) {
+            allowed = allowed.with_grant(Grant::Selectors(selectors));
+        }
+        if let Some(expires) = claims.expires {
+            allowed =
+                allowed.until(expires + Duration::from_secs(self.subscriber.validation.leeway));
+        }
+        Ok(MercureSubscriber {
+            allowed,
+            payload: claims.payload,
+        })
+    }
+
+    /// Whether the request's token lets it read the subscriptions API at `path`: its
+    /// `mercure.subscribe` selectors must match the path.
+    pub(crate) fn mercure_api(&self, parts: &Parts, path: &str) -> Result<(), Denied> {
+        let token = token::find(parts, &self.sources).map_err(malformed_credentials)?;
+        let Some(token) = token else {
+            return Err(Denied::unauthorized(
+                "a token is required to read subscriptions: send `Authorization: Bearer <JWS>`",
+            )
+            .with_challenge(HeaderValue::from_static("Bearer")));
+        };
+        let claims = self.subscriber.verify(&token)?;
+        let allowed = claims
+            .subscribe
+            .is_some_and(|selectors| selectors.iter().any(|s| s.matches(path)));
+        if !allowed {
+            return Err(Denied::forbidden(format!(
+                "the token's `mercure.subscribe` claim does not match {path:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the request's token lets it publish to every one of `topics`.
+    pub(crate) fn mercure_publisher(&self, parts: &Parts, topics: &[Topic]) -> Result<(), Denied> {
+        self.decide(parts, Access::Publish, topics).map(drop)
+    }
+}
+
+/// The answer to an `Authorization` header that is not a bearer token.
+fn malformed_credentials(reason: &'static str) -> Denied {
+    Denied::unauthorized(reason)
+        .with_challenge(HeaderValue::from_static("Bearer error=\"invalid_request\""))
 }
 
 impl Authorizer for JwtAuthorizer {
