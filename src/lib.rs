@@ -78,7 +78,7 @@
 //! * `grpc`: the hub as the gRPC service `pubsub.v1.PubSub` (tonic), with the hub's
 //!   authorizer, limits and counters;
 //! * `jwt`: `JwtAuthorizer`, Mercure's JSON Web Tokens for the hub's endpoints;
-//! * `mercure`: the Mercure protocol, as far as it is built (discovery so far).
+//! * `mercure`: a Mercure hub endpoint (`/.well-known/mercure`) in the hub's layer, and discovery.
 //!
 //! Feature `redis` adds `RedisBroker` at the root; `axum` adds `ConnectionDeadlines::listener`;
 //! `metrics` exports [`HubStats`] through the `metrics` facade.
@@ -145,6 +145,12 @@ pub use service::SsePubSub;
 pub use stats::{HubStats, Resumes, StreamsClosed, SubscribesRefused};
 
 /// Compiles and runs the README's Rust examples as doctests (they use every feature).
-#[cfg(all(doctest, feature = "redis", feature = "jwt", feature = "grpc"))]
+#[cfg(all(
+    doctest,
+    feature = "redis",
+    feature = "jwt",
+    feature = "grpc",
+    feature = "mercure"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -47,9 +47,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     };
     let publisher_secret = secret("MERCURE_PUBLISHER_JWT_KEY");
     let subscriber_secret = secret("MERCURE_SUBSCRIBER_JWT_KEY");
-    let keys = JwtKey::hs256(&publisher_secret).and_then(|publisher| {
-        Ok((publisher, JwtKey::hs256(&subscriber_secret)?))
-    });
+    let keys = JwtKey::hs256(&publisher_secret)
+        .and_then(|publisher| Ok((publisher, JwtKey::hs256(&subscriber_secret)?)));
     let (publisher_key, subscriber_key) = match keys {
         Ok(keys) => keys,
         Err(error) => {
