@@ -54,12 +54,14 @@
 
 pub(crate) mod error;
 pub(crate) mod memory;
+pub(crate) mod presence;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 pub(crate) mod request;
 pub(crate) mod subscription;
 
 pub use crate::fanout::{Fanout, FanoutBuilder, Position, Reader};
+pub use presence::Presence;
 pub use subscription::ReplayPages;
 
 pub(crate) use crate::future::BoxFuture;
@@ -123,6 +125,12 @@ pub trait Broker: Send + Sync + 'static {
     fn last_event_id(&self) -> BoxFuture<'_, Result<Option<EventId>, BrokerError>> {
         Box::pin(std::future::ready(Ok(None)))
     }
+
+    /// Entries that every process sharing this broker can list ([`Presence`]), or `None` for a
+    /// broker whose subscribers all live in one process (the default).
+    fn presence(&self) -> Option<&dyn Presence> {
+        None
+    }
 }
 
 impl<B: Broker + ?Sized> Broker for std::sync::Arc<B> {
@@ -142,5 +150,9 @@ impl<B: Broker + ?Sized> Broker for std::sync::Arc<B> {
 
     fn last_event_id(&self) -> BoxFuture<'_, Result<Option<EventId>, BrokerError>> {
         (**self).last_event_id()
+    }
+
+    fn presence(&self) -> Option<&dyn Presence> {
+        (**self).presence()
     }
 }

@@ -2,9 +2,9 @@
 //! update whenever a subscription opens or closes, and the web API that lists them.
 //!
 //! Each selector of a stream is one subscription, identified by the selector and the stream's
-//! subscriber id (`urn:uuid:`). The list is this process's: with several app instances, each
-//! lists its own streams' subscriptions, while the updates reach subscribers on every instance
-//! through the broker.
+//! subscriber id (`urn:uuid:`). The updates reach subscribers on every instance through the
+//! broker; the list spans every instance when the broker keeps a [`Presence`](crate::broker::Presence) (Redis does), and
+//! is this process's otherwise (the in-memory broker serves one process anyway).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::hub::MercureHub;
 use super::id;
-use crate::broker::{Broker, PublishRequest};
+use crate::broker::{Broker, BrokerError, PublishRequest};
 use crate::endpoint::Endpoints;
 use crate::endpoint::reply::{Reply, denied, refuse};
 use crate::event::{Event, Topic};
@@ -24,6 +24,8 @@ use crate::selector::Selector;
 
 /// The JSON-LD context of every document.
 const CONTEXT: &str = "https://mercure.rocks/";
+/// The [`Presence`] group the subscriptions are listed in.
+const GROUP: &str = "mercure-subscriptions";
 /// What subscription updates' topics expand from: `{PREFIX}/{topic}/{subscriber}`.
 const TOPIC_PREFIX: &str = "/.well-known/mercure/subscriptions";
 
@@ -66,6 +68,14 @@ impl Active {
                 );
             }
         }
+        if let Some(presence) = broker.presence() {
+            for document in &documents {
+                let key = document["id"].as_str().unwrap_or_default();
+                if let Err(error) = presence.join(GROUP, key, &document.to_string()).await {
+                    tracing::debug!(target: "tower_sse_pubsub", %error, "subscription not listed");
+                }
+            }
+        }
         announce(broker, documents).await;
     }
 
@@ -84,21 +94,51 @@ impl Active {
                 })
                 .count()
         };
-        if removed > 0 {
-            announce(broker, documents(stream, false)).await;
+        if removed == 0 {
+            return;
         }
+        let documents = documents(stream, false);
+        if let Some(presence) = broker.presence() {
+            for document in &documents {
+                let key = document["id"].as_str().unwrap_or_default();
+                if let Err(error) = presence.leave(GROUP, key).await {
+                    tracing::debug!(target: "tower_sse_pubsub", %error, "subscription not unlisted");
+                }
+            }
+        }
+        announce(broker, documents).await;
     }
 
     /// The documents of the subscriptions with `selector` (all when `None`), and of
-    /// `subscriber` when given.
-    fn list(&self, selector: Option<&str>, subscriber: Option<&str>) -> Vec<Value> {
-        self.lock()
-            .iter()
-            .filter(|((s, id), _)| {
-                selector.is_none_or(|want| want == s) && subscriber.is_none_or(|want| want == id)
-            })
-            .map(|(_, document)| document.clone())
-            .collect()
+    /// `subscriber` when given: of every instance when the broker keeps a presence, of this
+    /// process otherwise.
+    async fn list(
+        &self,
+        broker: &dyn Broker,
+        selector: Option<&str>,
+        subscriber: Option<&str>,
+    ) -> Result<Vec<Value>, BrokerError> {
+        let wanted = |document: &Value| {
+            selector.is_none_or(|want| document["topic"] == want)
+                && subscriber.is_none_or(|want| document["subscriber"] == want)
+        };
+        let Some(presence) = broker.presence() else {
+            return Ok(self
+                .lock()
+                .values()
+                .filter(|document| wanted(document))
+                .cloned()
+                .collect());
+        };
+        let mut listed: Vec<Value> = presence
+            .list(GROUP)
+            .await?
+            .into_iter()
+            .filter_map(|(_, value)| serde_json::from_str(&value).ok())
+            .filter(|document| wanted(document))
+            .collect();
+        listed.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        Ok(listed)
     }
 }
 
@@ -180,6 +220,17 @@ pub(crate) async fn api(shared: &Endpoints, hub: &MercureHub, parts: &Parts) -> 
     if segments.len() > 2 || segments.iter().any(String::is_empty) {
         return refuse(StatusCode::NOT_FOUND, "no such subscription resource");
     }
+    let selector = segments.first().map(String::as_str);
+    let subscriber = segments.get(1).map(String::as_str);
+    let found = match hub.active.list(&*shared.broker, selector, subscriber).await {
+        Ok(found) => found,
+        Err(error) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot list the subscriptions: {error}"),
+            );
+        }
+    };
     let last_event_id = match shared.broker.last_event_id().await {
         Ok(Some(id)) => id.as_str().to_owned(),
         Ok(None) => super::subscribe::EARLIEST.to_owned(),
@@ -190,9 +241,6 @@ pub(crate) async fn api(shared: &Endpoints, hub: &MercureHub, parts: &Parts) -> 
             );
         }
     };
-    let selector = segments.first().map(String::as_str);
-    let subscriber = segments.get(1).map(String::as_str);
-    let found = hub.active.list(selector, subscriber);
     let body = match subscriber {
         Some(_) => {
             let Some(Value::Object(mut document)) = found.into_iter().next() else {

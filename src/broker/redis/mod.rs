@@ -14,6 +14,7 @@
 
 mod dispatcher;
 mod link;
+mod presence;
 mod replay;
 mod wire;
 mod worker;
@@ -35,6 +36,8 @@ use super::{
 use crate::event::{EventId, Topic};
 use crate::fanout::{Fanout, Position};
 
+/// How long a process's presence entries outlive its last heartbeat, by default.
+const DEFAULT_PRESENCE_EXPIRY: Duration = Duration::from_secs(30);
 /// How long an idempotency key is remembered by default.
 const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Pooled connections for publishing and reading history, by default.
@@ -88,6 +91,7 @@ pub(super) struct Shared {
     gap_fills: Arc<std::sync::atomic::AtomicU64>,
     fanout: Fanout,
     commands: mpsc::UnboundedSender<Command>,
+    presence: presence::RedisPresence,
 }
 
 impl RedisBroker {
@@ -112,6 +116,7 @@ impl RedisBroker {
                 interval: Duration::from_secs(5),
                 timeout: Duration::from_secs(3),
             },
+            presence_expiry: DEFAULT_PRESENCE_EXPIRY,
         }
     }
 
@@ -380,6 +385,33 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
         Box::pin(self.subscribe_now(request))
     }
+
+    fn last_event_id(&self) -> BoxFuture<'_, Result<Option<EventId>, BrokerError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut connection = shared.pool.get().await.map_err(|e| {
+                BrokerError::unavailable("no Redis connection to read the last id", e)
+            })?;
+            let (epoch, sequence): (Option<String>, Option<u64>) = redis::cmd("MGET")
+                .arg(&shared.keys.epoch)
+                .arg(&shared.keys.sequence)
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| BrokerError::unavailable("Redis did not give the last id", e))?;
+            // The broker's own id for the newest sequence places a resume after it, whatever id
+            // the event carries.
+            Ok(match (epoch, sequence) {
+                (Some(epoch), Some(sequence)) if sequence > 0 => {
+                    EventId::new(format!("{epoch}-{sequence}")).ok()
+                }
+                _ => None,
+            })
+        })
+    }
+
+    fn presence(&self) -> Option<&dyn super::Presence> {
+        Some(&self.shared.presence)
+    }
 }
 
 impl fmt::Debug for RedisBroker {
@@ -432,6 +464,7 @@ pub struct RedisBrokerBuilder {
     connect_timeout: Duration,
     connect_lazily: bool,
     health_check: HealthCheck,
+    presence_expiry: Duration,
 }
 
 impl RedisBrokerBuilder {
@@ -551,6 +584,14 @@ impl RedisBrokerBuilder {
         self
     }
 
+    /// How long this process's presence entries (say, Mercure's subscriptions list) outlive
+    /// its last heartbeat (default 30 s; the heartbeat runs every third of it). A process that
+    /// stops without removing its entries drops out of every list within this time.
+    pub fn presence_expiry(mut self, expiry: Duration) -> Self {
+        self.presence_expiry = expiry.max(Duration::from_millis(30));
+        self
+    }
+
     /// Connects the pub/sub connection and starts the task that owns it.
     ///
     /// # Errors
@@ -655,7 +696,6 @@ impl RedisBrokerBuilder {
         tokio::spawn(dispatcher.run());
         Ok(RedisBroker {
             shared: Arc::new(Shared {
-                pool,
                 keys,
                 publish: Script::new(wire::PUBLISH),
                 replay: Script::new(wire::REPLAY),
@@ -669,6 +709,12 @@ impl RedisBrokerBuilder {
                 run_id,
                 publishing: std::sync::Mutex::new(None),
                 gap_fills,
+                presence: presence::RedisPresence::new(
+                    pool.clone(),
+                    &self.key_prefix,
+                    self.presence_expiry,
+                ),
+                pool,
                 fanout,
                 commands,
             }),
