@@ -706,3 +706,48 @@ async fn subscriptions_are_announced_privately_and_listed_by_the_api() {
     .await;
     assert_eq!(next_event(&mut anonymous_watch).await.data, "public");
 }
+
+#[tokio::test]
+async fn a_publish_with_the_cookie_must_come_from_the_hubs_own_origin() {
+    let (hub, server) = serve().await;
+    let mut events = subscribe(&server, &["a"]).await;
+    let url = server.url(HUB);
+    let cookie = format!("mercureAuthorization={}", publisher(&["*"]));
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let own = format!("http://{}", server.addr);
+    for (headers, expected) in [
+        (
+            vec![form, ("cookie", cookie.as_str())],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![
+                form,
+                ("cookie", cookie.as_str()),
+                ("origin", "https://evil.example"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![
+                form,
+                ("cookie", cookie.as_str()),
+                ("referer", "https://evil.example/x"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![form, ("cookie", cookie.as_str()), ("origin", own.as_str())],
+            StatusCode::OK,
+        ),
+    ] {
+        let (status, reason) = text_of(send("POST", &url, &headers, "topic=a&data=x").await).await;
+        assert_eq!(status, expected, "{headers:?}: {reason}");
+    }
+    assert_eq!(next_event(&mut events).await.data, "x");
+    assert_eq!(
+        hub.stats().events_published,
+        1,
+        "only the same-origin publish"
+    );
+}

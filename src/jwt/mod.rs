@@ -41,6 +41,7 @@
 
 mod claims;
 mod key;
+mod origin;
 mod token;
 
 use std::collections::HashSet;
@@ -69,6 +70,8 @@ pub struct JwtAuthorizer {
     subscriber: Verifier,
     sources: Sources,
     anonymous_subscribe: bool,
+    /// Origins (besides the hub's own) whose pages may publish with the cookie.
+    publish_origins: Vec<String>,
 }
 
 /// A key and the validation rules for one kind of access.
@@ -122,11 +125,18 @@ impl JwtAuthorizer {
             query: false,
             anonymous_subscribe: false,
             leeway: Duration::ZERO,
+            publish_origins: Vec::new(),
         }
     }
 
     fn decide(&self, parts: &Parts, access: Access, topics: &[Topic]) -> Result<Allowed, Denied> {
-        let token = token::find(parts, &self.sources).map_err(malformed_credentials)?;
+        let token = token::locate(parts, &self.sources).map_err(malformed_credentials)?;
+        if access == Access::Publish
+            && let Some((_, token::Source::Cookie)) = &token
+        {
+            origin::check(parts, &self.publish_origins)?;
+        }
+        let token = token.map(|(token, _)| token);
         let (verifier, what) = match access {
             Access::Publish => (&self.publisher, "publish"),
             Access::Subscribe => (&self.subscriber, "subscribe"),
@@ -185,7 +195,9 @@ impl JwtAuthorizer {
     /// reach it, not which topics it may ask for (the protocol lets anyone subscribe to any
     /// selector and filters private updates per subscriber).
     pub(crate) fn mercure_subscriber(&self, parts: &Parts) -> Result<MercureSubscriber, Denied> {
-        let token = token::find(parts, &self.sources).map_err(malformed_credentials)?;
+        let token = token::locate(parts, &self.sources)
+            .map_err(malformed_credentials)?
+            .map(|(token, _)| token);
         let Some(token) = token else {
             if self.anonymous_subscribe {
                 return Ok(MercureSubscriber {
@@ -217,7 +229,9 @@ impl JwtAuthorizer {
     /// Whether the request's token lets it read the subscriptions API at `path`: its
     /// `mercure.subscribe` selectors must match the path.
     pub(crate) fn mercure_api(&self, parts: &Parts, path: &str) -> Result<(), Denied> {
-        let token = token::find(parts, &self.sources).map_err(malformed_credentials)?;
+        let token = token::locate(parts, &self.sources)
+            .map_err(malformed_credentials)?
+            .map(|(token, _)| token);
         let Some(token) = token else {
             return Err(Denied::unauthorized(
                 "a token is required to read subscriptions: send `Authorization: Bearer <JWS>`",
@@ -267,6 +281,7 @@ impl fmt::Debug for JwtAuthorizer {
             .field("cookie", &self.sources.cookie)
             .field("query_token", &self.sources.query)
             .field("anonymous_subscribe", &self.anonymous_subscribe)
+            .field("publish_origins", &self.publish_origins)
             .finish()
     }
 }
@@ -299,6 +314,7 @@ pub struct JwtAuthorizerBuilder {
     query: bool,
     anonymous_subscribe: bool,
     leeway: Duration,
+    publish_origins: Vec<String>,
 }
 
 impl JwtAuthorizerBuilder {
@@ -350,6 +366,25 @@ impl JwtAuthorizerBuilder {
         self
     }
 
+    /// Origins whose pages may publish with the token in the cookie, besides the hub's own
+    /// (`https://app.example.com`, scheme and host and port as a browser's `Origin` header has
+    /// them; `*` for any). A browser sends cookies with requests that other sites' pages make, so a
+    /// publish authorized by the cookie must show where it comes from: its `Origin` (or
+    /// `Referer`) must be the hub's own origin or one of these, or it is refused with 403
+    /// (Mercure, "Security Considerations"). Publishes with the token in the header or the query
+    /// are not affected.
+    pub fn publish_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.publish_origins = origins
+            .into_iter()
+            .map(|origin| origin.into().trim_end_matches('/').to_owned())
+            .collect();
+        self
+    }
+
     /// The authorizer.
     pub fn build(self) -> JwtAuthorizer {
         JwtAuthorizer {
@@ -360,6 +395,7 @@ impl JwtAuthorizerBuilder {
                 query: self.query,
             },
             anonymous_subscribe: self.anonymous_subscribe,
+            publish_origins: self.publish_origins,
         }
     }
 }

@@ -15,13 +15,33 @@ pub(crate) struct Sources {
     pub(crate) query: bool,
 }
 
+/// Where a request carried its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Header,
+    Query,
+    /// A cookie, which a browser sends on its own: a request made by another site's page
+    /// carries it too (cross-site request forgery), so what it allows to change needs a check of
+    /// the request's origin.
+    Cookie,
+}
+
 /// The token a request presents, if any.
 ///
 /// # Errors
 ///
 /// A reason for the client when the request carries an `Authorization` header that is not a
 /// bearer token: it was meant as credentials, and other sources must not be tried in its place.
+#[cfg(test)]
 pub(crate) fn find(parts: &Parts, sources: &Sources) -> Result<Option<String>, &'static str> {
+    Ok(locate(parts, sources)?.map(|(token, _)| token))
+}
+
+/// The token a request presents and where, if any; see [`find`].
+pub(crate) fn locate(
+    parts: &Parts,
+    sources: &Sources,
+) -> Result<Option<(String, Source)>, &'static str> {
     if let Some(header) = parts.headers.get(AUTHORIZATION) {
         let bearer = header
             .to_str()
@@ -32,7 +52,7 @@ pub(crate) fn find(parts: &Parts, sources: &Sources) -> Result<Option<String>, &
             })
             .filter(|token| !token.is_empty());
         return match bearer {
-            Some(token) => Ok(Some(token.to_owned())),
+            Some(token) => Ok(Some((token.to_owned(), Source::Header))),
             None => Err("the Authorization header must be `Bearer <token>`"),
         };
     }
@@ -42,10 +62,10 @@ pub(crate) fn find(parts: &Parts, sources: &Sources) -> Result<Option<String>, &
             .filter_map(Result::ok)
             .find_map(|(name, value)| (name == "authorization").then_some(value))
     {
-        return Ok(Some(token));
+        return Ok(Some((token, Source::Query)));
     }
     if let Some(name) = &sources.cookie {
-        return Ok(cookie(parts, name));
+        return Ok(cookie(parts, name).map(|token| (token, Source::Cookie)));
     }
     Ok(None)
 }
