@@ -478,3 +478,45 @@ async fn a_pattern_reader_drops_its_replay_when_the_store_is_reset() {
     }
     assert_eq!(seen, ["resync unknown", "new 1", "new 2", "new 3"]);
 }
+
+#[tokio::test]
+async fn chosen_ids_are_remembered_up_to_the_bound_then_resume_as_unknown() {
+    let broker = MemoryBroker::builder().chosen_ids(2).build();
+    let topic = Topic::new("t").expect("valid");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = EventId::new(format!("urn:test:{n}")).expect("valid");
+        let request =
+            PublishRequest::new([topic.clone()], Event::text(format!("{n}")).expect("valid"))
+                .id(id.clone());
+        broker.publish(&request).await.expect("publish");
+        ids.push(id);
+    }
+    let resume = |id: &EventId| {
+        let request = SubscribeRequest::new([topic.clone()]).after(Some(id.clone()));
+        let broker = broker.clone();
+        async move {
+            broker
+                .subscribe(&request)
+                .await
+                .expect("subscribe")
+                .resume()
+                .clone()
+        }
+    };
+    assert_eq!(
+        resume(&ids[0]).await,
+        Resume::Unknown,
+        "the oldest is forgotten"
+    );
+    assert_eq!(resume(&ids[1]).await, Resume::Complete);
+    // A forgotten id may be chosen again; a remembered one may not.
+    let again = PublishRequest::new([topic.clone()], Event::text("again").expect("valid"));
+    assert!(
+        broker
+            .publish(&again.clone().id(ids[0].clone()))
+            .await
+            .is_ok()
+    );
+    assert!(broker.publish(&again.id(ids[2].clone())).await.is_err());
+}

@@ -16,8 +16,12 @@ use crate::fanout::{Fanout, FanoutBuilder, Position};
 
 /// How many idempotency keys are remembered by default.
 const DEFAULT_IDEMPOTENCY_KEYS: usize = 10_000;
-/// How many chosen event ids are remembered by default.
-const DEFAULT_CHOSEN_IDS: usize = 100_000;
+/// The history's default memory bound (the engine's).
+const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+/// The least memory the history spends per retained event (the engine's bookkeeping per frame):
+/// the history holds at most its byte bound over this many events, and so many chosen ids are
+/// remembered by default, so an id is not forgotten while its event may be retained.
+const MIN_EVENT_COST: usize = 320;
 
 /// An in-memory broker for one process.
 ///
@@ -86,7 +90,8 @@ impl MemoryBroker {
         MemoryBrokerBuilder {
             fanout: Fanout::builder(),
             idempotency_keys: DEFAULT_IDEMPOTENCY_KEYS,
-            chosen_ids: DEFAULT_CHOSEN_IDS,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            chosen_ids: None,
         }
     }
 
@@ -293,7 +298,8 @@ impl Broker for MemoryBroker {
 pub struct MemoryBrokerBuilder {
     fanout: FanoutBuilder,
     idempotency_keys: usize,
-    chosen_ids: usize,
+    history_bytes: usize,
+    chosen_ids: Option<usize>,
 }
 
 impl MemoryBrokerBuilder {
@@ -316,6 +322,7 @@ impl MemoryBrokerBuilder {
     /// event and no subscriber are forgotten (default 64 MiB). So a flood of unique topics is
     /// bounded too.
     pub fn history_max_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes = bytes;
         self.fanout = self.fanout.max_bytes(bytes);
         self
     }
@@ -335,13 +342,14 @@ impl MemoryBrokerBuilder {
         self
     }
 
-    /// How many chosen event ids ([`PublishRequest::id`]) are remembered (default 100,000; the
-    /// oldest is forgotten first, at about 100 bytes each). A remembered id cannot be chosen
-    /// again, and a client resuming after it gets what followed; after a forgotten one it gets
-    /// all that is retained, as after an unknown id. Keep it above the number of events the
-    /// history holds.
+    /// How many chosen event ids ([`PublishRequest::id`]) are remembered, the oldest forgotten
+    /// first, at about 100 bytes each. A remembered id cannot be chosen again, and a client
+    /// resuming after it gets what followed; after a forgotten one it gets all that is retained,
+    /// as after an unknown id. The default is the most events the history can hold
+    /// ([`history_max_bytes`](Self::history_max_bytes) over 320 bytes, about 210,000 at the
+    /// default 64 MiB), so an id is remembered as long as its event may be retained.
     pub fn chosen_ids(mut self, ids: usize) -> Self {
-        self.chosen_ids = ids;
+        self.chosen_ids = Some(ids);
         self
     }
 
@@ -356,7 +364,10 @@ impl MemoryBrokerBuilder {
                 fanout: self.fanout.build(),
                 remembered: Mutex::new(Remembered {
                     keys: Bounded::new(self.idempotency_keys),
-                    chosen: Bounded::new(self.chosen_ids),
+                    chosen: Bounded::new(
+                        self.chosen_ids
+                            .unwrap_or(self.history_bytes / MIN_EVENT_COST),
+                    ),
                 }),
             }),
         }
