@@ -14,7 +14,7 @@ use super::admit::{self, Ask, Decider, Refused, ResumePoint, add_topic};
 use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
 use super::stream::{SseStream, resync_notice, retry_frame};
-use crate::broker::Resume;
+use crate::broker::{BrokerError, Resume};
 use crate::event::{EventId, Topic};
 use crate::stats::Refusal;
 
@@ -132,6 +132,10 @@ pub(crate) async fn answer(
             let response = match &refusal {
                 Refused::ClientLimit(max) => too_many(&shared, parts, *max),
                 Refused::Denied(denied) => denied_response(denied),
+                // Permanent: retrying cannot help, so no retry advice.
+                Refused::Broker(BrokerError::Unsupported(_)) => {
+                    refuse(StatusCode::NOT_IMPLEMENTED, &refusal)
+                }
                 Refused::ShuttingDown
                 | Refused::Full(_)
                 | Refused::ReplayLimit(_)

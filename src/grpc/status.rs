@@ -30,6 +30,7 @@ pub(super) fn subscribe_refused(refused: &Refused) -> Status {
         Refused::Denied(denial) => denied(denial),
         // The client's own quota, not the server's state: it can close a stream of its own.
         Refused::ClientLimit(_) => Status::resource_exhausted(refused.to_string()),
+        Refused::Broker(BrokerError::Unsupported(_)) => Status::unimplemented(refused.to_string()),
         Refused::ShuttingDown | Refused::Full(_) | Refused::ReplayLimit(_) | Refused::Broker(_) => {
             Status::unavailable(refused.to_string())
         }
