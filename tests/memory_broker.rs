@@ -520,3 +520,79 @@ async fn chosen_ids_are_remembered_up_to_the_bound_then_resume_as_unknown() {
     );
     assert!(broker.publish(&again.id(ids[2].clone())).await.is_err());
 }
+
+/// A pattern subscriber resuming while publishers race it gets every later event once and in
+/// order: its replay (read after the engine's lock is released) and its live feed meet without
+/// a gap or an overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_resume_is_gap_free_while_publishers_race_it() {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::StreamExt;
+    use tower_sse_pubsub::Selector;
+
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 300;
+    let broker = Arc::new(MemoryBroker::builder().history_per_topic(10_000).build());
+    let publish = |broker: Arc<MemoryBroker>, topic: String, data: String| async move {
+        let request = PublishRequest::new(
+            [Topic::new(topic).expect("valid")],
+            Event::text(data).expect("valid"),
+        );
+        broker.publish(&request).await.expect("publish")
+    };
+    let mut before = Vec::new();
+    for i in 0..10 {
+        before.push(publish(broker.clone(), format!("race/{}", i % 4), format!("b{i}")).await);
+    }
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (broker, done) = (broker.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..EACH {
+                ids.push(publish(broker.clone(), format!("race/{p}"), format!("p{p} {i}")).await);
+                done.fetch_add(1, Ordering::SeqCst);
+                if i % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            ids
+        }));
+    }
+    while done.load(Ordering::SeqCst) < PUBLISHERS * EACH / 4 {
+        tokio::task::yield_now().await;
+    }
+    let pattern = Selector::new("race/{n}").expect("valid");
+    let request = SubscribeRequest::new([])
+        .select([pattern.clone()])
+        .after(Some(before[4].clone()));
+    let mut racing = broker.subscribe(&request).await.expect("subscribe");
+    let mut published: HashSet<EventId> = before[5..].iter().cloned().collect();
+    for task in tasks {
+        published.extend(task.await.expect("publisher"));
+    }
+    let end = publish(broker.clone(), "race/0".to_owned(), "end".to_owned()).await;
+    published.insert(end.clone());
+
+    let mut received = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), racing.next())
+            .await
+            .expect("in time")
+            .and_then(|d| d.into_event())
+            .expect("an event");
+        received.push(frame.sequence());
+        if frame.id() == &end {
+            assert_eq!(received.len(), published.len(), "every event once");
+            break;
+        }
+    }
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "in order, no repeat"
+    );
+    assert_eq!(racing.resume(), &Resume::Complete);
+}

@@ -265,9 +265,33 @@ impl Fanout {
                 continue;
             }
             counted.push(pattern);
-            if position != Position::Live {
+            let log = state.pattern_log(pattern);
+            let head = log.read().head();
+            cursors.push(Cursor {
+                log,
+                position: head,
+                mark_seen: generation,
+                parked: None,
+            });
+        }
+        // What patterns replay is read after the lock is released: matching every topic against
+        // a pattern must not hold up publishes. The pattern logs above already receive every
+        // frame after `cut`; the replay takes the matching frames up to it from the topics held
+        // now (a topic made later only holds later frames).
+        let replay_from = (position != Position::Live && !counted.is_empty()).then(|| Held {
+            topics: state
+                .topics
+                .iter()
+                .map(|(topic, entry)| (topic.clone(), entry.log.clone()))
+                .collect(),
+            forgotten_through: state.forgotten_through,
+            cut: state.last_sequence,
+        });
+        drop(state);
+        if let Some(held) = replay_from {
+            for pattern in counted {
                 let (replay, expired) =
-                    state.matching_frames(pattern, position, engine.limits.history);
+                    held.matching_frames(pattern, position, engine.limits.history);
                 if expired && resume == Resume::Complete {
                     resume = Resume::Expired;
                 }
@@ -280,14 +304,6 @@ impl Fanout {
                     });
                 }
             }
-            let log = state.pattern_log(pattern);
-            let head = log.read().head();
-            cursors.push(Cursor {
-                log,
-                position: head,
-                mark_seen: generation,
-                parked: None,
-            });
         }
         let mut seen = match position {
             Position::After(after) => after,
@@ -299,10 +315,13 @@ impl Fanout {
         {
             for cursor in &mut cursors {
                 let ring = cursor.log.read();
-                let from = (cursor.position - ring.start) as usize;
+                // A cursor the ring moved past since it was placed has lagged; the reader says so.
+                let Some(from) = cursor.position.checked_sub(ring.start) else {
+                    continue;
+                };
                 let skip = ring
                     .frames
-                    .range(from..)
+                    .range(from as usize..)
                     .take_while(|f| f.sequence() <= cutoff)
                     .count();
                 drop(ring);
@@ -313,7 +332,6 @@ impl Fanout {
                 resume = Resume::Expired;
             }
         }
-        drop(state);
         (Reader::new(engine.clone(), cursors, grant, seen), resume)
     }
 
@@ -448,11 +466,59 @@ const MATCH_CACHE_TOPICS: usize = 4_096;
 
 /// The highest sequence a replay from `cursors` must skip to fit `budget`, keeping the newest
 /// frames; `None` when all of it fits. Called under the ingest lock, so the rings hold still.
+/// The topics an engine held when a pattern reader was placed, to replay from without the lock.
+struct Held {
+    topics: Vec<(Topic, Arc<TopicLog>)>,
+    forgotten_through: u64,
+    /// The last sequence appended then: later frames reach the reader through its pattern logs.
+    cut: u64,
+}
+
+impl Held {
+    /// The frames held for topics `pattern` matches, after `position` and up to the cut,
+    /// within each topic's history, in sequence order and each once; and whether frames after
+    /// `position` that it may match are gone already.
+    fn matching_frames(
+        &self,
+        pattern: &Selector,
+        position: Position,
+        history: usize,
+    ) -> (Vec<Frame>, bool) {
+        let after = match position {
+            Position::After(after) => after,
+            _ => 0,
+        };
+        // A forgotten topic may have matched: what it lost counts as missed.
+        let mut expired = self.forgotten_through > after;
+        let mut frames: Vec<Frame> = Vec::new();
+        for (topic, log) in &self.topics {
+            if !pattern.matches(topic.as_str()) {
+                continue;
+            }
+            let ring = log.read();
+            let (first, before) = ring.replay_window(history);
+            expired |= before > after;
+            frames.extend(
+                ring.frames
+                    .range(first..)
+                    .filter(|f| f.sequence() > after && f.sequence() <= self.cut)
+                    .cloned(),
+            );
+        }
+        frames.sort_unstable_by_key(Frame::sequence);
+        frames.dedup_by_key(|f| f.sequence());
+        (frames, expired)
+    }
+}
+
 fn replay_cutoff(cursors: &[Cursor], budget: ReplayBudget) -> Option<u64> {
     let mut pending: Vec<(u64, usize)> = Vec::new();
     for cursor in cursors {
         let ring = cursor.log.read();
-        let from = (cursor.position - ring.start) as usize;
+        let Some(from) = cursor.position.checked_sub(ring.start) else {
+            continue;
+        };
+        let from = from as usize;
         pending.extend(
             ring.frames
                 .range(from..)
@@ -662,41 +728,6 @@ impl Ingest {
         self.live_entries -= count;
         self.accounted -= bytes + count * FRAME_COST;
         through
-    }
-
-    /// The frames held for topics `pattern` matches, after `position` and within each topic's
-    /// history, in sequence order and each once; and whether frames after `position` that
-    /// it may match are gone already.
-    fn matching_frames(
-        &self,
-        pattern: &Selector,
-        position: Position,
-        history: usize,
-    ) -> (Vec<Frame>, bool) {
-        let after = match position {
-            Position::After(after) => after,
-            _ => 0,
-        };
-        // A forgotten topic may have matched: what it lost counts as missed.
-        let mut expired = self.forgotten_through > after;
-        let mut frames: Vec<Frame> = Vec::new();
-        for (topic, entry) in &self.topics {
-            if !pattern.matches(topic.as_str()) {
-                continue;
-            }
-            let ring = entry.log.read();
-            let (first, before) = ring.replay_window(history);
-            expired |= before > after;
-            frames.extend(
-                ring.frames
-                    .range(first..)
-                    .filter(|f| f.sequence() > after)
-                    .cloned(),
-            );
-        }
-        frames.sort_unstable_by_key(Frame::sequence);
-        frames.dedup_by_key(|f| f.sequence());
-        (frames, expired)
     }
 
     /// Evicts the oldest retained frame, whatever its topic. Returns whether anything was left.
