@@ -583,6 +583,11 @@ impl HubBuilder {
 
     /// Mounts a Mercure hub endpoint (`/.well-known/mercure` by default) in the hub's layer,
     /// sharing its broker, limits and counters; see [`mercure`](crate::mercure).
+    ///
+    /// The hub's own `/events` and `/publish` stay, and when the hub has no
+    /// [`authorizer`](Self::authorizer) of its own they check the same tokens, so they are no
+    /// way around the Mercure endpoint's rules (a subscriber without a token, say, when
+    /// anonymous subscribers are not allowed).
     #[cfg(feature = "mercure")]
     #[cfg_attr(docsrs, doc(cfg(feature = "mercure")))]
     pub fn mercure(mut self, hub: crate::mercure::MercureHub) -> Self {
@@ -650,7 +655,14 @@ impl HubBuilder {
             });
         }
         let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
-        Ok(Hub::from_parts(broker, config, self.authorizer))
+        #[cfg(feature = "mercure")]
+        let authorizer = self.authorizer.or_else(|| {
+            let mercure = config.mercure.as_ref()?;
+            Some(Arc::new(mercure.authorizer.clone()) as Arc<dyn Authorizer>)
+        });
+        #[cfg(not(feature = "mercure"))]
+        let authorizer = self.authorizer;
+        Ok(Hub::from_parts(broker, config, authorizer))
     }
 }
 

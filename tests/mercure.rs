@@ -751,3 +751,49 @@ async fn a_publish_with_the_cookie_must_come_from_the_hubs_own_origin() {
         "only the same-origin publish"
     );
 }
+
+#[tokio::test]
+async fn the_hubs_own_endpoints_check_the_same_tokens() {
+    let tokens = JwtAuthorizer::builder(JwtKey::hs256(PUBLISHER_KEY).expect("key"))
+        .subscriber_key(JwtKey::hs256(SUBSCRIBER_KEY).expect("key"))
+        .build();
+    let hub = Hub::builder()
+        .mercure(MercureHub::new(tokens))
+        .build()
+        .expect("valid hub");
+    let server = TestServer::start(&hub, Router::new().layer(hub.layer())).await;
+    // No anonymous subscribers on the Mercure endpoint, and none through /events either.
+    for path in [format!("{HUB}?topic=a"), "/events?topic=a".to_owned()] {
+        let status = send("GET", &server.url(&path), &[], "").await.status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let reader = format!("Bearer {}", subscriber(json!({"subscribe": ["a"]})));
+    let status = send(
+        "GET",
+        &server.url("/events?topic=a"),
+        &[("authorization", &reader)],
+        "",
+    )
+    .await
+    .status();
+    assert_eq!(status, StatusCode::OK, "a subscriber token opens /events");
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let status = send("POST", &server.url("/publish"), &[form], "topic=a&data=x")
+        .await
+        .status();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let writer = format!("Bearer {}", publisher(&["a"]));
+    let status = send(
+        "POST",
+        &server.url("/publish"),
+        &[form, ("authorization", &writer)],
+        "topic=a&data=x",
+    )
+    .await
+    .status();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a publisher token publishes through /publish"
+    );
+}
