@@ -25,18 +25,6 @@ fn memory(limits: Limits) -> Arc<dyn Broker> {
 
 broker_conformance!(Some(memory));
 
-// Chosen ids: the Redis broker joins these when it remembers chosen ids (then they move into
-// `broker_conformance!`).
-#[tokio::test]
-async fn a_chosen_id_is_kept_and_resumed_after() {
-    common::conformance::a_chosen_id_is_kept_and_resumed_after(&memory).await;
-}
-
-#[tokio::test]
-async fn a_chosen_id_already_given_is_refused_and_nothing_published() {
-    common::conformance::a_chosen_id_already_given_is_refused_and_nothing_published(&memory).await;
-}
-
 #[tokio::test]
 async fn dropping_a_subscription_unsubscribes_from_every_topic() {
     let broker = MemoryBroker::new();

@@ -1115,3 +1115,52 @@ async fn topic_patterns_are_refused_as_unsupported_not_as_unavailable() {
         .select([tower_sse_pubsub::Selector::new("news").expect("valid selector")]);
     assert!(broker.subscribe(&exact).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_after_a_chosen_id_on_another_instance() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let first = broker_on(&server, "chosen").await;
+    let second = broker_on(&server, "chosen").await;
+    publish(&first, "books/1", "before").await;
+    let chosen = EventId::new("urn:uuid:5bd5b2a3-5f2c-4a36-9c7e-0e0f6b0f1a2d").expect("valid id");
+    let request = PublishRequest::new([topic("books/1")], Event::text("chosen").expect("event"))
+        .id(chosen.clone());
+    assert_eq!(first.publish(&request).await.expect("publish"), chosen);
+    publish(&first, "books/1", "after").await;
+    publish(&second, "books/1", "after, on the second").await;
+
+    // The second instance never saw the event live: it places the id through Redis.
+    let mut resumed = second
+        .subscribe(&SubscribeRequest::new([topic("books/1")]).after(Some(chosen.clone())))
+        .await
+        .expect("resume");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    assert_eq!(next_data(&mut resumed).await, "after");
+    assert_eq!(next_data(&mut resumed).await, "after, on the second");
+
+    // Remembered in Redis, so the other instance refuses it too.
+    let again = PublishRequest::new([topic("books/2")], Event::text("again").expect("event"))
+        .id(chosen.clone());
+    assert!(matches!(
+        second.publish(&again).await,
+        Err(BrokerError::DuplicateId(id)) if id == chosen
+    ));
+    // And it expires with the histories.
+    let key = format!("chosen:i:{chosen}");
+    let ttl = integer(&server, &["PTTL", &key]);
+    assert!(
+        ttl > 0 && ttl <= 24 * 60 * 60 * 1000,
+        "the remembered id expires: {ttl}"
+    );
+
+    // With an idempotency key as well, the key comes first: a retry returns the chosen id
+    // instead of being refused as a duplicate.
+    let keyed = PublishRequest::new([topic("books/3")], Event::text("keyed").expect("event"))
+        .id(EventId::new("books/3#rev-1").expect("valid id"))
+        .idempotency_key(tower_sse_pubsub::IdempotencyKey::new("books-3-rev-1").expect("key"));
+    let id = first.publish(&keyed).await.expect("publish");
+    assert_eq!(id.as_str(), "books/3#rev-1");
+    assert_eq!(second.publish(&keyed).await.expect("the retry"), id);
+}

@@ -781,6 +781,8 @@ macro_rules! broker_conformance {
             a_retried_publish_with_the_same_key_returns_the_first_id,
             a_subscription_ends_at_its_deadline,
             a_replay_past_its_budget_is_cut_and_the_cut_is_said,
+            a_chosen_id_is_kept_and_resumed_after,
+            a_chosen_id_already_given_is_refused_and_nothing_published,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -6,6 +6,12 @@
 //! for all its subscribers (see the dispatcher), so ten thousand browsers do not mean ten
 //! thousand Redis connections. A client resumes on any instance: history and ids live in Redis.
 //!
+//! A publish may choose its event's id ([`PublishRequest::id`]): the script keeps it on the
+//! frame's `id:` line, gives the event the next sequence as any other, and remembers where the
+//! id goes in Redis (expiring with the histories), so a resume after it is placed on every
+//! instance. An id still remembered, or one shaped like the broker's own, is refused with
+//! [`BrokerError::DuplicateId`] and nothing is published.
+//!
 //! Requires Redis 7.0 or newer (RESP3 pub/sub, and streams that record what they trimmed),
 //! checked when the broker connects. Redis Cluster is not supported: the publish script touches
 //! keys of several topics at once. Run Redis with `maxmemory-policy noeviction`: evicting a
@@ -143,21 +149,22 @@ impl RedisBroker {
         if topics.is_empty() {
             return Err(BrokerError::NoTopics);
         }
-        if request.chosen_id().is_some() {
-            return Err(BrokerError::Unsupported("events with a chosen id"));
-        }
         let shared = &*self.shared;
         let mut connection = shared.publishing_connection().await?;
         let mut invocation = shared.publish.prepare_invoke();
         let key = request
             .key()
             .map_or_else(String::new, |key| shared.keys.idempotency(key.as_str()));
+        let chosen = request
+            .chosen_id()
+            .map_or_else(String::new, |id| shared.keys.chosen(id));
         invocation
             .key(&shared.keys.sequence)
             .key(&shared.keys.epoch)
             .key(&shared.keys.run)
             .key(key)
-            .key(&shared.keys.checkpoints);
+            .key(&shared.keys.checkpoints)
+            .key(chosen);
         for topic in topics {
             invocation
                 .key(shared.keys.history(topic))
@@ -177,11 +184,12 @@ impl RedisBroker {
             .arg(shared.idempotency_window_ms)
             .arg(shared.run_id())
             .arg(shared.history_bytes_per_topic)
-            .arg(shared.retention.expiry_ms);
-        let id: String = match invocation.invoke_async(&mut connection).await {
-            Ok(id) => {
+            .arg(shared.retention.expiry_ms)
+            .arg(request.chosen_id().map_or("", EventId::as_str));
+        let reply: redis::Value = match invocation.invoke_async(&mut connection).await {
+            Ok(reply) => {
                 shared.mark_publishing_used();
-                id
+                reply
             }
             Err(error) => {
                 // The connection may be broken (or the server restarted): the next publish
@@ -193,7 +201,27 @@ impl RedisBroker {
                 ));
             }
         };
-        EventId::new(id).map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e))
+        let malformed = || {
+            BrokerError::unavailable(
+                "Redis answered the publish in an unexpected shape",
+                std::io::Error::from(std::io::ErrorKind::InvalidData),
+            )
+        };
+        match reply {
+            redis::Value::BulkString(id) => {
+                let id = String::from_utf8(id).map_err(|_| malformed())?;
+                EventId::new(id)
+                    .map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e))
+            }
+            redis::Value::SimpleString(id) => EventId::new(id)
+                .map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e)),
+            // The chosen id is taken (remembered, or shaped like ours); nothing was stored.
+            redis::Value::Array(_) => match request.chosen_id() {
+                Some(id) => Err(BrokerError::DuplicateId(id.clone())),
+                None => Err(malformed()),
+            },
+            _ => Err(malformed()),
+        }
     }
 
     async fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {

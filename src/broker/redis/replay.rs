@@ -61,6 +61,30 @@ impl FirstPage {
     }
 }
 
+/// The place `(epoch, sequence)` of the event with id `id`: read from an id the publish script
+/// made, looked up for a chosen one. An id that cannot be placed (another broker's, one from
+/// before a store reset, a chosen one forgotten) gets an epoch no store has ("-" is never hex),
+/// so the replay script reports it unknown.
+async fn place_of(shared: &Shared, id: &EventId) -> Result<(String, u64), BrokerError> {
+    if let Some((epoch, sequence)) = wire::own_place(id.as_str()) {
+        return Ok((epoch.to_owned(), sequence));
+    }
+    let mut connection = shared
+        .pool
+        .get()
+        .await
+        .map_err(|e| BrokerError::unavailable("no Redis connection to read history", e))?;
+    let place: Option<String> = redis::cmd("GET")
+        .arg(shared.keys.chosen(id))
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| BrokerError::unavailable("cannot look up a chosen event id in Redis", e))?;
+    Ok(place
+        .as_deref()
+        .and_then(wire::own_place)
+        .map_or_else(|| ("-".to_owned(), 0), |(e, s)| (e.to_owned(), s)))
+}
+
 /// Reads the first page of every topic and places the resume point. With a `budget`, a replay
 /// that would not fit starts later, at the newest point from which it fits (the oldest events
 /// are the ones left out, and the resume is reported expired), as the engine does for the memory
@@ -71,18 +95,12 @@ pub(super) async fn first_page(
     from: From<'_>,
     budget: Option<ReplayBudget>,
 ) -> Result<FirstPage, BrokerError> {
-    // An id that is not `<epoch>-<sequence>` gets an epoch no store has ("-" is never hex),
-    // so the script reports it unknown.
     let (epoch, sequence) = match from {
-        From::After(id) => id
-            .as_str()
-            .rsplit_once('-')
-            .and_then(|(epoch, sequence)| Some((epoch, sequence.parse::<u64>().ok()?)))
-            .unwrap_or(("-", 0)),
-        From::Earliest => ("-", 0),
+        From::After(id) => place_of(&shared, id).await?,
+        From::Earliest => ("-".to_owned(), 0),
     };
     let starts: Vec<(Topic, u64)> = topics.iter().map(|t| (t.clone(), sequence)).collect();
-    let mut replay = read(&shared, &starts, epoch).await?;
+    let mut replay = read(&shared, &starts, &epoch).await?;
     let placed = replay.placed;
     let mut resume = match (&from, placed) {
         (From::After(_), true) => Resume::Complete,
