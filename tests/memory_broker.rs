@@ -25,18 +25,6 @@ fn memory(limits: Limits) -> Arc<dyn Broker> {
 
 broker_conformance!(Some(memory));
 
-// Chosen ids: the Redis broker joins these when it remembers chosen ids (then they move into
-// `broker_conformance!`).
-#[tokio::test]
-async fn a_chosen_id_is_kept_and_resumed_after() {
-    common::conformance::a_chosen_id_is_kept_and_resumed_after(&memory).await;
-}
-
-#[tokio::test]
-async fn a_chosen_id_already_given_is_refused_and_nothing_published() {
-    common::conformance::a_chosen_id_already_given_is_refused_and_nothing_published(&memory).await;
-}
-
 #[tokio::test]
 async fn dropping_a_subscription_unsubscribes_from_every_topic() {
     let broker = MemoryBroker::new();
@@ -595,4 +583,43 @@ async fn a_pattern_resume_is_gap_free_while_publishers_race_it() {
         "in order, no repeat"
     );
     assert_eq!(racing.resume(), &Resume::Complete);
+}
+
+/// A broker that lost part of the feed its pattern readers draw from tells them, and only them.
+#[tokio::test]
+async fn resyncing_patterns_reaches_pattern_readers_and_no_topic_reader() {
+    use tower_sse_pubsub::broker::{Fanout, Position};
+    let fanout = Fanout::builder().build();
+    let grant = || tower_sse_pubsub::Grant::PublicOnly;
+    let (mut pattern, _) = fanout.subscribe_matching(
+        &[],
+        &[selector("books/{id}")],
+        Position::Live,
+        grant(),
+        None,
+    );
+    let (mut exact, _) = fanout.subscribe(&[topic("books/1")], Position::Live, grant());
+    fanout.resync_patterns(Resume::Expired);
+    let id = |s: u64| EventId::new(format!("e-{s}")).expect("id");
+    fanout.publish(&publish_request(&[topic("books/1")], "after"), id);
+    assert!(matches!(
+        next_delivery(&mut pattern).await,
+        tower_sse_pubsub::Delivery::Resync(Resume::Expired)
+    ));
+    for reader in [&mut pattern, &mut exact] {
+        let frame = next_delivery(reader)
+            .await
+            .into_event()
+            .expect("an event, not a resync");
+        assert_eq!(frame.fields().data, "after");
+    }
+}
+
+async fn next_delivery(
+    reader: &mut tower_sse_pubsub::broker::Reader,
+) -> tower_sse_pubsub::Delivery {
+    tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the reader is open")
 }

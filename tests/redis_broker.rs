@@ -1093,25 +1093,447 @@ async fn a_page_of_events_too_old_to_replay_does_not_hide_the_young_ones_after_i
     }
 }
 
-#[tokio::test]
-async fn topic_patterns_are_refused_as_unsupported_not_as_unavailable() {
+fn selector(text: &str) -> tower_sse_pubsub::Selector {
+    tower_sse_pubsub::Selector::new(text).expect("valid selector")
+}
+
+/// A subscription to every topic `pattern` matches, from `start`.
+async fn subscribe_pattern(
+    broker: &RedisBroker,
+    pattern: &str,
+    start: tower_sse_pubsub::Start,
+) -> Subscription {
+    broker
+        .subscribe(
+            &SubscribeRequest::new([])
+                .select([selector(pattern)])
+                .start(start),
+        )
+        .await
+        .expect("subscribe")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_after_a_chosen_id_on_another_instance() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let broker = broker_on(&server, "patterns").await;
-    let request = SubscribeRequest::new([topic("news")])
-        .select([tower_sse_pubsub::Selector::new("books/{id}").expect("valid selector")]);
-    match broker.subscribe(&request).await {
-        Err(error @ tower_sse_pubsub::BrokerError::Unsupported(_)) => {
-            assert!(error.to_string().contains("topic patterns"), "{error}");
-        }
-        other => panic!(
-            "expected Unsupported, got {:?}",
-            other.map(|_| "a subscription")
-        ),
+    let first = broker_on(&server, "chosen").await;
+    let second = broker_on(&server, "chosen").await;
+    publish(&first, "books/1", "before").await;
+    let chosen = EventId::new("urn:uuid:5bd5b2a3-5f2c-4a36-9c7e-0e0f6b0f1a2d").expect("valid id");
+    let request = PublishRequest::new([topic("books/1")], Event::text("chosen").expect("event"))
+        .id(chosen.clone());
+    assert_eq!(first.publish(&request).await.expect("publish"), chosen);
+    publish(&first, "books/1", "after").await;
+    publish(&second, "books/1", "after, on the second").await;
+
+    // The second instance never saw the event live: it places the id through Redis.
+    let mut resumed = second
+        .subscribe(&SubscribeRequest::new([topic("books/1")]).after(Some(chosen.clone())))
+        .await
+        .expect("resume");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    assert_eq!(next_data(&mut resumed).await, "after");
+    assert_eq!(next_data(&mut resumed).await, "after, on the second");
+
+    // Remembered in Redis, so the other instance refuses it too.
+    let again = PublishRequest::new([topic("books/2")], Event::text("again").expect("event"))
+        .id(chosen.clone());
+    assert!(matches!(
+        second.publish(&again).await,
+        Err(BrokerError::DuplicateId(id)) if id == chosen
+    ));
+    // And it expires with the histories.
+    let key = format!("chosen:i:{chosen}");
+    let ttl = integer(&server, &["PTTL", &key]);
+    assert!(
+        ttl > 0 && ttl <= 24 * 60 * 60 * 1000,
+        "the remembered id expires: {ttl}"
+    );
+
+    // With an idempotency key as well, the key comes first: a retry returns the chosen id
+    // instead of being refused as a duplicate.
+    let keyed = PublishRequest::new([topic("books/3")], Event::text("keyed").expect("event"))
+        .id(EventId::new("books/3#rev-1").expect("valid id"))
+        .idempotency_key(tower_sse_pubsub::IdempotencyKey::new("books-3-rev-1").expect("key"));
+    let id = first.publish(&keyed).await.expect("publish");
+    assert_eq!(id.as_str(), "books/3#rev-1");
+    assert_eq!(second.publish(&keyed).await.expect("the retry"), id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_subscriber_on_one_instance_receives_events_published_on_another() {
+    use tower_sse_pubsub::Start;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let publisher = broker_on(&server, "wild").await;
+    let reader = broker_on(&server, "wild").await;
+    let mut books = subscribe_pattern(&reader, "https://example.com/books/{id}", Start::Live).await;
+    let mut everything = subscribe_pattern(&reader, "*", Start::Live).await;
+    assert_eq!(
+        integer(&server, &["PUBSUB", "NUMPAT"]),
+        1,
+        "one wildcard feed for both"
+    );
+    publish(&publisher, "https://example.com/films/1", "film").await;
+    publish(&publisher, "https://example.com/books/1", "book").await;
+    assert_eq!(next_data(&mut books).await, "book");
+    assert_eq!(next_data(&mut everything).await, "film");
+    assert_eq!(next_data(&mut everything).await, "book");
+
+    drop(books);
+    drop(everything);
+    // Answered after the dispatcher has sent every earlier command, the PUNSUBSCRIBE included.
+    reader.subscribed_topics().await;
+    assert_eq!(
+        integer(&server, &["PUBSUB", "NUMPAT"]),
+        0,
+        "the wildcard feed goes with its last subscriber"
+    );
+    // And comes back with the next.
+    let mut again = subscribe_pattern(&reader, "*", Start::Live).await;
+    publish(&publisher, "anything", "again").await;
+    assert_eq!(next_data(&mut again).await, "again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wildcard_feed_survives_a_killed_connection_without_loss() {
+    use tower_sse_pubsub::Start;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "wildfault").await;
+    let mut books = subscribe_pattern(&broker, "books/{id}", Start::Live).await;
+    let mut feed = subscribe_feed(&broker).await;
+    publish(&broker, "books/0", "before").await;
+    assert_eq!(next_data(&mut books).await, "before");
+    let fills = broker.gap_fills();
+
+    let killed = server.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(killed.starts_with(":1"), "{killed}");
+    // Published while the connection is down or being rebuilt: these come back from the
+    // histories, the global one for the pattern reader.
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let data = format!("gap {i}");
+        publish(&broker, &format!("books/{i}"), &data).await;
+        expected.push(data);
+        publish(&broker, "feed", &format!("feed {i}")).await;
     }
-    // Exact selectors are plain topics, which Redis serves.
-    let exact = SubscribeRequest::new([])
-        .select([tower_sse_pubsub::Selector::new("news").expect("valid selector")]);
-    assert!(broker.subscribe(&exact).await.is_ok());
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received.push(next_data(&mut books).await);
+    }
+    assert_eq!(received, expected, "every event once, in order");
+    for i in 0..20 {
+        assert_eq!(next_data(&mut feed).await, format!("feed {i}"));
+    }
+    publish(&broker, "books/live", "live").await;
+    assert_eq!(next_data(&mut books).await, "live", "live again");
+    assert_eq!(integer(&server, &["PUBSUB", "NUMPAT"]), 1, "resubscribed");
+    assert!(broker.gap_fills() > fills, "a recovery ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_readers_gap_is_filled_from_the_global_history_or_said_to_be_lost() {
+    use tower_sse_pubsub::Start;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], server.port()).into()).await;
+    let broker = RedisBroker::builder(format!("redis://{}/", proxy.addr()))
+        .publish_url(server.url())
+        .key_prefix("outran")
+        .pattern_history(3)
+        .health_check(Duration::from_millis(200), Duration::from_millis(200))
+        .build()
+        .await
+        .expect("broker connects through the proxy");
+    let mut books = subscribe_pattern(&broker, "books/{id}", Start::Live).await;
+    let mut feed = subscribe_feed(&broker).await;
+    publish(&broker, "books/0", "before").await;
+    assert_eq!(next_data(&mut books).await, "before");
+
+    // Nothing reaches this process until the health check replaces the connection. A gap the
+    // global history still holds is filled from it: no resync.
+    proxy.freeze_open_connections();
+    publish(&broker, "books/1", "held 1").await;
+    publish(&broker, "books/2", "held 2").await;
+    assert_eq!(next_data(&mut books).await, "held 1");
+    assert_eq!(next_data(&mut books).await, "held 2");
+
+    // A longer gap than it holds.
+    proxy.freeze_open_connections();
+    for i in 0..10 {
+        publish(&broker, &format!("books/{i}"), &format!("b{i}")).await;
+    }
+    publish(&broker, "feed", "f").await;
+    // The global history kept the last three events (b8, b9, f): the pattern reader hears it
+    // missed some, then gets what is left.
+    assert!(matches!(
+        next_delivery(&mut books).await,
+        Delivery::Resync(Resume::Expired)
+    ));
+    assert_eq!(next_data(&mut books).await, "b8");
+    assert_eq!(next_data(&mut books).await, "b9");
+    // The topic's own history held its gap: no resync for it.
+    assert_eq!(next_data(&mut feed).await, "f");
+    publish(&broker, "books/live", "live").await;
+    assert_eq!(next_data(&mut books).await, "live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_global_history_patterns_are_live_only_and_resumes_say_what_they_missed() {
+    use tower_sse_pubsub::Start;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("nopattern")
+            .pattern_history(0),
+    )
+    .await;
+    let mut live = subscribe_pattern(&broker, "books/{id}", Start::Live).await;
+    let first = publish(&broker, "books/1", "one").await;
+    assert_eq!(next_data(&mut live).await, "one");
+    let last = publish(&broker, "books/2", "two").await;
+    assert_eq!(
+        integer(&server, &["EXISTS", "nopattern:g"]),
+        0,
+        "no global history"
+    );
+
+    let mut resumed = subscribe_pattern(&broker, "books/{id}", Start::After(first)).await;
+    assert_eq!(resumed.resume(), &Resume::Expired, "it missed \"two\"");
+    let mut current = subscribe_pattern(&broker, "books/{id}", Start::After(last)).await;
+    assert_eq!(current.resume(), &Resume::Complete, "it missed nothing");
+    publish(&broker, "books/3", "three").await;
+    assert_eq!(next_data(&mut resumed).await, "three", "nothing replayed");
+    assert_eq!(next_data(&mut current).await, "three");
+}
+
+/// Pattern subscribers come and go (so the wildcard feed is PSUBSCRIBEd and PUNSUBSCRIBEd over
+/// and over) while a topic reader's channel is subscribed and publishers run: the topic reader
+/// gets every event once and in order, whether it came by SUBSCRIBE, PSUBSCRIBE or both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wildcard_feed_coming_and_going_never_duplicates_or_reorders_a_topic_readers_events() {
+    use std::collections::HashSet;
+    use tower_sse_pubsub::Start;
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 200;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("churn")
+            .subscriber_queue(100_000),
+    )
+    .await;
+    let topics: Vec<Topic> = (0..5).map(|i| topic(&format!("t{i}"))).collect();
+    let mut reader = broker
+        .subscribe(&SubscribeRequest::new(topics.iter().cloned()))
+        .await
+        .expect("subscribe");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (broker, done) = (broker.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut toggles = 0;
+            while !done.load(Ordering::SeqCst) {
+                drop(subscribe_pattern(&broker, "t{n}", Start::Live).await);
+                toggles += 1;
+            }
+            toggles
+        })
+    };
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (broker, topics) = (broker.clone(), topics.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(EACH);
+            for i in 0..EACH {
+                let target = topics[(i + p) % topics.len()].clone();
+                let event = Event::text(format!("p{p} {i}")).expect("event");
+                ids.push(
+                    broker
+                        .publish(&PublishRequest::new([target], event))
+                        .await
+                        .expect("publish"),
+                );
+            }
+            ids
+        }));
+    }
+    let mut expected = HashSet::new();
+    for task in tasks {
+        expected.extend(task.await.expect("publisher"));
+    }
+    done.store(true, Ordering::SeqCst);
+    let toggles = churn.await.expect("churn task");
+    assert!(toggles > 1, "the wildcard feed came and went ({toggles})");
+    let end = publish(&broker, "t0", "end").await;
+    expected.insert(end.clone());
+    let mut received = Vec::new();
+    loop {
+        match next_delivery(&mut reader).await {
+            Delivery::Event(frame) => {
+                let last = frame.id() == &end;
+                received.push(frame);
+                if last {
+                    break;
+                }
+            }
+            other => panic!("nothing was lost, so no resync: {other:?}"),
+        }
+    }
+    let ids: HashSet<EventId> = received.iter().map(|f| f.id().clone()).collect();
+    assert_eq!(ids.len(), received.len(), "nothing twice");
+    assert_eq!(ids, expected, "nothing lost");
+    assert!(
+        received
+            .windows(2)
+            .all(|w| w[0].sequence() < w[1].sequence()),
+        "in id order"
+    );
+}
+
+/// A topic reader and a pattern reader of the same topics in one process, under concurrent
+/// publishers: each event reaches this process twice (by SUBSCRIBE and by PSUBSCRIBE) and each
+/// reader gets it once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_and_pattern_readers_side_by_side_get_each_event_once_in_order() {
+    use tower_sse_pubsub::Start;
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 200;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let broker = connect(
+        RedisBroker::builder(server.url())
+            .key_prefix("sidebyside")
+            .subscriber_queue(100_000),
+    )
+    .await;
+    let topics: Vec<Topic> = (0..5).map(|i| topic(&format!("t{i}"))).collect();
+    let mut exact = broker
+        .subscribe(&SubscribeRequest::new(topics.iter().cloned()))
+        .await
+        .expect("subscribe");
+    let mut pattern = subscribe_pattern(&broker, "t{n}", Start::Live).await;
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (broker, topics) = (broker.clone(), topics.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let target = topics[(i + p) % topics.len()].clone();
+                let event = Event::text(format!("p{p} {i}")).expect("event");
+                broker
+                    .publish(&PublishRequest::new([target], event))
+                    .await
+                    .expect("publish");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("publisher");
+    }
+    let end = publish(&broker, "t0", "end").await;
+    for reader in [&mut exact, &mut pattern] {
+        let mut sequences = Vec::new();
+        loop {
+            let frame = next_delivery(reader)
+                .await
+                .into_event()
+                .expect("an event, not a resync");
+            sequences.push(frame.sequence());
+            if frame.id() == &end {
+                break;
+            }
+        }
+        assert_eq!(sequences.len(), PUBLISHERS * EACH + 1, "each event once");
+        assert!(sequences.windows(2).all(|w| w[0] < w[1]), "in order");
+    }
+}
+
+/// The Redis time of one publish script (`INFO commandstats`), with and without the global
+/// history and a chosen id: 20 topics at their trimming bounds, 200-byte events, medians of 5
+/// rounds. A measurement, not a check; run it in release on a quiet machine:
+/// `cargo test --release --features redis --test redis_broker -- --ignored --nocapture publish_script_cost`.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a measurement; run on demand"]
+async fn publish_script_cost_with_and_without_the_global_history() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let evalsha = || {
+        let stats = server.command(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:"))
+            .and_then(|rest| {
+                let field = |name: &str| {
+                    rest.split(',')
+                        .find_map(|f| f.strip_prefix(name))
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                Some((field("calls=")?, field("usec=")?))
+            })
+            .unwrap_or((0.0, 0.0))
+    };
+    let configurations = [
+        ("without the global history", 0, false),
+        ("with the global history", 10_000, false),
+        ("without, chosen ids", 0, true),
+        ("with, chosen ids", 10_000, true),
+    ];
+    let mut rounds = vec![Vec::new(); configurations.len()];
+    // Interleaved, so a machine that slows down meanwhile slows every configuration alike.
+    for round in 0..5 {
+        for (c, &(_, pattern_history, chosen)) in configurations.iter().enumerate() {
+            server.command(&["FLUSHALL"]);
+            let broker = connect(
+                RedisBroker::builder(server.url())
+                    .key_prefix(format!("cost{round}"))
+                    .pattern_history(pattern_history),
+            )
+            .await;
+            let publish = |i: usize, prefix: &str| {
+                let mut request = PublishRequest::new(
+                    [topic(&format!("t{}", i % 20))],
+                    Event::text("x".repeat(200)).expect("event"),
+                );
+                if chosen {
+                    request = request.id(EventId::new(format!("{prefix}{i}")).expect("id"));
+                }
+                request
+            };
+            // Past every bound first, so each publish trims as in steady state.
+            for i in 0..22_000 {
+                broker.publish(&publish(i, "warm")).await.expect("publish");
+            }
+            let (calls, usec) = evalsha();
+            for i in 0..10_000 {
+                broker
+                    .publish(&publish(i, "measured"))
+                    .await
+                    .expect("publish");
+            }
+            let (calls_after, usec_after) = evalsha();
+            rounds[c].push((usec_after - usec) / (calls_after - calls));
+        }
+    }
+    let mut medians = Vec::new();
+    for ((name, _, _), mut times) in configurations.iter().zip(rounds) {
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "{name}: {:.1} µs of Redis time per publish (median; {times:.1?})",
+            times[2]
+        );
+        medians.push(times[2]);
+    }
+    assert!(medians.iter().all(|m| *m > 0.0));
 }

@@ -400,6 +400,36 @@ impl Fanout {
         }
     }
 
+    /// Tells the readers of every pattern that they may have missed events, in-band, as
+    /// [`Fanout::resync`] does for topics: for a broker that lost part of the feed its pattern
+    /// readers draw from without knowing which topics that part carried. With
+    /// [`Resume::Unknown`] it is [`Fanout::resync`]`(None, Resume::Unknown)`: a reset concerns
+    /// every reader.
+    pub fn resync_patterns(&self, reason: Resume) {
+        if reason == Resume::Unknown {
+            self.resync(None, reason);
+            return;
+        }
+        let engine = self.engine();
+        let touched: Vec<Arc<TopicLog>> = {
+            let state = engine.lock();
+            let generation = engine.resync_generation.fetch_add(1, Ordering::AcqRel) + 1;
+            let logs: Vec<Arc<TopicLog>> = state.patterns.values().map(|e| e.log.clone()).collect();
+            for log in &logs {
+                let mut ring = log.write();
+                ring.mark = Some(Mark {
+                    generation,
+                    reason: reason.clone(),
+                    position: ring.head(),
+                });
+            }
+            logs
+        };
+        for log in touched {
+            log.signal.fire();
+        }
+    }
+
     /// The sequence of the last frame appended (0 before the first, and after a reset).
     pub fn last_sequence(&self) -> u64 {
         self.engine().lock().last_sequence

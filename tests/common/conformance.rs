@@ -12,7 +12,7 @@ use tower_sse_pubsub::BoxFuture;
 use tower_sse_pubsub::broker::Broker;
 use tower_sse_pubsub::{
     BrokerError, Delivery, Event, EventId, Frame, Grant, IdempotencyKey, PublishRequest,
-    ReplayBudget, Resume, Start, SubscribeRequest, Subscription, SubscriptionEnd, Topic,
+    ReplayBudget, Resume, Selector, Start, SubscribeRequest, Subscription, SubscriptionEnd, Topic,
 };
 
 /// What a test needs a broker to be configured with.
@@ -49,6 +49,10 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn topic(name: &str) -> Topic {
     Topic::new(name).expect("valid topic")
+}
+
+fn selector(text: &str) -> Selector {
+    Selector::new(text).expect("valid selector")
 }
 
 fn text(data: &str) -> Event {
@@ -750,6 +754,172 @@ pub async fn an_event_on_several_topics_takes_one_place_in_the_queue(make: &impl
     );
 }
 
+/// The data of every event up to and including the one whose data is `last`.
+async fn data_through(subscription: &mut Subscription, last: &str) -> Vec<String> {
+    read_until(subscription, last)
+        .await
+        .iter()
+        .map(data_of)
+        .collect()
+}
+
+/// Nothing more arrives for a moment (for what must not be delivered: a bounded wait is the
+/// only way to observe an absence).
+async fn nothing_more(subscription: &mut Subscription) {
+    let next = tokio::time::timeout(Duration::from_millis(100), subscription.next()).await;
+    assert!(next.is_err(), "unexpected {next:?}");
+}
+
+pub async fn star_and_template_patterns_receive_matching_events_live_and_no_others(
+    make: &impl Factory,
+) {
+    let broker = make.make(Limits::default()).await;
+    let everything = SubscribeRequest::new([]).select([selector("*")]);
+    let mut everything = subscribe_with(&*broker, everything).await;
+    assert_eq!(everything.resume(), &Resume::Fresh);
+    let books = SubscribeRequest::new([]).select([selector("https://example.com/books/{id}")]);
+    let mut books = subscribe_with(&*broker, books).await;
+    for (topics, data) in [
+        (&["https://example.com/books/1"][..], "book 1"),
+        (&["https://example.com/films/1"], "film"),
+        (&["https://example.com/books/1/reviews"], "review"),
+        (&["chat"], "chat"),
+        (&["https://example.com/books/2", "chat"], "book 2 in chat"),
+        (&["https://example.com/books/3"], "book 3"),
+    ] {
+        publish(&*broker, topics, data).await;
+    }
+    assert_eq!(
+        data_through(&mut everything, "book 3").await,
+        [
+            "book 1",
+            "film",
+            "review",
+            "chat",
+            "book 2 in chat",
+            "book 3"
+        ]
+    );
+    assert_eq!(
+        data_through(&mut books, "book 3").await,
+        ["book 1", "book 2 in chat", "book 3"]
+    );
+    nothing_more(&mut books).await;
+}
+
+pub async fn a_subscriber_of_a_pattern_and_a_topic_gets_each_event_once(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let request = SubscribeRequest::new([topic("news")]).select([selector("books/{id}")]);
+    let mut subscription = subscribe_with(&*broker, request).await;
+    publish(&*broker, &["books/1", "news"], "named and matched").await;
+    publish(&*broker, &["news"], "named").await;
+    publish(&*broker, &["books/2"], "matched").await;
+    publish(&*broker, &["books/3", "books/4"], "matched twice").await;
+    publish(&*broker, &["films/1"], "neither").await;
+    publish(&*broker, &["films/2", "news"], "named beside another").await;
+    publish(&*broker, &["books/5"], "end").await;
+    assert_eq!(
+        data_through(&mut subscription, "end").await,
+        [
+            "named and matched",
+            "named",
+            "matched",
+            "matched twice",
+            "named beside another",
+            "end"
+        ]
+    );
+    nothing_more(&mut subscription).await;
+}
+
+pub async fn a_pattern_replays_after_an_id_or_from_the_earliest_in_order_then_goes_live(
+    make: &impl Factory,
+) {
+    let broker = make.make(Limits::default()).await;
+    let first = publish(&*broker, &["books/1"], "b1").await;
+    publish(&*broker, &["films/1"], "f1").await;
+    publish(&*broker, &["books/2", "films/2"], "b2").await;
+    // Long runs of events the pattern does not match, between those it does: a replay read in
+    // pages (of 16 entries in the Redis suite) finds the few it wants among them.
+    let mut wanted = vec!["b1".to_owned(), "b2".to_owned()];
+    for i in 0..120 {
+        if i % 40 == 39 {
+            let data = format!("b-{i}");
+            publish(&*broker, &[&format!("books/{i}")], &data).await;
+            wanted.push(data);
+        } else {
+            publish(&*broker, &[&format!("noise/{i}")], "noise").await;
+        }
+    }
+    let books = SubscribeRequest::new([]).select([selector("books/{id}")]);
+    let mut earliest = subscribe_with(&*broker, books.clone().start(Start::Earliest)).await;
+    assert_eq!(earliest.resume(), &Resume::Complete);
+    let mut resumed = subscribe_with(&*broker, books.start(Start::After(first.clone()))).await;
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    // With an exact topic too: one merged replay.
+    let mixed = SubscribeRequest::new([topic("films/1")])
+        .select([selector("books/{id}")])
+        .start(Start::After(first));
+    let mut mixed = subscribe_with(&*broker, mixed).await;
+    assert_eq!(mixed.resume(), &Resume::Complete);
+    publish(&*broker, &["books/live"], "live").await;
+    wanted.push("live".to_owned());
+    assert_eq!(data_through(&mut earliest, "live").await, wanted);
+    assert_eq!(data_through(&mut resumed, "live").await, wanted[1..]);
+    let mut expected = vec!["f1".to_owned()];
+    expected.extend_from_slice(&wanted[1..]);
+    assert_eq!(data_through(&mut mixed, "live").await, expected);
+}
+
+pub async fn a_pattern_replay_withholds_private_events_from_subscribers_without_a_grant(
+    make: &impl Factory,
+) {
+    let broker = make.make(Limits::default()).await;
+    let start = publish(&*broker, &["users/x"], "start").await;
+    for (name, data, private) in [
+        ("users/ada", "for ada", true),
+        ("users/bob", "for bob", true),
+        ("users/bob", "public", false),
+    ] {
+        let mut request = PublishRequest::new([topic(name)], text(data));
+        if private {
+            request = request.private();
+        }
+        broker.publish(&request).await.expect("publish succeeds");
+    }
+    let users = SubscribeRequest::new([])
+        .select([selector("users/{id}")])
+        .start(Start::After(start));
+    let mut public = subscribe_with(&*broker, users.clone()).await;
+    assert_eq!(data_through(&mut public, "public").await, ["public"]);
+    let ada = users.grant(Grant::Selectors(Arc::from([selector("users/ada")])));
+    let mut ada = subscribe_with(&*broker, ada).await;
+    assert_eq!(
+        data_through(&mut ada, "public").await,
+        ["for ada", "public"]
+    );
+}
+
+pub async fn a_pattern_replay_past_its_budget_keeps_the_newest_and_says_so(make: &impl Factory) {
+    let broker = make.make(Limits::default()).await;
+    let first = publish(&*broker, &["books/start"], "start").await;
+    for i in 0..20 {
+        publish(&*broker, &[&format!("books/{i}")], &format!("{i}")).await;
+        publish(&*broker, &[&format!("noise/{i}")], "noise").await;
+    }
+    let request = SubscribeRequest::new([])
+        .select([selector("books/{id}")])
+        .start(Start::After(first))
+        .replay_budget(ReplayBudget::new(5, 1 << 20));
+    let mut subscription = subscribe_with(&*broker, request).await;
+    assert_eq!(subscription.resume(), &Resume::Expired);
+    publish(&*broker, &["books/live"], "live").await;
+    assert_eq!(
+        data_until(&mut subscription, "live").await,
+        ["15", "16", "17", "18", "19", "live"]
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance check for the brokers that `$factory` (an
 /// expression giving an `Option` of a [`Factory`], evaluated in each test) makes.
 #[macro_export]
@@ -781,6 +951,13 @@ macro_rules! broker_conformance {
             a_retried_publish_with_the_same_key_returns_the_first_id,
             a_subscription_ends_at_its_deadline,
             a_replay_past_its_budget_is_cut_and_the_cut_is_said,
+            a_chosen_id_is_kept_and_resumed_after,
+            a_chosen_id_already_given_is_refused_and_nothing_published,
+            star_and_template_patterns_receive_matching_events_live_and_no_others,
+            a_subscriber_of_a_pattern_and_a_topic_gets_each_event_once,
+            a_pattern_replays_after_an_id_or_from_the_earliest_in_order_then_goes_live,
+            a_pattern_replay_withholds_private_events_from_subscribers_without_a_grant,
+            a_pattern_replay_past_its_budget_keeps_the_newest_and_says_so,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

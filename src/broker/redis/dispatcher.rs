@@ -5,15 +5,25 @@
 //! topics at once is always subscribed. Each message is read once into a [`Frame`] and appended,
 //! in O(1), to the fan-out engine, which delivers it to the local subscribers.
 //!
-//! The dispatcher never waits on Redis while forwarding: SUBSCRIBE, UNSUBSCRIBE and the health
-//! check's PING go to a worker that sends them in order, and a subscriber is answered when its
-//! channels are confirmed. The queue of pushes is bounded; when it overflows, the gap is filled
+//! While any local subscriber has topic patterns, the connection also holds one PSUBSCRIBE of
+//! every topic's channel (`P:c:*`): the wildcard feed. Every event of the prefix then reaches
+//! the engine, which keeps those some local pattern matches. A message on a channel that is
+//! also SUBSCRIBEd arrives twice, as a message and as a pmessage: Redis writes both for one
+//! PUBLISH, one after the other, and publishes (one per event, from the atomic publish script)
+//! come in sequence order, so the pushes are in sequence order with each duplicate right behind
+//! its original. The engine ignores a frame at or below the last sequence appended, so each
+//! event is appended once and in order, whichever feeds carry it and whenever the wildcard
+//! comes and goes.
+//!
+//! The dispatcher never waits on Redis while forwarding: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE,
+//! PUNSUBSCRIBE and the health check's PING go to a worker that sends them in order, and a
+//! subscriber is answered when its channels (and the wildcard feed) are confirmed. The queue of pushes is bounded; when it overflows, the gap is filled
 //! from history as after a reconnect.
 //!
 //! When the connection drops, `redis`'s connection manager reconnects; the dispatcher then
 //! resubscribes every channel, reads what each topic published since the last frame the engine
-//! got, and appends that in sequence order before any newer live message, so subscribers see no
-//! gap and no duplicate. If the gap cannot be filled (history was trimmed meanwhile) or
+//! got (and, for the wildcard feed, what the global history holds since), and appends that in
+//! sequence order before any newer live message, so subscribers see no gap and no duplicate. If the gap cannot be filled (history was trimmed meanwhile) or
 //! the store was reset (a new epoch: Redis restarted without persistence), the affected
 //! subscriptions stay open and receive a [`Delivery::Resync`](crate::Delivery::Resync) in place
 //! of the missing events, then carry on.
@@ -33,7 +43,7 @@ use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::link::{Link, Pushes};
-use super::wire::{self, Keys};
+use super::wire::{self, Keys, Source};
 use super::worker::{self, Job, Request};
 use crate::broker::{BrokerError, Resume};
 use crate::event::{Frame, Topic};
@@ -41,13 +51,15 @@ use crate::fanout::Fanout;
 
 /// What the broker asks of the dispatcher.
 pub(super) enum Command {
-    /// Count a subscriber of these topics; answers once every topic's channel is subscribed.
+    /// Count a subscriber of these topics (and, with `wildcard`, of the wildcard feed: it has
+    /// patterns); answers once every topic's channel, and the wildcard feed, is subscribed.
     Register {
         topics: Vec<Topic>,
+        wildcard: bool,
         done: oneshot::Sender<Result<(), BrokerError>>,
     },
-    /// Uncount a subscriber of these topics.
-    Unregister { topics: Vec<Topic> },
+    /// Uncount a subscriber of these topics (and of the wildcard feed).
+    Unregister { topics: Vec<Topic>, wildcard: bool },
     /// Answers with the topics that have local subscribers, after every earlier command.
     Topics { done: oneshot::Sender<Vec<Topic>> },
 }
@@ -59,9 +71,18 @@ struct Channel {
     confirmed: bool,
 }
 
-/// A subscriber waiting for its channels to be confirmed.
+/// The wildcard feed: a PSUBSCRIBE of every topic's channel, held while local subscribers have
+/// patterns.
+struct Wildcard {
+    subscribers: usize,
+    /// `false` while its PSUBSCRIBE is on the way.
+    confirmed: bool,
+}
+
+/// A subscriber waiting for its channels (and maybe the wildcard feed) to be confirmed.
 struct Waiting {
     names: HashSet<String>,
+    wildcard: bool,
     done: oneshot::Sender<Result<(), BrokerError>>,
 }
 
@@ -77,6 +98,7 @@ type Outcome = Pin<Box<dyn Future<Output = (Finished, bool)> + Send>>;
 /// What a job the dispatcher waits for was.
 enum Finished {
     Subscribed(Vec<String>),
+    PSubscribed,
     Pinged,
 }
 
@@ -99,6 +121,12 @@ pub(super) struct Dispatcher {
     pinging: bool,
     retention: wire::Retention,
     channels: HashMap<String, Channel>,
+    wildcard: Option<Wildcard>,
+    /// The wildcard feed lost its last subscriber while the connection was being recovered, so
+    /// its PUNSUBSCRIBE was not sent: recovery sends it (the connection may be the same one).
+    wildcard_stale: bool,
+    /// Whether publishes append to the global history, which fills the wildcard feed's gaps.
+    pattern_history: bool,
     fanout: Fanout,
     epoch: Option<String>,
     needs_recovery: bool,
@@ -112,6 +140,8 @@ pub(super) struct Settings {
     pub(super) keys: Keys,
     pub(super) health: HealthCheck,
     pub(super) retention: wire::Retention,
+    /// Whether publishes append to the global history.
+    pub(super) pattern_history: bool,
     pub(super) fanout: Fanout,
     pub(super) gap_fills: Arc<AtomicU64>,
 }
@@ -141,6 +171,9 @@ impl Dispatcher {
             pinging: false,
             retention: settings.retention,
             channels: HashMap::new(),
+            wildcard: None,
+            wildcard_stale: false,
+            pattern_history: settings.pattern_history,
             fanout: settings.fanout,
             epoch: None,
             // The first "recovery" subscribes the channel of multi-topic events.
@@ -275,6 +308,7 @@ impl Dispatcher {
                 }
             }
             Finished::Subscribed(names) => self.on_subscribed(names, ok),
+            Finished::PSubscribed => self.on_psubscribed(ok),
         }
     }
 
@@ -307,8 +341,12 @@ impl Dispatcher {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Register { topics, done } => self.register(topics, done),
-            Command::Unregister { topics } => self.unregister(&topics),
+            Command::Register {
+                topics,
+                wildcard,
+                done,
+            } => self.register(topics, wildcard, done),
+            Command::Unregister { topics, wildcard } => self.unregister(&topics, wildcard),
             Command::Topics { done } => {
                 let topics: Vec<Topic> = self.channels.values().map(|c| c.topic.clone()).collect();
                 // Answered once the worker has sent every earlier SUBSCRIBE and UNSUBSCRIBE.
@@ -330,7 +368,12 @@ impl Dispatcher {
         }
     }
 
-    fn register(&mut self, topics: Vec<Topic>, done: oneshot::Sender<Result<(), BrokerError>>) {
+    fn register(
+        &mut self,
+        topics: Vec<Topic>,
+        wildcard: bool,
+        done: oneshot::Sender<Result<(), BrokerError>>,
+    ) {
         let names: Vec<(String, Topic)> = topics
             .into_iter()
             .map(|topic| (self.keys.channel(&topic), topic))
@@ -340,7 +383,8 @@ impl Dispatcher {
             .filter(|(name, _)| !self.channels.contains_key(name))
             .map(|(name, _)| name.clone())
             .collect();
-        if !new.is_empty() && self.needs_recovery {
+        let new_wildcard = wildcard && self.wildcard.is_none();
+        if (!new.is_empty() || new_wildcard) && self.needs_recovery {
             let _ = done.send(Err(unavailable_now()));
             return;
         }
@@ -356,17 +400,65 @@ impl Dispatcher {
                 unconfirmed.insert(name);
             }
         }
+        let mut waits_for_wildcard = false;
+        if wildcard {
+            let feed = self.wildcard.get_or_insert(Wildcard {
+                subscribers: 0,
+                confirmed: false,
+            });
+            feed.subscribers += 1;
+            waits_for_wildcard = !feed.confirmed;
+        }
         if !new.is_empty() {
             self.send_job(Job::Subscribe(new.clone()), Some(Finished::Subscribed(new)));
         }
-        if unconfirmed.is_empty() {
+        if new_wildcard {
+            self.wildcard_stale = false;
+            let pattern = self.keys.every_channel();
+            self.send_job(Job::PSubscribe(pattern), Some(Finished::PSubscribed));
+        }
+        if unconfirmed.is_empty() && !waits_for_wildcard {
             let _ = done.send(Ok(()));
         } else {
             self.waiting.push(Waiting {
                 names: unconfirmed,
+                wildcard: waits_for_wildcard,
                 done,
             });
         }
+    }
+
+    fn on_psubscribed(&mut self, ok: bool) {
+        if !ok {
+            // As for a failed SUBSCRIBE: replace the connection; whoever waited for the feed
+            // gets an error (and unregisters). A feed an earlier PSUBSCRIBE confirmed stays.
+            let mut still = Vec::new();
+            for waiting in std::mem::take(&mut self.waiting) {
+                if waiting.wildcard {
+                    let _ = waiting.done.send(Err(BrokerError::unavailable(
+                        "Redis did not confirm PSUBSCRIBE",
+                        std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    )));
+                } else {
+                    still.push(waiting);
+                }
+            }
+            self.waiting = still;
+            if self.wildcard.as_ref().is_some_and(|feed| !feed.confirmed) {
+                self.wildcard = None;
+            }
+            self.replace_connection();
+            return;
+        }
+        match &mut self.wildcard {
+            Some(feed) => feed.confirmed = true,
+            // Its last subscriber left while the PSUBSCRIBE was on the way.
+            None => {
+                let pattern = self.keys.every_channel();
+                self.send_job(Job::PUnsubscribe(pattern), None);
+            }
+        }
+        self.release_waiting();
     }
 
     fn on_subscribed(&mut self, names: Vec<String>, ok: bool) {
@@ -406,15 +498,17 @@ impl Dispatcher {
         self.release_waiting();
     }
 
-    /// Answers every subscriber whose channels are all confirmed.
+    /// Answers every subscriber whose channels (and wildcard feed) are all confirmed.
     fn release_waiting(&mut self) {
         let channels = &self.channels;
+        let wildcard = self.wildcard.as_ref().is_some_and(|feed| feed.confirmed);
         let mut still = Vec::new();
         for mut waiting in std::mem::take(&mut self.waiting) {
             waiting
                 .names
                 .retain(|name| !channels.get(name).is_some_and(|c| c.confirmed));
-            if waiting.names.is_empty() {
+            waiting.wildcard &= !wildcard;
+            if waiting.names.is_empty() && !waiting.wildcard {
                 let _ = waiting.done.send(Ok(()));
             } else {
                 still.push(waiting);
@@ -423,7 +517,21 @@ impl Dispatcher {
         self.waiting = still;
     }
 
-    fn unregister(&mut self, topics: &[Topic]) {
+    fn unregister(&mut self, topics: &[Topic], wildcard: bool) {
+        if wildcard && let Some(feed) = &mut self.wildcard {
+            feed.subscribers = feed.subscribers.saturating_sub(1);
+            if feed.subscribers == 0 {
+                let confirmed = feed.confirmed;
+                self.wildcard = None;
+                // An unconfirmed one is unsubscribed when its PSUBSCRIBE completes.
+                if confirmed && self.needs_recovery {
+                    self.wildcard_stale = true;
+                } else if confirmed {
+                    let pattern = self.keys.every_channel();
+                    self.send_job(Job::PUnsubscribe(pattern), None);
+                }
+            }
+        }
         let mut empty = Vec::new();
         for topic in topics {
             let name = self.keys.channel(topic);
@@ -451,6 +559,16 @@ impl Dispatcher {
                 let (Some(Value::BulkString(_channel)), Some(Value::BulkString(payload))) =
                     (data.next(), data.next())
                 else {
+                    return;
+                };
+                self.on_message(Bytes::from(payload));
+            }
+            // From the wildcard feed: `[pattern, channel, payload]`. A message on a channel that
+            // is also subscribed arrives twice, one push right after the other; the engine
+            // ignores the second (its sequence is not above the last appended).
+            PushKind::PMessage => {
+                let mut data = push.data.into_iter().skip(2);
+                let Some(Value::BulkString(payload)) = data.next() else {
                     return;
                 };
                 self.on_message(Bytes::from(payload));
@@ -486,7 +604,8 @@ impl Dispatcher {
         self.fanout.resync(None, Resume::Unknown);
     }
 
-    /// Resubscribes every channel after a reconnect and fills the gap from history.
+    /// Resubscribes every channel (and the wildcard feed) after a reconnect and fills the gap
+    /// from history.
     ///
     /// Every channel is subscribed first (in chunks), then the counter is read once: that is the
     /// cut. Every event up to it is in the histories (or known to be trimmed), every later one
@@ -494,6 +613,10 @@ impl Dispatcher {
     /// and pages of entries, the events up to the cut appended in sequence order across all
     /// topics, and live messages the read already held are dropped by the engine. So recovery
     /// works with any number of channels, and no single Redis call grows with them.
+    ///
+    /// With the wildcard feed, the gap of the pattern readers is filled from the global history
+    /// the same way; when that history no longer reaches back to the gap (or is off), they are
+    /// told to resync instead.
     async fn recover(&mut self) -> Result<(), BrokerError> {
         let mut names: Vec<String> = self.channels.keys().cloned().collect();
         names.sort_unstable();
@@ -507,11 +630,29 @@ impl Dispatcher {
                 ));
             }
         }
+        let pattern = self.keys.every_channel();
+        if self.wildcard.is_some() {
+            if !self.run_job(Job::PSubscribe(pattern)).await {
+                return Err(BrokerError::unavailable(
+                    "cannot resubscribe the wildcard feed after reconnecting",
+                    std::io::Error::from(std::io::ErrorKind::NotConnected),
+                ));
+            }
+        } else if self.wildcard_stale && self.run_job(Job::PUnsubscribe(pattern)).await {
+            self.wildcard_stale = false;
+        }
         for channel in self.channels.values_mut() {
             channel.confirmed = true;
         }
+        let wildcard = match &mut self.wildcard {
+            Some(feed) => {
+                feed.confirmed = true;
+                true
+            }
+            None => false,
+        };
         self.release_waiting();
-        if names.is_empty() || !self.started {
+        if (names.is_empty() && !wildcard) || !self.started {
             return Ok(());
         }
 
@@ -531,37 +672,31 @@ impl Dispatcher {
         let mut gap: Vec<Frame> = Vec::new();
         let mut missed: Vec<Topic> = Vec::new();
         for chunk in names.chunks(RECOVERY_CHUNK) {
-            let topics: Vec<Topic> = chunk
+            let sources: Vec<Source> = chunk
                 .iter()
-                .filter_map(|name| self.channels.get(name).map(|c| c.topic.clone()))
+                .filter_map(|name| {
+                    self.channels
+                        .get(name)
+                        .map(|c| Source::Topic(c.topic.clone()))
+                })
                 .collect();
-            let mut starts: Vec<(Topic, u64)> = topics.iter().map(|t| (t.clone(), after)).collect();
-            while !starts.is_empty() {
-                let replay = self.read_history(&starts, &epoch).await?;
-                if !replay.placed || replay.epoch != epoch {
-                    return Err(BrokerError::unavailable(
-                        "the Redis store was reset while recovering",
-                        std::io::Error::from(std::io::ErrorKind::Interrupted),
-                    ));
+            for (source, trimmed) in self.read_gap(sources, &epoch, after, cut, &mut gap).await? {
+                if trimmed && let Source::Topic(topic) = source {
+                    // Events this topic's subscribers never got are gone from history.
+                    missed.push(topic);
                 }
-                let mut next = Vec::new();
-                for ((topic, from), part) in starts.iter().zip(replay.topics) {
-                    if *from == after && part.trimmed_through > after {
-                        // Events this topic's subscribers never got are gone from history.
-                        missed.push(topic.clone());
-                    }
-                    let mut last = *from;
-                    for read in part.frames {
-                        last = last.max(read.frame.sequence());
-                        if read.epoch == epoch && read.frame.sequence() <= cut {
-                            gap.push(read.frame);
-                        }
-                    }
-                    if part.more && last < cut {
-                        next.push((topic.clone(), last));
-                    }
-                }
-                starts = next;
+            }
+        }
+        let mut patterns_missed = false;
+        if wildcard {
+            if self.pattern_history {
+                let read = self
+                    .read_gap(vec![Source::Global], &epoch, after, cut, &mut gap)
+                    .await?;
+                patterns_missed = read.iter().any(|(_, trimmed)| *trimmed);
+            } else {
+                // No global history to fill it from: any event since may have matched.
+                patterns_missed = cut > after;
             }
         }
         // Counted before the gap reaches anyone, so a reader that saw it sees the count.
@@ -569,12 +704,57 @@ impl Dispatcher {
         if !missed.is_empty() {
             self.fanout.resync(Some(&missed), Resume::Expired);
         }
+        if patterns_missed {
+            self.fanout.resync_patterns(Resume::Expired);
+        }
         gap.sort_by_key(Frame::sequence);
         gap.dedup_by_key(|frame| frame.sequence());
         for frame in gap {
             self.fanout.append(frame);
         }
         Ok(())
+    }
+
+    /// Reads `sources` from `after` up to the cut, a page at a time, adding their frames of this
+    /// epoch to `gap`; returns each source, and whether entries after `after` were trimmed from
+    /// it (its readers missed events).
+    async fn read_gap(
+        &mut self,
+        sources: Vec<Source>,
+        epoch: &str,
+        after: u64,
+        cut: u64,
+        gap: &mut Vec<Frame>,
+    ) -> Result<Vec<(Source, bool)>, BrokerError> {
+        let mut trimmed = Vec::with_capacity(sources.len());
+        let mut starts: Vec<(Source, u64)> = sources.into_iter().map(|s| (s, after)).collect();
+        while !starts.is_empty() {
+            let replay = self.read_history(&starts, epoch).await?;
+            if !replay.placed || replay.epoch != epoch {
+                return Err(BrokerError::unavailable(
+                    "the Redis store was reset while recovering",
+                    std::io::Error::from(std::io::ErrorKind::Interrupted),
+                ));
+            }
+            let mut next = Vec::new();
+            for ((source, from), part) in starts.into_iter().zip(replay.topics) {
+                if from == after {
+                    trimmed.push((source.clone(), part.trimmed_through > after));
+                }
+                let mut last = from;
+                for read in part.frames {
+                    last = last.max(read.frame.sequence());
+                    if read.epoch == epoch && read.frame.sequence() <= cut {
+                        gap.push(read.frame);
+                    }
+                }
+                if part.more && last < cut {
+                    next.push((source, last));
+                }
+            }
+            starts = next;
+        }
+        Ok(trimmed)
     }
 
     /// The store's epoch and counter, read together.
@@ -591,7 +771,7 @@ impl Dispatcher {
     /// Reads a page of each topic's history after its start, in one atomic step.
     async fn read_history(
         &mut self,
-        starts: &[(Topic, u64)],
+        starts: &[(Source, u64)],
         epoch: &str,
     ) -> Result<wire::Replay, BrokerError> {
         let read = wire::PageRead {

@@ -6,6 +6,20 @@
 //! for all its subscribers (see the dispatcher), so ten thousand browsers do not mean ten
 //! thousand Redis connections. A client resumes on any instance: history and ids live in Redis.
 //!
+//! A publish may choose its event's id ([`PublishRequest::id`]): the script keeps it on the
+//! frame's `id:` line, gives the event the next sequence as any other, and remembers where the
+//! id goes in Redis (expiring with the histories), so a resume after it is placed on every
+//! instance. An id still remembered, or one shaped like the broker's own, is refused with
+//! [`BrokerError::DuplicateId`] and nothing is published.
+//!
+//! Subscriptions with topic patterns (`*`, URI templates) are served too. While a process has
+//! any, its pub/sub connection also PSUBSCRIBEs every topic's channel (one wildcard feed per
+//! process, however many patterns), and the fan-out engine keeps what some local pattern
+//! matches. Since the topics a pattern matches are not known in advance, each publish also
+//! appends its event, once, to a global history, which pattern subscriptions replay from
+//! (filtered in-process) and which fills the wildcard feed's gaps after a reconnect: see
+//! [`RedisBrokerBuilder::pattern_history`] for its cost and bounds.
+//!
 //! Requires Redis 7.0 or newer (RESP3 pub/sub, and streams that record what they trimmed),
 //! checked when the broker connects. Redis Cluster is not supported: the publish script touches
 //! keys of several topics at once. Run Redis with `maxmemory-policy noeviction`: evicting a
@@ -44,6 +58,10 @@ const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_POOL_SIZE: usize = 16;
 /// The most bytes a topic's history keeps by default.
 const DEFAULT_HISTORY_BYTES: usize = 1024 * 1024;
+/// The events the global history (for pattern subscriptions) keeps by default.
+const DEFAULT_PATTERN_HISTORY: usize = 10_000;
+/// The most bytes the global history keeps by default.
+const DEFAULT_PATTERN_HISTORY_BYTES: usize = 10 * 1024 * 1024;
 /// How long a quiet topic's history stays in Redis by default.
 const DEFAULT_IDLE_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest idle expiry accepted (Redis refuses expiry times that overflow).
@@ -82,6 +100,10 @@ pub(super) struct Shared {
     /// 0: no limit.
     history_bytes_per_topic: usize,
     retention: wire::Retention,
+    /// The events the global history keeps, for pattern subscriptions (0: none).
+    pattern_history: usize,
+    /// 0: no limit.
+    pattern_history_bytes: usize,
     idempotency_window_ms: u64,
     replay_page: usize,
     /// The server's run id, as pooled connections learned it when they were made.
@@ -106,6 +128,8 @@ impl RedisBroker {
             history_bytes_per_topic: DEFAULT_HISTORY_BYTES,
             history_max_age: None,
             history_idle_expiry: DEFAULT_IDLE_EXPIRY,
+            pattern_history: DEFAULT_PATTERN_HISTORY,
+            pattern_history_bytes: DEFAULT_PATTERN_HISTORY_BYTES,
             subscriber_queue: 256,
             replay_page: 256,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
@@ -148,21 +172,32 @@ impl RedisBroker {
         if topics.is_empty() {
             return Err(BrokerError::NoTopics);
         }
-        if request.chosen_id().is_some() {
-            return Err(BrokerError::Unsupported("events with a chosen id"));
-        }
         let shared = &*self.shared;
         let mut connection = shared.publishing_connection().await?;
         let mut invocation = shared.publish.prepare_invoke();
         let key = request
             .key()
             .map_or_else(String::new, |key| shared.keys.idempotency(key.as_str()));
+        let chosen = request
+            .chosen_id()
+            .map_or_else(String::new, |id| shared.keys.chosen(id));
+        let (global, global_size) = if shared.pattern_history > 0 {
+            (
+                shared.keys.global.as_str(),
+                shared.keys.global_size.as_str(),
+            )
+        } else {
+            ("", "")
+        };
         invocation
             .key(&shared.keys.sequence)
             .key(&shared.keys.epoch)
             .key(&shared.keys.run)
             .key(key)
-            .key(&shared.keys.checkpoints);
+            .key(&shared.keys.checkpoints)
+            .key(chosen)
+            .key(global)
+            .key(global_size);
         for topic in topics {
             invocation
                 .key(shared.keys.history(topic))
@@ -182,11 +217,14 @@ impl RedisBroker {
             .arg(shared.idempotency_window_ms)
             .arg(shared.run_id())
             .arg(shared.history_bytes_per_topic)
-            .arg(shared.retention.expiry_ms);
-        let id: String = match invocation.invoke_async(&mut connection).await {
-            Ok(id) => {
+            .arg(shared.retention.expiry_ms)
+            .arg(request.chosen_id().map_or("", EventId::as_str))
+            .arg(shared.pattern_history)
+            .arg(shared.pattern_history_bytes);
+        let reply: redis::Value = match invocation.invoke_async(&mut connection).await {
+            Ok(reply) => {
                 shared.mark_publishing_used();
-                id
+                reply
             }
             Err(error) => {
                 // The connection may be broken (or the server restarted): the next publish
@@ -198,27 +236,43 @@ impl RedisBroker {
                 ));
             }
         };
-        EventId::new(id).map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e))
+        let malformed = || {
+            BrokerError::unavailable(
+                "Redis answered the publish in an unexpected shape",
+                std::io::Error::from(std::io::ErrorKind::InvalidData),
+            )
+        };
+        match reply {
+            redis::Value::BulkString(id) => {
+                let id = String::from_utf8(id).map_err(|_| malformed())?;
+                EventId::new(id)
+                    .map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e))
+            }
+            redis::Value::SimpleString(id) => EventId::new(id)
+                .map_err(|e| BrokerError::unavailable("Redis returned a malformed id", e)),
+            // The chosen id is taken (remembered, or shaped like ours); nothing was stored.
+            redis::Value::Array(_) => match request.chosen_id() {
+                Some(id) => Err(BrokerError::DuplicateId(id.clone())),
+                None => Err(malformed()),
+            },
+            _ => Err(malformed()),
+        }
     }
 
     async fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
-        if !request.patterns().is_empty() {
-            // Patterns need one wildcard feed per process and a history across topics to replay
-            // from: not built yet.
-            return Err(BrokerError::Unsupported(
-                "topic patterns (`*`, URI templates) yet; name exact topics",
-            ));
-        }
-        let topics = request.topics().to_vec();
-        if topics.is_empty() {
+        if request.is_empty() {
             return Err(BrokerError::NoTopics);
         }
+        let topics = request.topics().to_vec();
+        let patterns = request.patterns().to_vec();
+        let wildcard = !patterns.is_empty();
         let shared = &self.shared;
         let (done, registered) = oneshot::channel();
         shared
             .commands
             .send(Command::Register {
                 topics: topics.clone(),
+                wildcard,
                 done,
             })
             .map_err(|_| closed())?;
@@ -227,14 +281,18 @@ impl RedisBroker {
         let registration = Registration {
             commands: shared.commands.clone(),
             topics: topics.clone(),
+            wildcard,
         };
         registered.await.map_err(|_| closed())??;
 
         // Placed before the replay is read: every event the replay does not hold arrives here.
-        let (reader, _) =
-            shared
-                .fanout
-                .subscribe(&topics, Position::Live, request.granted().clone());
+        let (reader, _) = shared.fanout.subscribe_matching(
+            &topics,
+            &patterns,
+            Position::Live,
+            request.granted().clone(),
+            None,
+        );
         let from = match request.start_at() {
             Start::After(id) => Some(replay::From::After(id)),
             Start::Earliest => Some(replay::From::Earliest),
@@ -243,8 +301,13 @@ impl RedisBroker {
         let mut subscription = match from {
             None => Subscription::new(reader, super::Resume::Fresh),
             Some(from) => {
+                let scope = if wildcard {
+                    replay::Scope::Matching(replay::Interest { topics, patterns })
+                } else {
+                    replay::Scope::Topics(topics)
+                };
                 let first =
-                    replay::first_page(shared.clone(), &topics, from, request.budget()).await?;
+                    replay::first_page(shared.clone(), scope, from, request.budget()).await?;
                 Subscription::new(reader, first.resume.clone())
                     .skip_through(first.seen_through)
                     .with_replay(first.into_pages())
@@ -342,16 +405,18 @@ struct PublishingConnection {
 /// How long the shared publishing connection may sit unused before it is checked with a PING.
 const PUBLISHING_IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// Unregisters topics from the dispatcher when dropped.
+/// Unregisters topics (and a use of the wildcard feed) from the dispatcher when dropped.
 struct Registration {
     commands: mpsc::UnboundedSender<Command>,
     topics: Vec<Topic>,
+    wildcard: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Unregister {
             topics: std::mem::take(&mut self.topics),
+            wildcard: self.wildcard,
         });
     }
 }
@@ -457,6 +522,8 @@ pub struct RedisBrokerBuilder {
     history_bytes_per_topic: usize,
     history_max_age: Option<Duration>,
     history_idle_expiry: Duration,
+    pattern_history: usize,
+    pattern_history_bytes: usize,
     subscriber_queue: usize,
     replay_page: usize,
     idempotency_window: Duration,
@@ -485,6 +552,8 @@ impl RedisBrokerBuilder {
     }
 
     /// The prefix of every key and channel (default `sse`), so several apps share one Redis.
+    /// Prefixes must not nest: `app` and `app:c` would share keys, and a process of the first
+    /// with pattern subscribers would read the channels of the second.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
@@ -520,6 +589,39 @@ impl RedisBrokerBuilder {
     /// never that its replay is complete.
     pub fn history_idle_expiry(mut self, expiry: Duration) -> Self {
         self.history_idle_expiry = expiry.clamp(Duration::from_millis(1), MAX_IDLE_EXPIRY);
+        self
+    }
+
+    /// How many events the global history keeps (default 10,000; 0 keeps none): the history
+    /// subscriptions with topic patterns (`*`, URI templates) replay from, since the topics a
+    /// pattern matches are not known in advance, and the one the wildcard feed's gaps are filled
+    /// from after a reconnect. A subscription with patterns and exact topics replays its exact
+    /// topics from it too, so this bounds how far back any of its replays reach; one that
+    /// resumes from before its oldest event is told it missed some.
+    ///
+    /// Every publish appends its event to it once, whatever its topics: one more stream append
+    /// in the publish script, whether or not any process has pattern subscribers. It is
+    /// trimmed in batches, once it is a 64th over this count or over
+    /// [`pattern_history_bytes`](Self::pattern_history_bytes), so most publishes only append;
+    /// the age limit applies as to topics, and it expires when nothing is published for the
+    /// [idle expiry](Self::history_idle_expiry). It takes about as much Redis memory as a
+    /// topic's history of the same size (see the README's worst case).
+    ///
+    /// With 0, publishes skip it, and pattern subscriptions are live only: one that asks to
+    /// resume replays nothing, and is told it missed events when any were published since its
+    /// start; after a reconnect, pattern subscribers are told so as well. Give every instance
+    /// sharing a prefix the same setting: an instance with 0 leaves its events out of the
+    /// global history the others replay from.
+    pub fn pattern_history(mut self, events: usize) -> Self {
+        self.pattern_history = events;
+        self
+    }
+
+    /// The most bytes the global history keeps, counting frames and headers as for
+    /// [`history_bytes_per_topic`](Self::history_bytes_per_topic) (default 10 MiB; 0: no byte
+    /// limit).
+    pub fn pattern_history_bytes(mut self, bytes: usize) -> Self {
+        self.pattern_history_bytes = bytes;
         self
     }
 
@@ -689,6 +791,7 @@ impl RedisBrokerBuilder {
                 keys: keys.clone(),
                 health: self.health_check,
                 retention,
+                pattern_history: self.pattern_history > 0,
                 fanout: fanout.clone(),
                 gap_fills: gap_fills.clone(),
             },
@@ -703,6 +806,8 @@ impl RedisBrokerBuilder {
                 history_per_topic: self.history_per_topic,
                 history_bytes_per_topic: self.history_bytes_per_topic,
                 retention,
+                pattern_history: self.pattern_history,
+                pattern_history_bytes: self.pattern_history_bytes,
                 idempotency_window_ms: u64::try_from(self.idempotency_window.as_millis())
                     .unwrap_or(u64::MAX),
                 replay_page: self.replay_page,
@@ -762,6 +867,8 @@ impl fmt::Debug for RedisBrokerBuilder {
             .field("history_bytes_per_topic", &self.history_bytes_per_topic)
             .field("history_max_age", &self.history_max_age)
             .field("history_idle_expiry", &self.history_idle_expiry)
+            .field("pattern_history", &self.pattern_history)
+            .field("pattern_history_bytes", &self.pattern_history_bytes)
             .field("subscriber_queue", &self.subscriber_queue)
             .finish_non_exhaustive()
     }

@@ -12,13 +12,23 @@
 //! | `P:s:<topic>` | string | the bytes of frames and headers in the topic's history; expires with it |
 //! | `P:t` | sorted set | checkpoints of the counter over time, for the expiry floor (at most about 257 entries) |
 //! | `P:k:<key>` | string | the id a publish with this idempotency key got; expires |
+//! | `P:i:<id>` | string | the place `<epoch>-<sequence>` of the event published with this chosen id; expires with the histories (the idle expiry, or the age limit if sooner) |
+//! | `P:g` | stream | the global history, for pattern subscriptions: every event once, whatever its topics, as in `P:h:<topic>`; trimmed to its own count and bytes (`pattern_history`), expires when nothing is published; absent when that is 0 |
+//! | `P:gs` | string | the bytes of frames and headers in the global history; expires with it |
 //! | `P:c:<topic>` | channel | every event published to this topic alone: header, LF, frame |
 //! | `P:m` | channel | every event published to several topics at once: header, LF, frame |
 //!
 //! A frame's header travels with it through the channel and in the history (field `m`): a
-//! private flag (`p` or `-`) followed by the event's topics, each preceded by a unit separator
-//! (0x1F, which no topic contains). So every instance knows all of an event's topics, and an
-//! event published to several topics crosses Redis once.
+//! private flag (`p` or `-`), for an event with a chosen id a space and its place
+//! `<epoch>-<sequence>` (its id line carries the chosen id, so it cannot tell the place), then
+//! the event's topics, each preceded by a unit separator (0x1F, which no topic contains). So
+//! every instance knows all of an event's topics and its place in the one order, and an event
+//! published to several topics crosses Redis once. Events without a chosen id carry no place:
+//! their id line is `<epoch>-<sequence>`.
+//!
+//! A process with local pattern subscribers PSUBSCRIBEs `P:c:*` (the prefix escaped) besides
+//! its channels: the wildcard feed. Prefixes must not nest (`app` and `app:c` share keys and
+//! channels).
 
 use bytes::Bytes;
 use redis::Value;
@@ -47,10 +57,11 @@ local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')
 
 /// Publishes one event atomically: takes the next sequence (creating the counter and a new
 /// epoch if the store lost them), builds the frame by putting the `id:` line in front of the
-/// event's encoded fields (the rule of `Frame::new`), appends it to every topic's history (with
-/// the server's time, for age limits), trims the history by age, count and bytes while recording
-/// the newest entry trimmed away, sets the topic's keys to expire when it goes quiet, and
-/// publishes the frame once. Returns the id.
+/// event's encoded fields (the rule of `Frame::new`), appends it to every topic's history and
+/// to the global history (with the server's time, for age limits), trims each history by age,
+/// count and bytes (the global one in batches, once it is a 64th over its count or bytes) while
+/// recording the newest entry trimmed away, sets the histories to expire
+/// when they go quiet, and publishes the frame once. Returns the id.
 ///
 /// A new epoch starts whenever the counter is missing or the server's `run_id` changed since the
 /// epoch was made: after a restart, even one that restored data, ids issued before may have
@@ -58,18 +69,27 @@ local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')
 ///
 /// A topic's history key made afresh (first publish, or after it expired) records the expiry
 /// floor as trimmed: events of an earlier, expired history are reported missed, never complete.
+/// The global history made afresh records every earlier sequence as trimmed: it holds nothing
+/// from before it was made (it may be turned on long after the topics).
 ///
 /// With an idempotency key whose first publish is remembered, returns that id and does nothing.
+/// With a chosen id, the frame's `id:` line carries it and the header carries the event's place
+/// (`<epoch>-<sequence>`); the id is remembered (`P:i:<id>`, expiring with the histories) so a
+/// resume after it can be placed. A chosen id still remembered, or one shaped like the ids the
+/// script makes (hex, a dash, digits), is refused: the script returns `{'duplicate'}` and
+/// changes nothing. The idempotency key is checked first, so a retry returns the first id.
 ///
-/// KEYS: `P:seq`, `P:epoch`, `P:run`, `P:k:<key>` (or an empty name without a key), `P:t`, then
-/// per topic its history key and its size key.
+/// KEYS: `P:seq`, `P:epoch`, `P:run`, `P:k:<key>` (or an empty name without a key), `P:t`,
+/// `P:i:<id>` (or an empty name without a chosen id), `P:g` and `P:gs` (or two empty names when
+/// the global history is off), then per topic its history key and its size key.
 /// ARGV: the encoded fields, the history length, a random nonce (hex, used only when a new
 /// epoch is made), the history's maximum age in milliseconds (0: none), the frame header (see
 /// [`header`]), the channel to publish on, how long the idempotency key is remembered in
 /// milliseconds, the server's run id as the publishing connection learned it when it was made
 /// (empty when unknown: then the script asks INFO, which costs about 20 µs of Redis time), the
-/// most bytes of history per topic (0: no limit), and the milliseconds after its last publish
-/// that a topic's keys expire.
+/// most bytes of history per topic (0: no limit), the milliseconds after its last publish that
+/// a topic's keys expire, the chosen id (empty: none), and the global history's length and most
+/// bytes (0: no limit).
 pub(super) const PUBLISH: &str = concat!(
     floor_lua!(),
     r"
@@ -78,6 +98,13 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if KEYS[4] ~= '' then
   local first = redis.call('GET', KEYS[4])
   if first then return first end
+end
+local chosen = ARGV[11]
+if chosen ~= '' then
+  -- Shaped like ours (epoch, dash, sequence), it would name two events; remembered, it did.
+  if string.match(chosen, '^%x+%-%d+$') or redis.call('EXISTS', KEYS[6]) == 1 then
+    return {'duplicate'}
+  end
 end
 local run_id = ARGV[8]
 if run_id == '' then run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '' end
@@ -90,13 +117,17 @@ if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 or redis.call('GET', KEYS[3
   if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], 0) end
 end
 local sequence = redis.call('INCR', KEYS[1])
-local id = epoch .. '-' .. sequence
-local frame = 'id: ' .. id .. '\n' .. ARGV[1]
+local place = epoch .. '-' .. sequence
+local id = place
 local header = ARGV[5]
+if chosen ~= '' then
+  id = chosen
+  -- The id line no longer tells the place: the header does, after the private flag.
+  header = string.sub(header, 1, 1) .. ' ' .. place .. string.sub(header, 2)
+end
+local frame = 'id: ' .. id .. '\n' .. ARGV[1]
 local entry = sequence .. '-0'
-local max = tonumber(ARGV[2])
 local max_age = tonumber(ARGV[4])
-local max_bytes = tonumber(ARGV[9])
 local ttl = tonumber(ARGV[10])
 -- A checkpoint per ttl/256 (at least a second), and none older than the ttl needs.
 local spacing = math.max(1000, math.floor(ttl / 256))
@@ -107,10 +138,21 @@ if #newest == 0 or tonumber(newest[2]) + spacing <= now_ms then
 end
 local floor = nil
 local size_of = function(e) return #e[2][2] + #(e[2][6] or '') end
-local topics = (#KEYS - 5) / 2
+-- Every history the event goes to: {key, size key, most entries, most bytes, global?}.
+local histories = {}
+local topics = (#KEYS - 8) / 2
 for t = 1, topics do
-  local key = KEYS[4 + 2 * t]
-  local size_key = KEYS[5 + 2 * t]
+  histories[t] = {KEYS[7 + 2 * t], KEYS[8 + 2 * t], tonumber(ARGV[2]), tonumber(ARGV[9]), false}
+end
+if KEYS[7] ~= '' then
+  histories[#histories + 1] = {KEYS[7], KEYS[8], tonumber(ARGV[12]), tonumber(ARGV[13]), true}
+end
+for _, history in ipairs(histories) do
+  local key, size_key, max, max_bytes, global = unpack(history)
+  -- The global history is trimmed in batches, once it is a 64th over a bound, so most publishes
+  -- only append to it; a topic's history is trimmed to its bounds at every publish.
+  local count_slack, bytes_slack = 0, 0
+  if global then count_slack, bytes_slack = math.floor(max / 64), math.floor(max_bytes / 64) end
   -- Trimming does not record what it removed, so note the newest entry that goes, for
   -- resuming clients to learn they missed it (XINFO's max-deleted-entry-id).
   local trimmed = nil
@@ -149,13 +191,13 @@ for t = 1, topics do
   end
   size = size + #frame + #header
   local length = redis.call('XLEN', key)
-  if length > max then
+  if length > max + count_slack then
     local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length - max)
     local bytes = 0
     for _, e in ipairs(oldest) do bytes = bytes + size_of(e) end
     drop_through(oldest[#oldest][1], bytes)
   end
-  if max_bytes > 0 and size > max_bytes then
+  if max_bytes > 0 and size > max_bytes + bytes_slack then
     local start, last, bytes = '-', nil, 0
     repeat
       local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 32)
@@ -169,8 +211,12 @@ for t = 1, topics do
     if last then drop_through(last, bytes) end
   end
   if fresh then
-    floor = floor or expiry_floor(KEYS[5], now_ms, ttl, sequence - 1)
-    if floor > 0 and (not trimmed or seq_of(trimmed) < floor) then trimmed = floor .. '-0' end
+    local before = sequence - 1
+    if not global then
+      floor = floor or expiry_floor(KEYS[5], now_ms, ttl, sequence - 1)
+      before = floor
+    end
+    if before > 0 and (not trimmed or seq_of(trimmed) < before) then trimmed = before .. '-0' end
   end
   if trimmed then
     redis.call('XSETID', key, entry, 'MAXDELETEDID', trimmed)
@@ -180,6 +226,9 @@ for t = 1, topics do
 end
 -- One message per event: on the topic's channel, or on the shared channel for several topics.
 redis.call('PUBLISH', ARGV[6], header .. '\n' .. frame)
+if chosen ~= '' then
+  redis.call('SET', KEYS[6], place, 'PX', ttl)
+end
 if KEYS[4] ~= '' then
   redis.call('SET', KEYS[4], id, 'PX', ARGV[7])
 end
@@ -376,8 +425,8 @@ pub(super) struct Retention {
 pub(super) struct PageRead<'a> {
     pub(super) keys: &'a Keys,
     pub(super) script: &'a redis::Script,
-    /// Each topic and the sequence after which to read.
-    pub(super) starts: &'a [(Topic, u64)],
+    /// Each history and the sequence after which to read it.
+    pub(super) starts: &'a [(Source, u64)],
     /// The epoch the starts belong to.
     pub(super) epoch: &'a str,
     pub(super) retention: Retention,
@@ -404,8 +453,8 @@ pub(super) async fn read_pages(
         .key(&read.keys.epoch)
         .key(&read.keys.sequence)
         .key(&read.keys.checkpoints);
-    for (topic, _) in read.starts {
-        invocation.key(read.keys.history(topic));
+    for (source, _) in read.starts {
+        invocation.key(read.keys.source(source));
     }
     invocation
         .arg(read.epoch)
@@ -420,8 +469,8 @@ pub(super) async fn read_pages(
         .invoke_async(connection)
         .await
         .map_err(|e| BrokerError::unavailable(what.to_owned(), e))?;
-    let topics: Vec<Topic> = read.starts.iter().map(|(t, _)| t.clone()).collect();
-    read_replay(reply, &topics).ok_or_else(|| {
+    let sources: Vec<Source> = read.starts.iter().map(|(s, _)| s.clone()).collect();
+    read_replay(reply, &sources).ok_or_else(|| {
         BrokerError::unavailable(
             "Redis returned history in an unexpected shape",
             std::io::Error::from(std::io::ErrorKind::InvalidData),
@@ -437,6 +486,10 @@ pub(super) struct Keys {
     pub(super) epoch: String,
     pub(super) run: String,
     pub(super) checkpoints: String,
+    /// The global history: every event once, for pattern subscriptions.
+    pub(super) global: String,
+    /// The running byte size of the global history.
+    pub(super) global_size: String,
 }
 
 impl Keys {
@@ -447,6 +500,16 @@ impl Keys {
             epoch: format!("{prefix}:epoch"),
             run: format!("{prefix}:run"),
             checkpoints: format!("{prefix}:t"),
+            global: format!("{prefix}:g"),
+            global_size: format!("{prefix}:gs"),
+        }
+    }
+
+    /// The history a replay reads from `source`.
+    pub(super) fn source(&self, source: &Source) -> String {
+        match source {
+            Source::Topic(topic) => self.history(topic),
+            Source::Global => self.global.clone(),
         }
     }
 
@@ -463,6 +526,20 @@ impl Keys {
         format!("{}:c:{topic}", self.prefix)
     }
 
+    /// The glob pattern of every topic's channel (the prefix escaped, so its own `*`, `?`, `[`
+    /// or `\` match only themselves): what the wildcard feed PSUBSCRIBEs.
+    pub(super) fn every_channel(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 4);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":c:*");
+        pattern
+    }
+
     /// The channel of events published to several topics at once.
     pub(super) fn multi(&self) -> String {
         format!("{}:m", self.prefix)
@@ -471,12 +548,41 @@ impl Keys {
     pub(super) fn idempotency(&self, key: &str) -> String {
         format!("{}:k:{key}", self.prefix)
     }
+
+    /// Where a chosen id's place (`<epoch>-<sequence>`) is remembered.
+    pub(super) fn chosen(&self, id: &EventId) -> String {
+        format!("{}:i:{id}", self.prefix)
+    }
+}
+
+/// A history a replay reads: one topic's, or the global one (every event, for patterns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Source {
+    Topic(Topic),
+    Global,
+}
+
+/// The epoch and sequence in an id the publish script made (`<hex epoch>-<decimal sequence>`),
+/// or `None` for any other id: a chosen one, or one that is not ours. The script refuses chosen
+/// ids of this shape, so the two never mix.
+pub(super) fn own_place(id: &str) -> Option<(&str, u64)> {
+    let (epoch, sequence) = id.split_once('-')?;
+    if epoch.is_empty()
+        || !epoch.bytes().all(|b| b.is_ascii_hexdigit())
+        || sequence.is_empty()
+        || !sequence.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((epoch, sequence.parse().ok()?))
 }
 
 /// Separates the topics in a frame header; no topic contains a control character.
 const TOPIC_SEPARATOR: char = '\u{1f}';
 
 /// The header that travels with a frame: the private flag, then each topic after a separator.
+/// For an event with a chosen id, the publish script puts its place after the flag (see
+/// [`Header`]).
 pub(super) fn header(private: bool, topics: &[Topic]) -> String {
     let mut header = String::from(if private { "p" } else { "-" });
     for topic in topics {
@@ -486,11 +592,28 @@ pub(super) fn header(private: bool, topics: &[Topic]) -> String {
     header
 }
 
-/// Reads a header back: the private flag and the topics.
-fn read_header(header: &[u8]) -> Option<(bool, Box<[Topic]>)> {
+/// A frame header read back: `p` or `-` (private or not), for an event with a chosen id a
+/// space and its place `<epoch>-<sequence>`, then each topic after a separator.
+pub(super) struct Header {
+    private: bool,
+    /// The event's epoch and sequence when its id line does not tell them (a chosen id).
+    place: Option<(String, u64)>,
+    topics: Box<[Topic]>,
+}
+
+/// Reads a header back.
+fn read_header(header: &[u8]) -> Option<Header> {
     let header = std::str::from_utf8(header).ok()?;
     let mut parts = header.split(TOPIC_SEPARATOR);
-    let private = match parts.next()? {
+    let first = parts.next()?;
+    let (flag, place) = match first.split_once(' ') {
+        Some((flag, place)) => {
+            let (epoch, sequence) = own_place(place)?;
+            (flag, Some((epoch.to_owned(), sequence)))
+        }
+        None => (first, None),
+    };
+    let private = match flag {
         "p" => true,
         "-" => false,
         _ => return None,
@@ -499,14 +622,18 @@ fn read_header(header: &[u8]) -> Option<(bool, Box<[Topic]>)> {
         .map(Topic::new)
         .collect::<Result<Box<[Topic]>, _>>()
         .ok()?;
-    (!topics.is_empty()).then_some((private, topics))
+    (!topics.is_empty()).then_some(Header {
+        private,
+        place,
+        topics,
+    })
 }
 
 /// Reads a pub/sub message: a header, LF, then the frame.
 pub(super) fn read_message(payload: Bytes) -> Option<ReadFrame> {
     let split = payload.iter().position(|&b| b == b'\n')?;
-    let (private, topics) = read_header(&payload[..split])?;
-    read_frame(payload.slice(split + 1..), topics, private)
+    let header = read_header(&payload[..split])?;
+    read_frame(payload.slice(split + 1..), header)
 }
 
 /// A frame read back from Redis, with the epoch of its id.
@@ -515,19 +642,24 @@ pub(super) struct ReadFrame {
     pub(super) frame: Frame,
 }
 
-/// Reads a frame that starts with `id: <epoch>-<sequence>\n`, as the publish script writes it.
-pub(super) fn read_frame(bytes: Bytes, topics: Box<[Topic]>, private: bool) -> Option<ReadFrame> {
+/// Reads a frame that starts with its `id:` line, as the publish script writes it: the id is
+/// `<epoch>-<sequence>`, unless the header tells the place (a chosen id).
+fn read_frame(bytes: Bytes, header: Header) -> Option<ReadFrame> {
     let line_end = bytes.iter().position(|&b| b == b'\n')?;
     let id = std::str::from_utf8(bytes.get(..line_end)?)
         .ok()?
         .strip_prefix("id: ")?;
-    let (epoch, sequence) = id.rsplit_once('-')?;
-    let sequence: u64 = sequence.parse().ok()?;
-    let epoch = epoch.to_owned();
+    let (epoch, sequence) = match header.place {
+        Some(place) => place,
+        None => {
+            let (epoch, sequence) = own_place(id)?;
+            (epoch.to_owned(), sequence)
+        }
+    };
     let id = EventId::new(id).ok()?;
     Some(ReadFrame {
         epoch,
-        frame: Frame::from_encoded(id, sequence, topics, private, bytes),
+        frame: Frame::from_encoded(id, sequence, header.topics, header.private, bytes),
     })
 }
 
@@ -537,9 +669,9 @@ pub(super) fn entry_sequence(entry_id: &[u8]) -> Option<u64> {
     text.split_once('-')?.0.parse().ok()
 }
 
-/// One topic's part of a replay reply.
+/// One history's part of a replay reply.
 pub(super) struct TopicReplay {
-    /// The highest sequence trimmed from the topic's history, 0 when none was.
+    /// The highest sequence trimmed from the history, 0 when none was.
     pub(super) trimmed_through: u64,
     pub(super) frames: Vec<ReadFrame>,
     /// Whether the page was full: more entries may follow the last one.
@@ -556,8 +688,8 @@ pub(super) struct Replay {
     pub(super) topics: Vec<TopicReplay>,
 }
 
-/// Parses the replay script's reply for `topics` (in the order they were passed as keys).
-pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
+/// Parses the replay script's reply for `sources` (in the order they were passed as keys).
+pub(super) fn read_replay(reply: Value, sources: &[Source]) -> Option<Replay> {
     let Value::Array(items) = reply else {
         return None;
     };
@@ -565,8 +697,8 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
     let epoch = string(items.next()?)?;
     let counter: u64 = string(items.next()?)?.parse().ok()?;
     let placed = string(items.next()?)? == "complete";
-    let mut replays = Vec::with_capacity(topics.len());
-    for topic in topics {
+    let mut replays = Vec::with_capacity(sources.len());
+    for source in sources {
         let trimmed = string(items.next()?)?;
         let trimmed_through = entry_sequence(trimmed.as_bytes())?;
         let Value::Array(entries) = items.next()? else {
@@ -574,7 +706,7 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
         };
         let mut frames = Vec::with_capacity(entries.len());
         for entry in entries {
-            frames.push(read_entry(entry, topic)?);
+            frames.push(read_entry(entry, source)?.0);
         }
         let more = string(items.next()?)? == "1";
         replays.push(TopicReplay {
@@ -591,9 +723,21 @@ pub(super) fn read_replay(reply: Value, topics: &[Topic]) -> Option<Replay> {
     })
 }
 
-/// Reads one stream entry `[id, [f, frame, t, time, m, header]]`; entries written before
-/// headers existed count as public events of `topic` alone.
-fn read_entry(entry: Value, topic: &Topic) -> Option<ReadFrame> {
+/// Parses the entries of an XRANGE or XREVRANGE of `source`: each frame, and the server's time
+/// in milliseconds when it was published.
+pub(super) fn read_entries(reply: Value, source: &Source) -> Option<Vec<(ReadFrame, u64)>> {
+    let Value::Array(entries) = reply else {
+        return None;
+    };
+    entries
+        .into_iter()
+        .map(|entry| read_entry(entry, source))
+        .collect()
+}
+
+/// Reads one stream entry `[id, [f, frame, t, time, m, header]]`, and its time; entries of a
+/// topic's history written before headers existed count as public events of that topic alone.
+fn read_entry(entry: Value, source: &Source) -> Option<(ReadFrame, u64)> {
     let Value::Array(parts) = entry else {
         return None;
     };
@@ -606,11 +750,21 @@ fn read_entry(entry: Value, topic: &Topic) -> Option<ReadFrame> {
     let Value::BulkString(frame) = fields.nth(1)? else {
         return None;
     };
-    let (private, topics) = match fields.nth(3) {
-        Some(Value::BulkString(header)) => read_header(&header)?,
-        _ => (false, Box::from([topic.clone()])),
+    let time = fields
+        .nth(1)
+        .and_then(string)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let header = match (fields.nth(1), source) {
+        (Some(Value::BulkString(header)), _) => read_header(&header)?,
+        (_, Source::Topic(topic)) => Header {
+            private: false,
+            place: None,
+            topics: Box::from([topic.clone()]),
+        },
+        (_, Source::Global) => return None,
     };
-    read_frame(Bytes::from(frame), topics, private)
+    Some((read_frame(Bytes::from(frame), header)?, time))
 }
 
 fn string(value: Value) -> Option<String> {
@@ -626,14 +780,22 @@ mod tests {
     use super::*;
     use crate::event::Event;
 
+    /// The header of a public event of `topic` alone, without a place.
+    fn public(topic: &Topic) -> Header {
+        Header {
+            private: false,
+            place: None,
+            topics: Box::from([topic.clone()]),
+        }
+    }
+
     #[test]
     fn frames_read_back_as_the_encoder_wrote_them() {
         let topic = Topic::new("a").expect("valid topic");
         let id = EventId::new("18f2a3b4c-42").expect("valid id");
         let event = Event::text("x\ny").expect("valid event");
         let written = Frame::new(id.clone(), 42, std::slice::from_ref(&topic), &event);
-        let read =
-            read_frame(written.bytes().clone(), Box::from([topic]), false).expect("readable frame");
+        let read = read_frame(written.bytes().clone(), public(&topic)).expect("readable frame");
         assert_eq!(read.epoch, "18f2a3b4c");
         assert_eq!(read.frame.id(), &id);
         assert_eq!(read.frame.sequence(), 42);
@@ -666,11 +828,59 @@ mod tests {
             b"id: nodash\n",
             b"id: e-notanumber\n",
             b"id: e-1",
+            // Not one of ours, and no place in the header to say where it goes.
+            b"id: books/1#rev-2\n",
+            b"id: urn:uuid:5bd5b2a3-5f2c\n",
         ] {
             assert!(
-                read_frame(Bytes::from_static(bytes), Box::from([topic.clone()]), false).is_none(),
+                read_frame(Bytes::from_static(bytes), public(&topic)).is_none(),
                 "{bytes:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_chosen_id_travels_with_its_place_in_the_header() {
+        let topic = Topic::new("books/1").expect("topic");
+        let chosen = EventId::new("books/1#rev-2").expect("valid id");
+        let frame = Frame::new(
+            chosen.clone(),
+            9,
+            std::slice::from_ref(&topic),
+            &Event::text("x").expect("event"),
+        );
+        let mut payload = b"p 18f2a3b4c-9\x1fbooks/1\n".to_vec();
+        payload.extend_from_slice(frame.bytes());
+        let read = read_message(Bytes::from(payload)).expect("readable message");
+        assert_eq!(read.epoch, "18f2a3b4c");
+        assert_eq!(read.frame.id(), &chosen);
+        assert_eq!(read.frame.sequence(), 9);
+        assert!(read.frame.is_private());
+        // A place that is not `<epoch>-<sequence>` makes the message unreadable, not misplaced.
+        let mut payload = b"- books-x\x1fbooks/1\n".to_vec();
+        payload.extend_from_slice(frame.bytes());
+        assert!(read_message(Bytes::from(payload)).is_none());
+    }
+
+    #[test]
+    fn only_hex_dash_digits_is_shaped_like_our_ids() {
+        assert_eq!(own_place("18f2a3b4c-42"), Some(("18f2a3b4c", 42)));
+        for other in [
+            "books/1#rev-2",
+            "urn:uuid:5bd5b2a3-5f2c-4a36-9c7e-0e0f6b0f1a2d",
+            "x",
+            "-1",
+            "abc-",
+            "abc-1-2",
+            "abc-99999999999999999999999",
+        ] {
+            assert_eq!(own_place(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_wildcard_pattern_escapes_the_prefix() {
+        assert_eq!(Keys::new("app").every_channel(), "app:c:*");
+        assert_eq!(Keys::new("a*b?[c]\\").every_channel(), r"a\*b\?\[c\]\\:c:*");
     }
 }

@@ -1,5 +1,5 @@
-//! The task that sends the pub/sub connection's SUBSCRIBE, UNSUBSCRIBE and PING commands, one at
-//! a time and in order, so the dispatcher never waits on a round trip while messages queue up.
+//! The task that sends the pub/sub connection's SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE
+//! and PING commands, one at a time and in order, so the dispatcher never waits on a round trip while messages queue up.
 //! Order matters: an UNSUBSCRIBE followed by a SUBSCRIBE of the same channel must reach Redis in
 //! that order.
 
@@ -12,6 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) enum Job {
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
+    /// PSUBSCRIBE one glob pattern (the wildcard feed).
+    PSubscribe(String),
+    PUnsubscribe(String),
     Ping,
 }
 
@@ -39,6 +42,12 @@ pub(super) fn spawn(timeout: Duration) -> mpsc::UnboundedSender<Request> {
                 }
                 Job::Unsubscribe(names) => {
                     ok(tokio::time::timeout(timeout, connection.unsubscribe(&names)).await)
+                }
+                Job::PSubscribe(pattern) => {
+                    ok(tokio::time::timeout(timeout, connection.psubscribe(&pattern)).await)
+                }
+                Job::PUnsubscribe(pattern) => {
+                    ok(tokio::time::timeout(timeout, connection.punsubscribe(&pattern)).await)
                 }
                 Job::Ping => {
                     let ping = redis::cmd("PING");
