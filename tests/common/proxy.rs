@@ -62,6 +62,15 @@ async fn forward(
     let mut from_server = [0u8; 16 * 1024];
     loop {
         tokio::select! {
+            // A freeze wins over bytes that are ready too: after `freeze_open_connections`
+            // returns, nothing more passes.
+            biased;
+            changed = generation.changed() => {
+                if changed.is_err() || *generation.borrow() > born {
+                    // Frozen: keep both sockets open and silent until the proxy is dropped.
+                    std::future::pending::<()>().await;
+                }
+            }
             read = client.read(&mut from_client) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => if server.write_all(&from_client[..n]).await.is_err() { return },
@@ -70,12 +79,6 @@ async fn forward(
                 Ok(0) | Err(_) => return,
                 Ok(n) => if client.write_all(&from_server[..n]).await.is_err() { return },
             },
-            changed = generation.changed() => {
-                if changed.is_err() || *generation.borrow() > born {
-                    // Frozen: keep both sockets open and silent until the proxy is dropped.
-                    std::future::pending::<()>().await;
-                }
-            }
         }
     }
 }
