@@ -9,12 +9,11 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use bytes::Bytes;
-use common::http::{SseEvents, TestServer, client, next_event};
+use common::http::{SseEvents, TestServer, next_event};
+use common::mercure::{send, text_of, token, url_encode};
 use futures::StreamExt;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use http::StatusCode;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower_sse_pubsub::Hub;
 use tower_sse_pubsub::jwt::{JwtAuthorizer, JwtKey};
@@ -23,15 +22,6 @@ use tower_sse_pubsub::mercure::MercureHub;
 const PUBLISHER_KEY: &str = "publisher-secret-of-at-least-32-bytes!";
 const SUBSCRIBER_KEY: &str = "subscriber-secret-of-at-least-32-bytes";
 const HUB: &str = "/.well-known/mercure";
-
-fn token(secret: &str, claims: &Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("token signs")
-}
 
 fn publisher(selectors: &[&str]) -> String {
     token(PUBLISHER_KEY, &json!({"mercure": {"publish": selectors}}))
@@ -64,33 +54,6 @@ async fn serve() -> (Hub, TestServer) {
     (hub, server)
 }
 
-async fn send(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> http::Response<hyper::body::Incoming> {
-    let mut request = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("valid request");
-    client().request(request).await.expect("request answered")
-}
-
-async fn text_of(response: http::Response<hyper::body::Incoming>) -> (StatusCode, String) {
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 /// Publishes a form with the publisher's token for every topic; the status and the body.
 async fn publish(server: &TestServer, form: &str) -> (StatusCode, String) {
     let auth = format!("Bearer {}", publisher(&["*"]));
@@ -118,18 +81,6 @@ fn query(selectors: &[&str]) -> String {
         query.push_str(&encoded);
     }
     query
-}
-
-fn url_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Subscribes with `selectors` and extra headers; the response head and its events.

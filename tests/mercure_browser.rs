@@ -16,10 +16,9 @@ use axum::http::header::SET_COOKIE;
 use axum::response::{AppendHeaders, Html, IntoResponse};
 use axum::routing::get;
 use common::http::TestServer;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use serde_json::{Value, json};
+use common::mercure::{send, text_of, token};
+use http::StatusCode;
+use serde_json::json;
 use test_support::browser::{Browser, browser_tools};
 use tower_sse_pubsub::Hub;
 use tower_sse_pubsub::jwt::{JwtAuthorizer, JwtKey};
@@ -28,15 +27,6 @@ use tower_sse_pubsub::mercure::MercureHub;
 const PAGE: &str = include_str!("../examples/mercure/index.html");
 const PUBLISHER_KEY: &str = "publisher-secret-of-at-least-32-bytes!";
 const SUBSCRIBER_KEY: &str = "subscriber-secret-of-at-least-32-bytes";
-
-fn token(secret: &str, claims: &Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("token signs")
-}
 
 /// The example's hub and page, plus `/login`, which gives the browser a subscriber token for
 /// the private updates of book 1 in the cookie.
@@ -72,23 +62,14 @@ async fn serve() -> (Hub, TestServer) {
 
 async fn publish(server: &TestServer, form: &str) {
     let publisher = token(PUBLISHER_KEY, &json!({"mercure": {"publish": ["*"]}}));
-    let request = Request::post(server.url("/.well-known/mercure"))
-        .header("authorization", format!("Bearer {publisher}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::from(form.to_owned()))
-        .expect("valid request");
-    let response = common::http::client()
-        .request(request)
-        .await
-        .expect("publish answered");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let auth = format!("Bearer {publisher}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let url = server.url("/.well-known/mercure");
+    let (status, body) = text_of(send("POST", &url, &headers, form).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 /// Waits until the page's EventSource is open.

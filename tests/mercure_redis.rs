@@ -10,12 +10,11 @@ mod common;
 use std::time::Duration;
 
 use axum::Router;
-use bytes::Bytes;
-use common::http::{SseEvents, TestServer, client, next_event};
+use common::http::{SseEvents, TestServer, next_event};
+use common::mercure::{send, text_of, token, url_encode};
 use common::redis_server::RedisServer;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use http::StatusCode;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower_sse_pubsub::jwt::{JwtAuthorizer, JwtKey};
 use tower_sse_pubsub::mercure::MercureHub;
@@ -24,15 +23,6 @@ use tower_sse_pubsub::{Hub, RedisBroker};
 const KEY: &str = "a-shared-secret-of-at-least-32-bytes!";
 const HUB: &str = "/.well-known/mercure";
 const SUBSCRIPTIONS: &str = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
-
-fn token(claims: &Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(KEY.as_bytes()),
-    )
-    .expect("token signs")
-}
 
 /// One app instance: a hub on the shared Redis.
 async fn instance(redis: &RedisServer) -> (Hub, TestServer) {
@@ -53,36 +43,11 @@ async fn instance(redis: &RedisServer) -> (Hub, TestServer) {
     (hub, server)
 }
 
-fn encoded(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-async fn send(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> http::Response<hyper::body::Incoming> {
-    let mut request = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("valid request");
-    client().request(request).await.expect("request answered")
-}
-
 async fn publish(server: &TestServer, topic: &str, data: &str) -> String {
-    let auth = format!("Bearer {}", token(&json!({"mercure": {"publish": ["*"]}})));
+    let auth = format!(
+        "Bearer {}",
+        token(KEY, &json!({"mercure": {"publish": ["*"]}}))
+    );
     let response = send(
         "POST",
         &server.url(HUB),
@@ -90,17 +55,10 @@ async fn publish(server: &TestServer, topic: &str, data: &str) -> String {
             ("authorization", &auth),
             ("content-type", "application/x-www-form-urlencoded"),
         ],
-        &format!("topic={}&data={data}", encoded(topic)),
+        &format!("topic={}&data={data}", url_encode(topic)),
     )
     .await;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let body = String::from_utf8_lossy(&body).into_owned();
+    let (status, body) = text_of(response).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
@@ -110,7 +68,7 @@ async fn subscribe(
     selector: &str,
     headers: &[(&str, &str)],
 ) -> (http::HeaderMap, SseEvents) {
-    let url = server.url(&format!("{HUB}?topic={}", encoded(selector)));
+    let url = server.url(&format!("{HUB}?topic={}", url_encode(selector)));
     let response = send("GET", &url, headers, "").await;
     let head = response.headers().clone();
     (head, test_support::http_client::events(response))
@@ -166,7 +124,7 @@ async fn two_instances_share_updates_ids_and_subscriptions() {
     // A's subscriptions API lists B's subscriptions too.
     let auth = format!(
         "Bearer {}",
-        token(&json!({"mercure": {"subscribe": [SUBSCRIPTIONS]}}))
+        token(KEY, &json!({"mercure": {"subscribe": [SUBSCRIPTIONS]}}))
     );
     let url = server_a.url(&format!("{HUB}/subscriptions"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -247,6 +248,38 @@ async fn next_delivery(subscription: &mut Subscription) -> Delivery {
         .await
         .expect("a delivery in time")
         .expect("the subscription is open")
+}
+
+/// Reads events until `end`, failing on a resync (`why` says why none may come), and checks
+/// they are `expected`: each once, in id order.
+async fn receive_each_once_in_order(
+    subscription: &mut Subscription,
+    end: &EventId,
+    expected: &HashSet<EventId>,
+    why: &str,
+) {
+    let mut received = Vec::new();
+    loop {
+        match next_delivery(subscription).await {
+            Delivery::Event(frame) => {
+                let last = frame.id() == end;
+                received.push(frame);
+                if last {
+                    break;
+                }
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    let ids: HashSet<EventId> = received.iter().map(|f| f.id().clone()).collect();
+    assert_eq!(ids.len(), received.len(), "nothing twice");
+    assert_eq!(&ids, expected, "nothing lost");
+    assert!(
+        received
+            .windows(2)
+            .all(|w| w[0].sequence() < w[1].sequence()),
+        "in id order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,28 +658,13 @@ async fn a_subscriber_of_many_topics_loses_nothing_when_its_connection_dies_unde
     let end = publish(&broker, "t0", "end").await;
     expected.insert(end.clone());
 
-    let mut received = Vec::new();
-    loop {
-        match next_delivery(&mut subscription).await {
-            Delivery::Event(frame) => {
-                let done = frame.id() == &end;
-                received.push(frame);
-                if done {
-                    break;
-                }
-            }
-            other => panic!("no resync is needed when history holds everything: {other:?}"),
-        }
-    }
-    let ids: HashSet<EventId> = received.iter().map(|f| f.id().clone()).collect();
-    assert_eq!(ids.len(), received.len(), "nothing twice");
-    assert_eq!(ids, expected, "nothing lost");
-    assert!(
-        received
-            .windows(2)
-            .all(|w| w[0].sequence() < w[1].sequence()),
-        "in id order across topics"
-    );
+    receive_each_once_in_order(
+        &mut subscription,
+        &end,
+        &expected,
+        "no resync is needed when history holds everything",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1377,28 +1395,13 @@ async fn the_wildcard_feed_coming_and_going_never_duplicates_or_reorders_a_topic
     assert!(toggles > 1, "the wildcard feed came and went ({toggles})");
     let end = publish(&broker, "t0", "end").await;
     expected.insert(end.clone());
-    let mut received = Vec::new();
-    loop {
-        match next_delivery(&mut reader).await {
-            Delivery::Event(frame) => {
-                let last = frame.id() == &end;
-                received.push(frame);
-                if last {
-                    break;
-                }
-            }
-            other => panic!("nothing was lost, so no resync: {other:?}"),
-        }
-    }
-    let ids: HashSet<EventId> = received.iter().map(|f| f.id().clone()).collect();
-    assert_eq!(ids.len(), received.len(), "nothing twice");
-    assert_eq!(ids, expected, "nothing lost");
-    assert!(
-        received
-            .windows(2)
-            .all(|w| w[0].sequence() < w[1].sequence()),
-        "in id order"
-    );
+    receive_each_once_in_order(
+        &mut reader,
+        &end,
+        &expected,
+        "nothing was lost, so no resync",
+    )
+    .await;
 }
 
 /// A topic reader and a pattern reader of the same topics in one process, under concurrent

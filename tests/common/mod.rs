@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod conformance;
 pub mod http;
+pub mod mercure;
 pub mod proxy;
 pub mod redis_server;
 
