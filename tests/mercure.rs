@@ -515,6 +515,32 @@ async fn reconciliation_replays_what_followed_and_says_where_it_started() {
     assert!(head.get("last-event-id").is_none());
 }
 
+/// A browser's EventSource sends back the id it last saw as UTF-8 bytes in `Last-Event-ID`, so a
+/// chosen id with non-ASCII characters (an IRI, as the protocol recommends) must resume where
+/// it was, and be named back in the response header.
+#[tokio::test]
+async fn a_non_ascii_chosen_id_resumes_from_the_header() {
+    let (_hub, server) = serve().await;
+    let id = "https://example.com/livres/\u{e9}t\u{e9}#1";
+    let (status, answered) =
+        publish(&server, &format!("topic=a&data=1&id={}", url_encode(id))).await;
+    assert_eq!((status, answered.as_str()), (StatusCode::OK, id));
+    let (status, _) = publish(&server, "topic=a&data=2").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (head, mut events) = subscribe_with(&server, &["a"], "", &[("last-event-id", id)]).await;
+    assert_eq!(head["last-event-id"].as_bytes(), id.as_bytes());
+    assert!(head.get("sse-resume").is_none(), "nothing was missed");
+    assert_eq!(data_until(&mut events, "2").await, ["2"]);
+
+    // The same on the hub's own /events endpoint.
+    let url = server.url("/events?topic=a");
+    let response = send("GET", &url, &[("last-event-id", id)], "").await;
+    assert!(response.headers().get("sse-resume").is_none());
+    let mut events = test_support::http_client::events(response);
+    assert_eq!(data_until(&mut events, "2").await, ["2"]);
+}
+
 #[tokio::test]
 async fn unknown_match_parameters_and_missing_selectors_are_refused() {
     let (_hub, server) = serve().await;

@@ -44,6 +44,17 @@ impl ResumePoint {
     }
 }
 
+/// The resume id a `Last-Event-ID` header carries: `None` when there is none (or it is
+/// empty), else the id, or [`ResumePoint::Unusable`] when it cannot be one of ours. A browser's
+/// EventSource sends the id it last saw as UTF-8, so any UTF-8 is read, not only ASCII.
+pub(crate) fn last_event_id(parts: &Parts, read: impl FnOnce(&str) -> ResumePoint) -> ResumePoint {
+    match parts.headers.get("last-event-id") {
+        None => ResumePoint::None,
+        Some(value) if value.is_empty() => ResumePoint::None,
+        Some(value) => std::str::from_utf8(value.as_bytes()).map_or(ResumePoint::Unusable, read),
+    }
+}
+
 /// Adds the topic `name` to `topics` unless it is there already, refusing an invalid name and
 /// more than `max` topics, with the messages every transport sends.
 pub(crate) fn add_topic(topics: &mut Vec<Topic>, name: &str, max: usize) -> Result<(), String> {

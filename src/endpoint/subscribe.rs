@@ -306,15 +306,9 @@ fn app_query(parts: &Parts, topics: Vec<Topic>) -> Result<Query, String> {
 /// wins: on reconnect a browser keeps the URL it started with (and its stale query parameter)
 /// but sends the id of the last event it saw as the header.
 fn with_header(parts: &Parts, query_after: ResumePoint) -> ResumePoint {
-    let header_after = match parts.headers.get("last-event-id") {
-        None => ResumePoint::None,
-        Some(value) if value.is_empty() => ResumePoint::None,
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|value| EventId::new(value).ok())
-            .map_or(ResumePoint::Unusable, ResumePoint::Id),
-    };
+    let header_after = admit::last_event_id(parts, |value| {
+        EventId::new(value).map_or(ResumePoint::Unusable, ResumePoint::Id)
+    });
     match header_after {
         ResumePoint::None => query_after,
         header => header,

@@ -17,7 +17,7 @@ use super::hub::MercureHub;
 use super::{id, subscriptions};
 use crate::broker::Resume;
 use crate::endpoint::Endpoints;
-use crate::endpoint::admit::{Ask, Decider, OnClose, ResumePoint};
+use crate::endpoint::admit::{self, Ask, Decider, OnClose, ResumePoint};
 use crate::endpoint::form;
 use crate::endpoint::reply::{Reply, denied, refuse};
 use crate::endpoint::subscribe::{answer, refused};
@@ -111,7 +111,9 @@ fn last_event_id_header(after: &ResumePoint, resume: &Resume) -> Option<HeaderVa
     match (after, resume) {
         (ResumePoint::None, _) => None,
         (ResumePoint::Id(id), Resume::Complete) => {
-            Some(HeaderValue::from_str(id.as_str()).unwrap_or(earliest))
+            // Any UTF-8 id goes as its bytes (as the client sent it); only one with control
+            // characters cannot be a header value.
+            Some(HeaderValue::from_bytes(id.as_str().as_bytes()).unwrap_or(earliest))
         }
         _ => Some(earliest),
     }
@@ -157,11 +159,7 @@ pub(crate) fn parse(parts: &Parts, max_selectors: usize) -> Result<Query, String
                 .to_owned(),
         );
     }
-    let header_after = match parts.headers.get("last-event-id") {
-        None => ResumePoint::None,
-        Some(value) if value.is_empty() => ResumePoint::None,
-        Some(value) => value.to_str().map_or(ResumePoint::Unusable, resume_point),
-    };
+    let header_after = admit::last_event_id(parts, resume_point);
     // The header wins (a reconnecting EventSource sends it, and keeps its stale query).
     query.after = match header_after {
         ResumePoint::None => query_after,
