@@ -318,6 +318,16 @@ async fn ids_are_kept_unique_and_never_start_with_a_hash() {
     assert_eq!(status, StatusCode::CONFLICT, "{reason}");
 }
 
+/// An empty `id` field is an id left out, as `type` and `retry` are (the reference hub reads it
+/// so too): the hub makes one instead of refusing the update.
+#[tokio::test]
+async fn an_empty_id_field_gets_a_generated_id() {
+    let (_hub, server) = serve().await;
+    let (status, id) = publish(&server, "topic=a&data=x&id=&type=&retry=").await;
+    assert_eq!(status, StatusCode::OK, "{id}");
+    assert!(id.starts_with("urn:uuid:"), "{id}");
+}
+
 #[tokio::test]
 async fn private_updates_reach_only_subscribers_whose_claim_matches_a_topic() {
     let (_hub, server) = serve().await;

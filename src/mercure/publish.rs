@@ -128,6 +128,8 @@ pub(crate) fn parse(body: &[u8], max_topics: usize) -> Result<Update, String> {
             "topic" => add_topic(&mut topics, &value, max_topics)?,
             "data" => data = Some(value),
             "private" => private = true,
+            // An empty id is one left out (as the reference hub reads it): the hub makes one.
+            "id" if value.is_empty() => {}
             "id" => {
                 if value.starts_with('#') {
                     return Err(format!(
@@ -194,7 +196,7 @@ mod tests {
 
     #[test]
     fn data_and_everything_else_may_be_left_out_and_private_may_be_empty() {
-        let update = parse(b"topic=a&private=", 8).expect("valid form");
+        let update = parse(b"topic=a&private=&id=", 8).expect("valid form");
         assert_eq!(update.event.data(), "");
         assert!(update.private && update.id.is_none());
         assert!(!parse(b"topic=a", 8).expect("valid").private);
