@@ -328,6 +328,17 @@ async fn an_empty_id_field_gets_a_generated_id() {
     assert!(id.starts_with("urn:uuid:"), "{id}");
 }
 
+/// `earliest` is the protocol's reserved resume point: an update with that id could never be
+/// resumed after (the client's `Last-Event-ID: earliest` asks for everything again), so the hub
+/// refuses it as it refuses ids starting with `#`.
+#[tokio::test]
+async fn the_reserved_earliest_is_not_an_id_a_publisher_may_choose() {
+    let (_hub, server) = serve().await;
+    let (status, reason) = publish(&server, "topic=a&data=x&id=earliest").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}");
+    assert!(reason.contains("earliest"), "{reason}");
+}
+
 #[tokio::test]
 async fn private_updates_reach_only_subscribers_whose_claim_matches_a_topic() {
     let (_hub, server) = serve().await;

@@ -137,6 +137,12 @@ pub(crate) fn parse(body: &[u8], max_topics: usize) -> Result<Update, String> {
                          may); choose another, or leave it out and the hub makes one"
                     ));
                 }
+                if value == super::subscribe::EARLIEST {
+                    return Err(format!(
+                        "invalid id {value:?}: `{value}` is the reserved resume point (everything \
+                         retained), so no update may have it as its id"
+                    ));
+                }
                 id = Some(EventId::new(&value).map_err(|e| format!("invalid id {value:?}: {e}"))?);
             }
             "type" if !value.is_empty() => event_type = Some(value),
@@ -206,6 +212,8 @@ mod tests {
     fn refuses_ids_starting_with_a_hash_and_bad_fields() {
         let error = parse(b"topic=a&id=%23rev-1", 8).expect_err("400");
         assert!(error.contains("must not start with `#`"), "{error}");
+        let error = parse(b"topic=a&id=earliest", 8).expect_err("400");
+        assert!(error.contains("reserved resume point"), "{error}");
         assert!(parse(b"data=x", 8).expect_err("400").contains("no topic"));
         assert!(
             parse(b"topic=a&retry=soon", 8)
