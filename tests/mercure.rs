@@ -339,6 +339,25 @@ async fn the_reserved_earliest_is_not_an_id_a_publisher_may_choose() {
     assert!(reason.contains("earliest"), "{reason}");
 }
 
+/// A client resumes by sending the id back in a `Last-Event-ID` header, so a chosen id must
+/// survive as a header value: a control character makes the browser's reconnection an invalid
+/// request (refused before the hub sees it, which ends an EventSource for good), and leading or
+/// trailing whitespace is stripped from header values, so the id would come back as another.
+#[tokio::test]
+async fn chosen_ids_that_cannot_come_back_in_a_header_are_refused() {
+    let (_hub, server) = serve().await;
+    for id in ["a%01b", "a%1Fb", "a%7Fb", "+x", "x+", "%09x", "x%09"] {
+        let (status, reason) = publish(&server, &format!("topic=a&data=x&id={id}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{id}: {reason}");
+    }
+    let (status, reason) = publish(&server, "topic=a&data=x&id=a+b%09c").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "inner spaces and tabs are fine: {reason}"
+    );
+}
+
 #[tokio::test]
 async fn private_updates_reach_only_subscribers_whose_claim_matches_a_topic() {
     let (_hub, server) = serve().await;

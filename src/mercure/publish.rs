@@ -137,6 +137,18 @@ pub(crate) fn parse(body: &[u8], max_topics: usize) -> Result<Update, String> {
                          may); choose another, or leave it out and the hub makes one"
                     ));
                 }
+                // The client sends the id back in a Last-Event-ID header: a control character
+                // makes that request invalid, and whitespace around the value is stripped.
+                if value.starts_with([' ', '\t'])
+                    || value.ends_with([' ', '\t'])
+                    || value.chars().any(|c| c.is_ascii_control() && c != '\t')
+                {
+                    return Err(format!(
+                        "invalid id {value:?}: a client resumes by sending the id back in a \
+                         Last-Event-ID header, so it must not contain control characters nor \
+                         begin or end with whitespace"
+                    ));
+                }
                 if value == super::subscribe::EARLIEST {
                     return Err(format!(
                         "invalid id {value:?}: `{value}` is the reserved resume point (everything \
@@ -212,6 +224,12 @@ mod tests {
     fn refuses_ids_starting_with_a_hash_and_bad_fields() {
         let error = parse(b"topic=a&id=%23rev-1", 8).expect_err("400");
         assert!(error.contains("must not start with `#`"), "{error}");
+        for id in [&b"a%01b"[..], b"%20a", b"a%09"] {
+            let mut form = b"topic=a&id=".to_vec();
+            form.extend_from_slice(id);
+            let error = parse(&form, 8).expect_err("400");
+            assert!(error.contains("Last-Event-ID"), "{error}");
+        }
         let error = parse(b"topic=a&id=earliest", 8).expect_err("400");
         assert!(error.contains("reserved resume point"), "{error}");
         assert!(parse(b"data=x", 8).expect_err("400").contains("no topic"));
