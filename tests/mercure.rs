@@ -358,6 +358,17 @@ async fn chosen_ids_that_cannot_come_back_in_a_header_are_refused() {
     );
 }
 
+/// The hub's own notice type is reserved on every endpoint: `/publish` and gRPC refuse it, and so
+/// must the Mercure endpoint, or a publisher could forge the notice to the same subscribers
+/// (Mercure's and `/events`').
+#[tokio::test]
+async fn the_hubs_resync_notice_type_is_reserved() {
+    let (_hub, server) = serve().await;
+    let (status, reason) = publish(&server, "topic=a&data=x&type=resync").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}");
+    assert!(reason.contains("reserved"), "{reason}");
+}
+
 #[tokio::test]
 async fn private_updates_reach_only_subscribers_whose_claim_matches_a_topic() {
     let (_hub, server) = serve().await;

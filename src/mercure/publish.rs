@@ -21,6 +21,7 @@ use crate::endpoint::admit::{self, PublishRefused, add_topic};
 use crate::endpoint::form;
 use crate::endpoint::publish::{counted, read_limited, refusal_response};
 use crate::endpoint::reply::{Reply, denied, refuse, text};
+use crate::endpoint::stream::RESYNC_EVENT;
 use crate::event::{Event, EventId, Topic};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -177,6 +178,11 @@ pub(crate) fn parse(body: &[u8], max_topics: usize) -> Result<Update, String> {
         _ => Event::empty(),
     };
     if let Some(event_type) = event_type {
+        if event_type == RESYNC_EVENT {
+            return Err(format!(
+                "invalid type: event type {RESYNC_EVENT:?} is reserved for the hub's own notices"
+            ));
+        }
         event = event
             .with_event_type(event_type)
             .map_err(|e| format!("invalid type: {e}"))?;
@@ -237,6 +243,11 @@ mod tests {
             parse(b"topic=a&retry=soon", 8)
                 .expect_err("400")
                 .contains("retry")
+        );
+        assert!(
+            parse(b"topic=a&type=resync", 8)
+                .expect_err("400")
+                .contains("reserved")
         );
         assert!(
             parse(b"topic=a&type=a%0Ab", 8)
