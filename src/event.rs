@@ -1,7 +1,7 @@
 //! Events, topics and ids, and the one place where an event becomes SSE bytes.
 //!
 //! Every type here validates on construction, so a value that exists is safe to put on the wire:
-//! a [`Topic`] is 1..=256 bytes without control characters, an [`EventId`] and an event type
+//! a [`Topic`] is 1..=1024 bytes without control characters, an [`EventId`] and an event type
 //! never contain a line break or NUL, and [`Event`] data of any content is split into `data:`
 //! lines so that no input can inject a field or a second event.
 //!
@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The longest topic accepted, in bytes.
-pub const MAX_TOPIC_LEN: usize = 256;
+pub const MAX_TOPIC_LEN: usize = 1024;
 /// The longest event id accepted, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 256;
 /// The longest event type accepted, in bytes.
@@ -23,7 +23,7 @@ pub const MAX_EVENT_TYPE_LEN: usize = 256;
 
 /// A named channel that events are published to and subscribed from.
 ///
-/// A `Topic` that exists is valid: 1..=256 bytes of UTF-8 with no control characters
+/// A `Topic` that exists is valid: 1..=1024 bytes of UTF-8 with no control characters
 /// (so it cannot break a log line, a query string or a Redis key name).
 ///
 /// ```
@@ -729,8 +729,8 @@ mod tests {
         assert!(event.with_event_type("a\0b").is_err());
         assert!(EventId::new("").is_err());
         assert!(EventId::new("x".repeat(257)).is_err());
-        assert!(Topic::new("x".repeat(257)).is_err());
-        assert!(Topic::new("x".repeat(256)).is_ok());
+        assert!(Topic::new("x".repeat(1025)).is_err());
+        assert!(Topic::new("x".repeat(1024)).is_ok());
         assert!(Topic::new("tab\there").is_err());
     }
 }

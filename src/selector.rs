@@ -15,8 +15,10 @@ use std::fmt;
 
 use regex_lite::{Regex, RegexBuilder};
 
-/// The longest selector accepted, in bytes (a [`Topic`](crate::Topic)'s own limit).
-pub const MAX_SELECTOR_LEN: usize = crate::MAX_TOPIC_LEN;
+/// The longest selector accepted, in bytes: a quarter of a [`Topic`](crate::Topic)'s limit, so
+/// that Mercure's subscription updates, whose topic holds a selector percent-encoded (up to three
+/// bytes for one), always have a valid topic.
+pub const MAX_SELECTOR_LEN: usize = 256;
 
 /// The most variables one `{…}` expression may list: each adds alternatives to the compiled
 /// expression, so the limit bounds its size.

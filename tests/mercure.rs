@@ -825,3 +825,22 @@ async fn the_hubs_own_endpoints_check_the_same_tokens() {
         "a publisher token publishes through /publish"
     );
 }
+
+#[tokio::test]
+async fn the_longest_selector_encoded_whole_still_gets_its_subscription_update() {
+    let (_hub, server) = serve().await;
+    let template = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
+    let watcher = subscriber(json!({"subscribe": [template]}));
+    let (_, mut watch) = subscribe_with(
+        &server,
+        &[template],
+        "",
+        &[("authorization", &format!("Bearer {watcher}"))],
+    )
+    .await;
+    // 256 bytes, every one percent-encoded in the update's topic.
+    let longest = ":".repeat(tower_sse_pubsub::MAX_SELECTOR_LEN);
+    let _stream = subscribe(&server, &[&longest]).await;
+    let opened = next_subscription(&mut watch, &longest).await;
+    assert_eq!(opened["active"], true);
+}

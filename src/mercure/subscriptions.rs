@@ -172,8 +172,8 @@ fn documents(stream: &Stream, active: bool) -> Vec<Value> {
         .collect()
 }
 
-/// Publishes each document as a private update on its own topic. A topic longer than a topic
-/// may be (a long selector, encoded) is not published; the API still lists the subscription.
+/// Publishes each document as a private update on its own topic (always a valid one: a
+/// selector is at most a quarter of a topic's length, so it fits even fully percent-encoded).
 async fn announce(broker: &dyn Broker, documents: Vec<Value>) {
     for mut document in documents {
         let Some(topic) = document["id"].as_str().and_then(|id| Topic::new(id).ok()) else {
