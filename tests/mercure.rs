@@ -844,3 +844,40 @@ async fn the_longest_selector_encoded_whole_still_gets_its_subscription_update()
     let opened = next_subscription(&mut watch, &longest).await;
     assert_eq!(opened["active"], true);
 }
+
+#[tokio::test]
+async fn the_subscriptions_api_stays_at_its_well_known_place_when_the_hub_moves() {
+    let tokens = JwtAuthorizer::builder(JwtKey::hs256(PUBLISHER_KEY).expect("key"))
+        .subscriber_key(JwtKey::hs256(SUBSCRIBER_KEY).expect("key"))
+        .allow_anonymous_subscribe()
+        .build();
+    let hub = Hub::builder()
+        .mercure(MercureHub::new(tokens).path("/hub").with_subscriptions())
+        .build()
+        .expect("valid hub");
+    let server = TestServer::start(&hub, Router::new().layer(hub.layer())).await;
+    let _stream =
+        test_support::http_client::events(send("GET", &server.url("/hub?topic=a"), &[], "").await);
+    let watcher = subscriber(
+        json!({"subscribe": ["/.well-known/mercure/subscriptions{/topic}{/subscriber}"]}),
+    );
+    let auth = format!("Bearer {watcher}");
+    let url = server.url("/.well-known/mercure/subscriptions/a");
+    let (status, body) = text_of(send("GET", &url, &[("authorization", &auth)], "").await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        listed["subscriptions"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    let moved = server.url("/hub/subscriptions");
+    let status = send("GET", &moved, &[("authorization", &auth)], "")
+        .await
+        .status();
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "not under the hub's own path"
+    );
+}

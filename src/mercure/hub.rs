@@ -10,6 +10,9 @@ use crate::jwt::JwtAuthorizer;
 
 /// Where the hub endpoint is by default, as the protocol says.
 pub const DEFAULT_PATH: &str = "/.well-known/mercure";
+/// Where the subscriptions API is, wherever the hub is: the protocol fixes it (and the topics of
+/// subscription updates, and the claims that grant them, name it).
+pub(crate) const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
 
 /// A Mercure hub endpoint, mounted by the [`Hub`](crate::Hub)'s layer beside (or instead of)
 /// its own `/events` and `/publish`: give it to
@@ -68,7 +71,8 @@ impl MercureHub {
 
     /// Turns on the protocol's active subscriptions: a private update on
     /// `/.well-known/mercure/subscriptions/{topic}/{subscriber}` whenever a subscription opens or
-    /// closes, and the subscriptions web API under `<path>/subscriptions`, both for subscribers
+    /// closes, and the subscriptions web API under `/.well-known/mercure/subscriptions` (there
+    /// whatever the hub's [`path`](Self::path), as the protocol fixes it), both for subscribers
     /// whose `mercure.subscribe` selectors match.
     pub fn with_subscriptions(mut self) -> Self {
         self.subscriptions = true;
@@ -85,9 +89,7 @@ impl MercureHub {
                 _ => MercureRoute::WrongMethod("GET, POST"),
             });
         }
-        let rest = path
-            .strip_prefix(self.path.as_str())?
-            .strip_prefix("/subscriptions")?;
+        let rest = path.strip_prefix(SUBSCRIPTIONS_PATH)?;
         if !self.subscriptions || !(rest.is_empty() || rest.starts_with('/')) {
             return None;
         }

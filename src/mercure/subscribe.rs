@@ -65,6 +65,7 @@ pub(crate) async fn subscribe(
             subscriber: id.as_str().to_owned(),
             selectors: query.selectors,
             payload: subscriber.payload.clone(),
+            lifecycle: Default::default(),
         })),
         _ => None,
     };
@@ -85,8 +86,13 @@ pub(crate) async fn subscribe(
         on_close,
     };
     let (mut response, resume) = answer(shared, &parts, ask).await;
-    if let (Some(stream), Some(_)) = (&stream, &resume) {
-        mercure.active.opened(&*broker, stream).await;
+    if let (Some(stream), Some(_)) = (stream, &resume) {
+        // On a task of its own, so a client that hangs up meanwhile cannot cut it halfway (a
+        // subscription listed in Redis, say, that nobody withdraws).
+        let active = mercure.active.clone();
+        let announcing = tokio::spawn(async move { active.opened(&*broker, &stream).await });
+        // It only fails if the runtime is shutting down; the stream is answered anyway.
+        let _ = announcing.await;
     }
     if let Some(resume) = resume {
         let headers = response.headers_mut();

@@ -14,7 +14,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde_json::{Value, json};
 
-use super::hub::MercureHub;
+use super::hub::{MercureHub, SUBSCRIPTIONS_PATH};
 use super::id;
 use crate::broker::{Broker, BrokerError, PublishRequest};
 use crate::endpoint::Endpoints;
@@ -26,8 +26,6 @@ use crate::selector::Selector;
 const CONTEXT: &str = "https://mercure.rocks/";
 /// The [`Presence`] group the subscriptions are listed in.
 const GROUP: &str = "mercure-subscriptions";
-/// What subscription updates' topics expand from: `{PREFIX}/{topic}/{subscriber}`.
-const TOPIC_PREFIX: &str = "/.well-known/mercure/subscriptions";
 
 /// RFC 6570 simple expansion keeps only the unreserved characters; every other byte is
 /// percent-encoded (`:`, `/`, `{` and `}` included, as the protocol requires).
@@ -49,6 +47,16 @@ pub(crate) struct Stream {
     pub(crate) subscriber: String,
     pub(crate) selectors: Vec<Selector>,
     pub(crate) payload: Option<Value>,
+    /// Held while the subscriptions are announced or withdrawn, so a stream that closes while
+    /// it is being announced is withdrawn after, never before (which would leave it listed).
+    pub(crate) lifecycle: tokio::sync::Mutex<Lifecycle>,
+}
+
+/// Where a stream's announcement stands.
+#[derive(Debug, Default)]
+pub(crate) struct Lifecycle {
+    opened: bool,
+    closed: bool,
 }
 
 impl Active {
@@ -56,8 +64,14 @@ impl Active {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `stream`'s subscriptions and publishes their "active" updates.
+    /// Registers `stream`'s subscriptions and publishes their "active" updates, unless the
+    /// stream closed already.
     pub(crate) async fn opened(&self, broker: &dyn Broker, stream: &Stream) {
+        let mut lifecycle = stream.lifecycle.lock().await;
+        if lifecycle.closed {
+            return;
+        }
+        lifecycle.opened = true;
         let documents = documents(stream, true);
         {
             let mut entries = self.lock();
@@ -82,6 +96,11 @@ impl Active {
     /// Withdraws `stream`'s subscriptions; publishes their "inactive" updates if they were
     /// registered.
     pub(crate) async fn closed(&self, broker: &dyn Broker, stream: &Stream) {
+        let mut lifecycle = stream.lifecycle.lock().await;
+        lifecycle.closed = true;
+        if !lifecycle.opened {
+            return;
+        }
         let removed = {
             let mut entries = self.lock();
             stream
@@ -145,7 +164,7 @@ impl Active {
 /// `/.well-known/mercure/subscriptions/{topic}/{subscriber}`, expanded.
 fn topic_of(selector: &str, subscriber: &str) -> String {
     format!(
-        "{TOPIC_PREFIX}/{}/{}",
+        "{SUBSCRIPTIONS_PATH}/{}/{}",
         utf8_percent_encode(selector, EXPANDED),
         utf8_percent_encode(subscriber, EXPANDED)
     )
@@ -202,16 +221,13 @@ async fn announce(broker: &dyn Broker, documents: Vec<Value>) {
     }
 }
 
-/// `GET <hub>/subscriptions[/{topic}[/{subscriber}]]`.
+/// `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`.
 pub(crate) async fn api(shared: &Endpoints, hub: &MercureHub, parts: &Parts) -> Response<Reply> {
     let path = parts.uri.path();
     if let Err(denial) = hub.authorizer.mercure_api(parts, path) {
         return denied(&denial);
     }
-    let rest = path
-        .strip_prefix(hub.path.as_str())
-        .and_then(|rest| rest.strip_prefix("/subscriptions"))
-        .unwrap_or("");
+    let rest = path.strip_prefix(SUBSCRIPTIONS_PATH).unwrap_or("");
     let segments: Vec<String> = rest
         .split('/')
         .skip(1)
