@@ -56,6 +56,23 @@ impl Factory for NatsFactory {
 
 broker_conformance!(NatsFactory::start());
 
+// Conformance checks not in the macro's list yet: chosen ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_id_is_kept_and_resumed_after() {
+    let Some(factory) = NatsFactory::start() else {
+        return;
+    };
+    common::conformance::a_chosen_id_is_kept_and_resumed_after(&factory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_id_already_given_is_refused_and_nothing_published() {
+    let Some(factory) = NatsFactory::start() else {
+        return;
+    };
+    common::conformance::a_chosen_id_already_given_is_refused_and_nothing_published(&factory).await;
+}
+
 const WAIT: Duration = Duration::from_secs(10);
 
 fn topic(name: &str) -> Topic {
@@ -192,6 +209,28 @@ async fn a_retried_publish_returns_the_first_id_on_another_instance() {
     publish(&one, "t", "between").await;
     let retried = two.publish(&request).await.expect("retry");
     assert_eq!(retried, first, "a duplicate acknowledges the first message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_with_a_chosen_id_returns_it_and_publishes_once() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "RETRYCHOSEN", false).await;
+    let start = publish(&broker, "t", "start").await;
+    let chosen = EventId::new("order-7").expect("id");
+    let request = PublishRequest::new([topic("t")], Event::text("once").expect("event"))
+        .id(chosen.clone())
+        .idempotency_key(IdempotencyKey::new("k-7").expect("key"));
+    assert_eq!(broker.publish(&request).await.expect("publish"), chosen);
+    assert_eq!(broker.publish(&request).await.expect("retry"), chosen);
+    publish(&broker, "t", "end").await;
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(start)))
+        .await
+        .expect("subscribe");
+    assert_eq!(data_of(next_data(&mut resumed).await), "once");
+    assert_eq!(data_of(next_data(&mut resumed).await), "end");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,15 @@ impl NatsBroker {
         let shared = &*self.shared;
         let key = request.key().map(|key| key.as_str());
         if let Some(id) = request.chosen_id() {
+            let epoch = shared
+                .epoch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if epoch.sequence_of(id).is_some() {
+                // Shaped like one of this stream's own ids: it would name two events.
+                return Err(BrokerError::DuplicateId(id.clone()));
+            }
             shared.claim(id, key).await?;
         }
         let (headers, payload) = wire::encode_request(request);
