@@ -150,6 +150,7 @@ pub use stats::{HubStats, Resumes, StreamsClosed, SubscribesRefused};
 #[cfg(all(
     doctest,
     feature = "redis",
+    feature = "nats",
     feature = "jwt",
     feature = "grpc",
     feature = "mercure"
