@@ -363,3 +363,117 @@ async fn publish_retrying(broker: &NatsBroker, data: &str) -> EventId {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cluster_leader_loses_no_acknowledged_publish() {
+    let Some(mut servers) = NatsServer::start_cluster(3) else {
+        return;
+    };
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let connect = |urls: Vec<String>| async move {
+        // The cluster elects its JetStream leaders after it starts: retry within a bound.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let built = NatsBroker::builder(urls.clone())
+                .stream_name("HA")
+                .subject_prefix("ha")
+                .replicas(3)
+                .health_check(Duration::from_millis(200))
+                .timeout(Duration::from_secs(2))
+                .build()
+                .await;
+            match built {
+                Ok(broker) => return broker,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("cluster not ready: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("the cluster never served the stream: {e}"),
+            }
+        }
+    };
+    let publisher = connect(urls.clone()).await;
+    let readers = [connect(urls.clone()).await, connect(urls.clone()).await];
+    let mut subscriptions = Vec::new();
+    for reader in &readers {
+        subscriptions.push(
+            reader
+                .subscribe(&SubscribeRequest::new([topic("t")]))
+                .await
+                .expect("subscribe"),
+        );
+    }
+
+    const EVENTS: usize = 200;
+    let publishing = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for i in 0..EVENTS {
+            let started = tokio::time::Instant::now();
+            let request =
+                PublishRequest::new([topic("t")], Event::text(i.to_string()).expect("event"))
+                    .idempotency_key(IdempotencyKey::new(format!("k{i}")).expect("key"));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            // A retry carries the same key: an event stored but not acknowledged is not
+            // stored twice.
+            loop {
+                match publisher.publish(&request).await {
+                    Ok(_) => break,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        eprintln!("publish {i} failed, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("publish {i} never succeeded: {e}"),
+                }
+            }
+            slowest = slowest.max(started.elapsed());
+            acknowledged.push(i.to_string());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!("the slowest publish (through the failover) took {slowest:?}");
+        acknowledged
+    });
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let leader = stream_leader(&urls, "HA").await;
+    let index: usize = leader
+        .strip_prefix('n')
+        .and_then(|i| i.parse().ok())
+        .expect("a leader named n<i>");
+    eprintln!("killing the stream leader {leader}");
+    servers[index].kill();
+
+    let acknowledged = publishing.await.expect("publisher task");
+    assert_eq!(acknowledged.len(), EVENTS);
+    for subscription in &mut subscriptions {
+        let mut seen = Vec::new();
+        while seen.len() < EVENTS {
+            let delivery = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+                .await
+                .expect("a delivery in time")
+                .expect("the subscription goes on");
+            match delivery {
+                Delivery::Event(frame) => seen.push(frame.fields().data),
+                other => panic!("unexpected {other:?} after {} events", seen.len()),
+            }
+        }
+        assert_eq!(
+            seen, acknowledged,
+            "every acknowledged event once, in order"
+        );
+    }
+}
+
+/// The name of the server leading `stream`'s replicas.
+async fn stream_leader(urls: &[String], stream: &str) -> String {
+    let addresses: Vec<async_nats::ServerAddr> =
+        urls.iter().map(|u| u.parse().expect("url")).collect();
+    let client = async_nats::connect(addresses).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(stream).await.expect("stream");
+    let info = stream.info().await.expect("stream info");
+    info.cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a leader")
+}

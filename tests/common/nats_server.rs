@@ -16,32 +16,69 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Arguments beyond the port, address and store (cluster settings).
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port, or returns `None` (after printing why) when
     /// `nats-server` is not installed and `CI` is not set. In CI a missing server fails.
     pub fn start() -> Option<Self> {
+        let mut server = Self::prepare(super::free_port(), Vec::new())?;
+        server.spawn();
+        Some(server)
+    }
+
+    /// Starts `size` servers on free ports as one JetStream cluster (server names `n0`, `n1`,
+    /// ..), or `None` as [`NatsServer::start`] says.
+    pub fn start_cluster(size: usize) -> Option<Vec<Self>> {
+        let ports: Vec<(u16, u16)> = (0..size)
+            .map(|_| (super::free_port(), super::free_port()))
+            .collect();
+        let routes = ports
+            .iter()
+            .map(|(_, route)| format!("nats://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers = Vec::with_capacity(size);
+        for (i, (port, route)) in ports.iter().enumerate() {
+            let extra = vec![
+                "--server_name".to_owned(),
+                format!("n{i}"),
+                "--cluster_name".to_owned(),
+                "test".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{route}"),
+                "--routes".to_owned(),
+                routes.clone(),
+            ];
+            servers.push(Self::prepare(*port, extra)?);
+        }
+        for server in &mut servers {
+            server.spawn();
+        }
+        Some(servers)
+    }
+
+    fn prepare(port: u16, extra: Vec<String>) -> Option<Self> {
         let program = test_support::tools::require_also_in(
             &["nats-server"],
             &["/usr/sbin"],
             "install NATS (Debian: apt-get install nats-server)",
         )?
         .pop()?;
-        let port = super::free_port();
         let dir = std::env::temp_dir().join(format!(
             "tower-sse-pubsub-nats-{port}-{}",
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).expect("temporary directory for nats-server");
-        let mut server = Self {
+        Some(Self {
             program,
             child: None,
             port,
             dir,
-        };
-        server.spawn();
-        Some(server)
+            extra,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -68,6 +105,7 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js"])
             .arg("-sd")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
