@@ -200,19 +200,17 @@ impl NatsBroker {
 
     async fn last_event_id_now(&self) -> Result<Option<EventId>, BrokerError> {
         let stream = self.shared.stream().await?;
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| BrokerError::unavailable("cannot read the NATS stream's state", e))?;
+        let info = stream.cached_info();
         Ok(match info.state.last_sequence {
             0 => None,
-            last => Epoch::of(&info).id(last),
+            last => Epoch::of(info).id(last),
         })
     }
 }
 
 impl Shared {
-    /// The stream, created again if it is gone (a server with memory storage restarted).
+    /// The stream with its current state (one request), created again if it is gone (a server
+    /// with memory storage restarted).
     async fn stream(&self) -> Result<Stream, BrokerError> {
         let stream = self
             .jetstream
@@ -254,12 +252,9 @@ impl Shared {
 
     /// The sequence of the stream's newest message.
     async fn last_sequence(&self) -> Result<u64, BrokerError> {
-        let mut stream = self.stream().await?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| BrokerError::unavailable("cannot read the NATS stream's state", e))?;
-        Ok(info.state.last_sequence)
+        // Fetched with the stream: its state as of now.
+        let stream = self.stream().await?;
+        Ok(stream.cached_info().state.last_sequence)
     }
 
     /// Claims the chosen id `id`, or refuses it as taken.

@@ -81,11 +81,9 @@ pub(super) async fn first_page(
     grant: &Grant,
     budget: Option<ReplayBudget>,
 ) -> Result<FirstPage, BrokerError> {
+    // Fetched with the stream: its state as of now.
     let stream = shared.stream().await?;
-    let info = stream
-        .get_info()
-        .await
-        .map_err(|e| BrokerError::unavailable("cannot read the NATS stream's state", e))?;
+    let info = stream.cached_info().clone();
     let epoch = Epoch::of(&info);
     let end = info.state.last_sequence;
     let first = info.state.first_sequence.max(1);
@@ -230,7 +228,9 @@ impl Pages {
             }
             upper = lower - 1;
         }
-        // Everything fits: read it again in order, a page at a time, as without a budget.
+        // Everything fits, and is read already.
+        self.held = kept;
+        self.next = self.end + 1;
         Ok(None)
     }
 
