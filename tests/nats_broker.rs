@@ -234,6 +234,55 @@ async fn a_retried_publish_with_a_chosen_id_returns_it_and_publishes_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_topic_replays_whole_and_in_order_among_many_others() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = NatsBroker::builder([server.url()])
+        .stream_name("SPARSE")
+        .subject_prefix("sparse")
+        .replay_page(2)
+        .build()
+        .await
+        .expect("broker connects");
+    let start = publish(&broker, "t", "start").await;
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        if i % 25 == 0 {
+            publish(&broker, "t", &format!("t{i}")).await;
+            expected.push(format!("t{i}"));
+        } else if i % 25 == 10 {
+            let both = PublishRequest::new(
+                [topic("u"), topic("t")],
+                Event::text(format!("both{i}")).expect("event"),
+            );
+            broker.publish(&both).await.expect("publish");
+            expected.push(format!("both{i}"));
+        } else if i % 25 == 20 {
+            let neither = PublishRequest::new(
+                [topic("x"), topic("y")],
+                Event::text(format!("neither{i}")).expect("event"),
+            );
+            broker.publish(&neither).await.expect("publish");
+        } else {
+            publish(&broker, "other", &format!("o{i}")).await;
+        }
+    }
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(start)))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    publish(&broker, "t", "live").await;
+    expected.push("live".to_owned());
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        seen.push(data_of(next_data(&mut resumed).await));
+    }
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patterns_get_live_and_replayed_events() {
     let Some(server) = NatsServer::start() else {
         return;

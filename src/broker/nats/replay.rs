@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use futures::StreamExt;
 
@@ -53,7 +54,63 @@ struct Pages {
     page: usize,
     /// Frames read ahead (a budgeted replay is read newest first, then held here).
     held: VecDeque<Frame>,
+    /// When set, the replay walks these subjects' messages (merged by sequence) instead of
+    /// every message of the stream.
+    cursors: Option<Vec<Cursor>>,
 }
+
+/// A replay's position on one subject.
+struct Cursor {
+    subject: String,
+    /// The next sequence to look from.
+    from: u64,
+    /// The subject's next message at or after `from`, read ahead.
+    pending: Option<StreamMessage>,
+    done: bool,
+}
+
+/// Cursors on the subjects of an exact-topic replay (its topics' and the multi-topic one), when
+/// their messages are a small part of the range to replay: reading them one by one then beats
+/// reading every message of the range. `None` for pattern replays (any subject may match).
+async fn by_subject(
+    shared: &Shared,
+    pages: &Pages,
+    after: u64,
+) -> Result<Option<Vec<Cursor>>, BrokerError> {
+    if !pages.filter.patterns.is_empty() || pages.next > pages.end {
+        return Ok(None);
+    }
+    let mut subjects: Vec<String> = pages
+        .filter
+        .topics
+        .iter()
+        .map(|t| shared.subjects.topic(t))
+        .collect();
+    subjects.push(shared.subjects.multi());
+    let mut held = 0;
+    for subject in &subjects {
+        held += shared.subject_count(&pages.stream, subject).await?;
+    }
+    let range = pages.end - after;
+    if (held as u64).saturating_mul(SPARSE) >= range {
+        return Ok(None);
+    }
+    Ok(Some(
+        subjects
+            .into_iter()
+            .map(|subject| Cursor {
+                subject,
+                from: after + 1,
+                pending: None,
+                done: false,
+            })
+            .collect(),
+    ))
+}
+
+/// How many times more messages the range to replay must hold than the subscriber's subjects
+/// for the replay to read by subject.
+const SPARSE: u64 = 4;
 
 impl FirstPage {
     pub(super) fn into_pages(self) -> ReplayPages {
@@ -107,6 +164,7 @@ pub(super) async fn first_page(
         end,
         page: shared.replay_page,
         held: VecDeque::new(),
+        cursors: None,
     };
     if shared.history_per_topic == 0 {
         // No history is kept: nothing is replayed, and anything published since is missed.
@@ -121,10 +179,13 @@ pub(super) async fn first_page(
         if resume == Resume::Complete {
             resume = Resume::Expired;
         }
-    } else if let Some(page) = pages.next_page().await? {
-        // The first page is read now, as the subscriber's history stands when it subscribes:
-        // a topic's history may move on before the stream is polled.
-        pages.held = page.into();
+    } else {
+        pages.cursors = by_subject(shared, &pages, after).await?;
+        if let Some(page) = pages.next_page().await? {
+            // The first page is read now, as the subscriber's history stands when it subscribes:
+            // a topic's history may move on before the stream is polled.
+            pages.held = page.into();
+        }
     }
     let seen_through = match resume {
         Resume::Unknown => 0,
@@ -239,6 +300,9 @@ impl Pages {
         if !self.held.is_empty() {
             return Ok(Some(std::mem::take(&mut self.held).into()));
         }
+        if self.cursors.is_some() {
+            return self.merge_page().await;
+        }
         while self.next <= self.end {
             let upper = self.end.min(self.next.saturating_add(self.page as u64 - 1));
             let frames = self.read(self.next, upper).await?;
@@ -248,6 +312,71 @@ impl Pages {
             }
         }
         Ok(None)
+    }
+
+    /// The next page of an exact-topic replay, from its subjects' messages merged by sequence;
+    /// `None` at the end.
+    async fn merge_page(&mut self) -> Result<Option<Vec<Frame>>, BrokerError> {
+        let Self {
+            stream,
+            subjects,
+            epoch,
+            filter,
+            end,
+            page,
+            cursors,
+            ..
+        } = self;
+        let Some(cursors) = cursors.as_mut() else {
+            return Ok(None);
+        };
+        let mut frames = Vec::new();
+        while frames.len() < *page {
+            for cursor in cursors.iter_mut() {
+                if cursor.pending.is_some() || cursor.done {
+                    continue;
+                }
+                match stream
+                    .get_first_raw_message_by_subject(&cursor.subject, cursor.from)
+                    .await
+                {
+                    Ok(message) if message.sequence <= *end => cursor.pending = Some(message),
+                    Ok(_) => cursor.done = true,
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        cursor.done = true;
+                    }
+                    Err(e) => {
+                        return Err(BrokerError::unavailable(
+                            "cannot read history from the NATS stream",
+                            e,
+                        ));
+                    }
+                }
+            }
+            let Some(cursor) = cursors
+                .iter_mut()
+                .filter(|c| c.pending.is_some())
+                .min_by_key(|c| c.pending.as_ref().map_or(u64::MAX, |m| m.sequence))
+            else {
+                break;
+            };
+            let Some(message) = cursor.pending.take() else {
+                break;
+            };
+            cursor.from = message.sequence + 1;
+            if subjects.is_event(&message.subject)
+                && let Some(frame) = wire::decode_frame(
+                    epoch,
+                    message.sequence,
+                    Some(&message.headers),
+                    &message.payload,
+                )
+                && filter.matches(&frame)
+            {
+                frames.push(frame);
+            }
+        }
+        Ok((!frames.is_empty()).then_some(frames))
     }
 
     /// The frames this replay delivers among the messages `lower..=upper`, in order.
