@@ -373,6 +373,44 @@ async fn a_restarted_server_with_memory_storage_makes_subscribers_resync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_memory_restart_every_instance_returns_the_new_streams_ids() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    // A slow health check: the publishing side must not wait for the feed to notice.
+    let slow = |server: &NatsServer| {
+        NatsBroker::builder([server.url()])
+            .stream_name("EPOCHS")
+            .subject_prefix("epochs")
+            .memory_storage()
+            .health_check(Duration::from_secs(60))
+            .timeout(Duration::from_secs(2))
+            .build()
+    };
+    let one = slow(&server).await.expect("broker connects");
+    let two = slow(&server).await.expect("broker connects");
+    publish(&one, "t", "old").await;
+    publish(&two, "t", "old").await;
+    server.restart();
+    // The first instance recreates the stream; the second publishes into it unawares.
+    publish_retrying(&one, "new one").await;
+    let id = publish_retrying(&two, "new two").await;
+    let mut all = one
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::Earliest))
+        .await
+        .expect("subscribe");
+    loop {
+        match next_data(&mut all).await {
+            Delivery::Event(frame) if frame.fields().data == "new two" => {
+                assert_eq!(frame.id(), &id, "the id returned is the id on the wire");
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_loses_no_event() {
     let Some(mut server) = NatsServer::start() else {
         return;

@@ -2,6 +2,7 @@
 //! [`NatsBroker`], and [`NatsConnectError`] when it cannot be built.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -182,9 +183,19 @@ impl NatsBrokerBuilder {
                 "give at least one URL, such as nats://127.0.0.1:4222",
             ));
         }
+        // Counts (re)connections, so a publish acknowledged over a new connection checks which
+        // stream it landed in (the server may have restarted without the stream).
+        let connections = Arc::new(AtomicU64::new(0));
+        let counted = connections.clone();
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(self.timeout)
-            .request_timeout(Some(self.timeout));
+            .request_timeout(Some(self.timeout))
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    counted.fetch_add(1, Ordering::AcqRel);
+                }
+                std::future::ready(())
+            });
         if let Some(token) = &self.token {
             options = options.token(token.clone());
         }
@@ -261,6 +272,8 @@ impl NatsBrokerBuilder {
                 epoch,
                 history_per_topic: self.history_per_topic,
                 replay_page: self.replay_page,
+                connections,
+                verified: AtomicU64::new(0),
                 gap_fills,
                 fanout,
                 _stop: stop,

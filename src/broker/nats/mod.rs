@@ -27,6 +27,7 @@ mod replay;
 mod subject;
 mod wire;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -80,6 +81,10 @@ pub(super) struct Shared {
     epoch: Arc<Mutex<Epoch>>,
     history_per_topic: usize,
     replay_page: usize,
+    /// How many times the client has (re)connected.
+    connections: Arc<AtomicU64>,
+    /// The connection count at which the epoch was last read from the server.
+    verified: AtomicU64,
     gap_fills: Arc<std::sync::atomic::AtomicU64>,
     fanout: Fanout,
     /// Dropped with the broker, which stops the feed task.
@@ -146,6 +151,13 @@ impl NatsBroker {
                     BrokerError::unavailable("NATS did not record the event's chosen id", e)
                 })?;
             return Ok(id.clone());
+        }
+        // Acknowledged over a connection made since the epoch was read: the server may have
+        // restarted and another instance recreated the stream, so read which one this is.
+        let connections = shared.connections.load(Ordering::Acquire);
+        if shared.verified.load(Ordering::Acquire) < connections {
+            shared.stream().await?;
+            shared.verified.fetch_max(connections, Ordering::AcqRel);
         }
         let epoch = shared
             .epoch
