@@ -22,6 +22,13 @@
 //! REDIS_URL=redis://127.0.0.1:6379 PORT=3001 cargo run --features redis,axum --example chat
 //! ```
 //!
+//! Or through NATS JetStream (the `nats` feature; `nats-server -js`):
+//!
+//! ```text
+//! NATS_URL=nats://127.0.0.1:4222 PORT=3000 cargo run --features nats,axum --example chat
+//! NATS_URL=nats://127.0.0.1:4222 PORT=3001 cargo run --features nats,axum --example chat
+//! ```
+//!
 //! With more than six streams in one page a browser needs HTTP/2 (on HTTP/1.1 it opens at most
 //! six connections per origin, and each `EventSource` holds one), and browsers speak HTTP/2 only
 //! over TLS. `TLS=1` serves HTTPS with HTTP/2 (and HTTP/1.1 for clients without it) on a
@@ -216,12 +223,25 @@ fn metrics_page(
     })
 }
 
-/// A hub builder on Redis when `REDIS_URL` is set (so several chat servers share one room), or
-/// on the in-memory default.
+/// A hub builder on Redis when `REDIS_URL` is set, or on NATS when `NATS_URL` is (so several
+/// chat servers share one room), or on the in-memory default.
 async fn broker_from_env() -> Result<HubBuilder, String> {
+    match env::var("NATS_URL") {
+        Err(VarError::NotPresent) => {}
+        Err(VarError::NotUnicode(value)) => {
+            return Err(format!("NATS_URL is not valid text: {value:?}"));
+        }
+        Ok(_) if env::var_os("REDIS_URL").is_some() => {
+            return Err("set REDIS_URL or NATS_URL, not both".to_owned());
+        }
+        Ok(url) => return nats_broker(&url).await,
+    }
     let url = match env::var("REDIS_URL") {
         Err(VarError::NotPresent) => {
-            println!("chat: in-memory broker (set REDIS_URL to share the room between servers)");
+            println!(
+                "chat: in-memory broker (set REDIS_URL or NATS_URL to share the room between \
+                 servers)"
+            );
             return Ok(Hub::builder());
         }
         Err(VarError::NotUnicode(value)) => {
@@ -247,6 +267,25 @@ async fn redis_broker(url: &str) -> Result<HubBuilder, String> {
 async fn redis_broker(_url: &str) -> Result<HubBuilder, String> {
     Err("REDIS_URL is set, but this build has no Redis support: \
          cargo run --features redis,axum --example chat"
+        .to_owned())
+}
+
+#[cfg(feature = "nats")]
+async fn nats_broker(url: &str) -> Result<HubBuilder, String> {
+    let broker = tower_sse_pubsub::NatsBroker::builder([url])
+        .stream_name("CHAT")
+        .subject_prefix("chat")
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("chat: NATS broker at {url}");
+    Ok(Hub::builder().broker(broker))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_broker(_url: &str) -> Result<HubBuilder, String> {
+    Err("NATS_URL is set, but this build has no NATS support: \
+         cargo run --features nats,axum --example chat"
         .to_owned())
 }
 

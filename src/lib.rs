@@ -117,6 +117,8 @@ pub use auth::{Access, Allowed, AuthorizeFn, Authorizer, Denied, authorize_fn};
 pub use body::{EventsBody, ResponseBody};
 pub use broker::error::BrokerError;
 pub use broker::memory::{MemoryBroker, MemoryBrokerBuilder};
+#[cfg(feature = "nats")]
+pub use broker::nats::{NatsBroker, NatsBrokerBuilder, NatsConnectError};
 #[cfg(feature = "redis")]
 pub use broker::redis::{RedisBroker, RedisBrokerBuilder, RedisConnectError};
 pub use broker::request::{
@@ -148,6 +150,7 @@ pub use stats::{HubStats, Resumes, StreamsClosed, SubscribesRefused};
 #[cfg(all(
     doctest,
     feature = "redis",
+    feature = "nats",
     feature = "jwt",
     feature = "grpc",
     feature = "mercure"

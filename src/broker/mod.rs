@@ -1,7 +1,7 @@
 //! For broker authors: the [`Broker`] trait, and the fan-out engine ([`Fanout`]) every broker
 //! feeds.
 //!
-//! An app picks a broker ([`MemoryBroker`], the default, or `RedisBroker`)
+//! An app picks a broker ([`MemoryBroker`], the default, `RedisBroker` or `NatsBroker`)
 //! and hands it to [`HubBuilder::broker`](crate::HubBuilder::broker); it needs nothing from this
 //! module. The requests, [`Subscription`] and [`BrokerError`]
 //! are at the crate root, because apps use them too.
@@ -17,8 +17,8 @@
 //!
 //! A broker's job is ids, history and moving events between processes; delivery inside the
 //! process is this engine's. [`MemoryBroker`] publishes into it,
-//! `RedisBroker` appends what arrives from Redis, and an outside broker does
-//! the same with [`Fanout::append`].
+//! `RedisBroker` and `NatsBroker` append what arrives from Redis or NATS, and an outside
+//! broker does the same with [`Fanout::append`].
 //!
 //! * **Per-topic rings.** A frame is appended once to each of its topics' rings, bounded by
 //!   count and bytes (and, over all topics, by bytes and age). Readers share those frames: a
@@ -54,6 +54,8 @@
 
 pub(crate) mod error;
 pub(crate) mod memory;
+#[cfg(feature = "nats")]
+pub(crate) mod nats;
 pub(crate) mod presence;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;

@@ -321,6 +321,7 @@ mod tests {
             subscriber: "urn:uuid:1".to_owned(),
             selectors: vec![Selector::new("a").expect("valid")],
             payload: Some(json!({"foo": "bar"})),
+            lifecycle: Default::default(),
         };
         let [document] = &documents(&stream, false)[..] else {
             panic!("one document");

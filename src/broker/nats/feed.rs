@@ -1,0 +1,202 @@
+//! The one live subscription per process: an ordered consumer on every subject of the stream,
+//! read by one task that turns each event message into a [`Frame`](crate::Frame) once and
+//! appends it to the fan-out engine, with the stream sequence as the frame's sequence.
+//!
+//! The ordered consumer recreates itself when its own deliveries skip; this task also watches
+//! the stream sequence. A jump (messages it never saw) is filled from the stream by sequence,
+//! and what the stream no longer holds is reported to every reader as a resync. Every
+//! `health_check` the stream's identity is read: a recreated stream (a new epoch, say a server
+//! with memory storage restarted) resets the engine, and the feed starts again from the new
+//! stream's first message.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
+use tokio::sync::oneshot;
+
+use super::subject::Subjects;
+use super::wire::{self, Epoch};
+use crate::Resume;
+use crate::broker::Fanout;
+
+/// The most missing messages a jump is filled with one by one; a longer one is reported as a
+/// resync at once.
+const MAX_GAP_FILL: u64 = 1_024;
+
+/// What the feed task needs, moved into it.
+pub(super) struct Feed {
+    pub(super) jetstream: jetstream::Context,
+    pub(super) config: stream::Config,
+    pub(super) subjects: Subjects,
+    pub(super) fanout: Fanout,
+    /// The epoch of the stream this feed reads.
+    pub(super) current: Epoch,
+    /// The stream's epoch as the publishing side knows it, told of a new one.
+    pub(super) epoch: Arc<Mutex<Epoch>>,
+    /// The last stream sequence read (or skipped over as known to be older).
+    pub(super) last: u64,
+    pub(super) health_check: Duration,
+    pub(super) gap_fills: Arc<std::sync::atomic::AtomicU64>,
+    /// Fires (or is dropped) when the broker is.
+    pub(super) stop: oneshot::Receiver<()>,
+}
+
+/// Why one run of the consumer ended.
+enum Restart {
+    Stopped,
+    Again,
+}
+
+impl Feed {
+    pub(super) async fn run(mut self) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.run_once().await {
+                Ok(Restart::Stopped) => return,
+                Ok(Restart::Again) => backoff = Duration::from_millis(50),
+                Err(error) => {
+                    tracing::warn!(%error, "NATS live feed interrupted; restarting it");
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+            tokio::select! {
+                _ = &mut self.stop => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Places an ordered consumer after the last sequence read and appends what it delivers,
+    /// until the stream changes identity, the consumer fails, or the broker is dropped.
+    async fn run_once(&mut self) -> Result<Restart, async_nats::Error> {
+        let stream = self
+            .jetstream
+            .get_or_create_stream(self.config.clone())
+            .await?;
+        let epoch = Epoch::of(stream.cached_info());
+        self.note_epoch(&epoch);
+        let deliver_policy = match self.last {
+            0 => DeliverPolicy::All,
+            last => DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            },
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: self.subjects.all(),
+                deliver_policy,
+                ..OrderedConfig::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut check = tokio::time::interval(self.health_check);
+        check.tick().await;
+        // The last sequence read at the previous check, when the stream held newer ones then.
+        let mut behind: Option<u64> = None;
+        loop {
+            tokio::select! {
+                _ = &mut self.stop => return Ok(Restart::Stopped),
+                _ = check.tick() => {
+                    let info = stream.get_info().await?;
+                    if Epoch::of(&info) != epoch {
+                        return Ok(Restart::Again);
+                    }
+                    // Newer messages exist, and none arrived for a whole interval: the consumer
+                    // stalled (say, lost with a restarted server): place a new one.
+                    if behind == Some(self.last) {
+                        return Ok(Restart::Again);
+                    }
+                    behind = (info.state.last_sequence > self.last).then_some(self.last);
+                }
+                message = messages.next() => {
+                    let Some(message) = message else { return Ok(Restart::Again) };
+                    let message = message?;
+                    let sequence = message.info()?.stream_sequence;
+                    self.deliver(&stream, &epoch, sequence, &message.message).await?;
+                }
+            }
+        }
+    }
+
+    /// Records the stream's epoch; a new one resets the engine (its sequences start again).
+    fn note_epoch(&mut self, epoch: &Epoch) {
+        if self.current != *epoch {
+            tracing::warn!("the NATS stream was recreated: subscribers are told to resync");
+            self.current = epoch.clone();
+            *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = epoch.clone();
+            self.last = 0;
+            self.fanout.resync(None, Resume::Unknown);
+        }
+    }
+
+    /// Appends the message at `sequence`, after filling any jump before it from the stream.
+    async fn deliver(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        epoch: &Epoch,
+        sequence: u64,
+        message: &async_nats::Message,
+    ) -> Result<(), async_nats::Error> {
+        if sequence <= self.last {
+            return Ok(());
+        }
+        if self.last > 0 && sequence > self.last + 1 {
+            self.fill_gap(stream, epoch, sequence).await?;
+        }
+        self.last = sequence;
+        if self.subjects.is_event(&message.subject)
+            && let Some(frame) =
+                wire::decode_frame(epoch, sequence, message.headers.as_ref(), &message.payload)
+        {
+            self.fanout.append(frame);
+        }
+        Ok(())
+    }
+
+    /// Reads the messages between the last one read and `before` from the stream.
+    async fn fill_gap(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        epoch: &Epoch,
+        before: u64,
+    ) -> Result<(), async_nats::Error> {
+        self.gap_fills
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let missing = before - self.last - 1;
+        let mut lost = missing > MAX_GAP_FILL;
+        if !lost {
+            for sequence in self.last + 1..before {
+                match stream.get_raw_message(sequence).await {
+                    Ok(message) => {
+                        if self.subjects.is_event(&message.subject)
+                            && let Some(frame) = wire::decode_frame(
+                                epoch,
+                                sequence,
+                                Some(&message.headers),
+                                &message.payload,
+                            )
+                        {
+                            self.fanout.append(frame);
+                        }
+                    }
+                    Err(error)
+                        if error.kind()
+                            == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                    {
+                        lost = true;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+                self.last = sequence;
+            }
+        }
+        self.last = before - 1;
+        if lost {
+            self.fanout.resync(None, Resume::Expired);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,363 @@
+//! [`NatsBroker`]: many app instances, one topic space, through a NATS JetStream stream
+//! (feature `nats`).
+//!
+//! Built from the crate's public broker API alone, as an outside crate would build one: the
+//! [`Broker`] trait, the fan-out engine ([`Fanout`]) and [`Subscription`].
+//!
+//! * **Storage.** One stream holds every event, each published once as one message (its topics
+//!   in a header, so an event on several topics is stored once). Single-topic events go to
+//!   `<prefix>.t.<hex topic>`, so JetStream's per-subject limit is each topic's history; events
+//!   on several topics share `<prefix>.m`.
+//! * **Ids.** `<epoch>-<stream sequence>`, the epoch being the stream's creation time (hex
+//!   nanoseconds): a recreated stream, whose sequences start again, has a new epoch, so an id
+//!   of the old one is reported unknown and never hides new events.
+//! * **Live delivery.** One ordered consumer per process on the whole stream (never one per
+//!   subscriber), read by one task that appends each event to the engine once (see `feed`).
+//! * **Idempotency.** A request's idempotency key is the message's `Nats-Msg-Id`: within the
+//!   stream's duplicate window JetStream stores a retry no second time and acknowledges it with
+//!   the first message's sequence, so the retry returns the first id.
+//! * **Chosen ids.** A chosen id is first claimed on `<prefix>.id.<hex id>` with an expected
+//!   last subject sequence of 0 (a second claim is refused: [`BrokerError::DuplicateId`]),
+//!   then the event is published, then the event's sequence is recorded on the same subject,
+//!   where a resume after the id on any instance finds it.
+
+mod builder;
+mod feed;
+mod replay;
+mod subject;
+mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::{self, publish::PublishAck};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+
+pub use self::builder::{NatsBrokerBuilder, NatsConnectError};
+use self::subject::Subjects;
+use self::wire::Epoch;
+use crate::broker::{Broker, Fanout, Position};
+use crate::{
+    BoxFuture, BrokerError, EventId, PublishRequest, Resume, Start, SubscribeRequest, Subscription,
+};
+
+/// A broker that shares topics, ids and history between processes through a NATS JetStream
+/// stream.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_sse_pubsub::{Hub, NatsBroker};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = NatsBroker::builder(["nats://127.0.0.1:4222"])
+///     .stream_name("MYAPP_SSE")
+///     .subject_prefix("myapp.sse")
+///     .history_per_topic(500)
+///     .history_max_age(Duration::from_secs(24 * 60 * 60))
+///     .build()
+///     .await?;
+/// let hub = Hub::builder().broker(broker).build()?;
+/// # drop(hub);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub struct NatsBroker {
+    shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    jetstream: jetstream::Context,
+    config: jetstream::stream::Config,
+    subjects: Subjects,
+    /// The epoch of the stream as last seen (by the feed, or a publish that recreated it).
+    epoch: Arc<Mutex<Epoch>>,
+    history_per_topic: usize,
+    replay_page: usize,
+    /// How many times the client has (re)connected.
+    connections: Arc<AtomicU64>,
+    /// The connection count at which the epoch was last read from the server.
+    verified: AtomicU64,
+    gap_fills: Arc<std::sync::atomic::AtomicU64>,
+    fanout: Fanout,
+    /// Dropped with the broker, which stops the feed task.
+    _stop: oneshot::Sender<()>,
+}
+
+impl NatsBroker {
+    /// A builder for a broker on the NATS servers at `urls` (e.g. `nats://127.0.0.1:4222`; the
+    /// client tries them in turn and follows the cluster's own list).
+    pub fn builder<I, S>(urls: I) -> NatsBrokerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        NatsBrokerBuilder::new(urls.into_iter().map(Into::into).collect())
+    }
+
+    /// How many times this process filled a jump in its live feed from the stream.
+    pub fn gap_fills(&self) -> u64 {
+        self.shared
+            .gap_fills
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The fan-out engine this process delivers NATS messages through.
+    pub fn fanout(&self) -> &Fanout {
+        &self.shared.fanout
+    }
+
+    async fn publish_now(&self, request: &PublishRequest) -> Result<EventId, BrokerError> {
+        let topics = request.topics();
+        if topics.is_empty() {
+            return Err(BrokerError::NoTopics);
+        }
+        let shared = &*self.shared;
+        let key = request.key().map(|key| key.as_str());
+        if let Some(id) = request.chosen_id() {
+            let epoch = shared
+                .epoch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if epoch.sequence_of(id).is_some() {
+                // Shaped like one of this stream's own ids: it would name two events.
+                return Err(BrokerError::DuplicateId(id.clone()));
+            }
+            shared.claim(id, key).await?;
+        }
+        let (headers, payload) = wire::encode_request(request);
+        let mut message = PublishMessage::build().headers(headers).payload(payload);
+        if let Some(key) = key {
+            message = message.message_id(key);
+        }
+        let ack = shared
+            .send(shared.subjects.event(topics), message)
+            .await
+            .map_err(|e| BrokerError::unavailable("NATS did not acknowledge the publish", e))?;
+        if let Some(id) = request.chosen_id() {
+            let record = PublishMessage::build().payload(Bytes::from(ack.sequence.to_string()));
+            shared
+                .send(shared.subjects.chosen_id(id), record)
+                .await
+                .map_err(|e| {
+                    BrokerError::unavailable("NATS did not record the event's chosen id", e)
+                })?;
+            return Ok(id.clone());
+        }
+        // Acknowledged over a connection made since the epoch was read: the server may have
+        // restarted and another instance recreated the stream, so read which one this is.
+        let connections = shared.connections.load(Ordering::Acquire);
+        if shared.verified.load(Ordering::Acquire) < connections {
+            shared.stream().await?;
+            shared.verified.fetch_max(connections, Ordering::AcqRel);
+        }
+        let epoch = shared
+            .epoch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        epoch
+            .id(ack.sequence)
+            .ok_or_else(|| BrokerError::unavailable("NATS returned an unusable sequence", "bad id"))
+    }
+
+    async fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
+        let topics = request.topics();
+        let patterns = request.patterns();
+        if topics.is_empty() && patterns.is_empty() {
+            return Err(BrokerError::NoTopics);
+        }
+        let shared = &self.shared;
+        // Placed before the replay's end is read: every event the replay does not hold
+        // arrives here.
+        let (reader, _) = shared.fanout.subscribe_matching(
+            topics,
+            patterns,
+            Position::Live,
+            request.granted().clone(),
+            None,
+        );
+        let subscription = match request.start_at() {
+            start @ (Start::After(_) | Start::Earliest) => {
+                let filter = replay::Filter {
+                    topics: topics.to_vec(),
+                    patterns: patterns.to_vec(),
+                };
+                let first =
+                    replay::first_page(shared, filter, start, request.granted(), request.budget())
+                        .await?;
+                Subscription::new(reader, first.resume.clone())
+                    .skip_through(first.seen_through)
+                    .with_replay(first.into_pages())
+            }
+            _ => {
+                // The feed may not have appended every event published before this subscribe
+                // yet: those are not live events for this subscriber.
+                let published = shared.last_sequence().await?;
+                Subscription::new(reader, Resume::Fresh).skip_through(published)
+            }
+        };
+        Ok(subscription
+            .with_replay_budget(request.budget())
+            .with_deadline(request.deadline_at()))
+    }
+
+    async fn last_event_id_now(&self) -> Result<Option<EventId>, BrokerError> {
+        let stream = self.shared.stream().await?;
+        let info = stream.cached_info();
+        Ok(match info.state.last_sequence {
+            0 => None,
+            last => Epoch::of(info).id(last),
+        })
+    }
+}
+
+impl Shared {
+    /// The stream with its current state (one request), created again if it is gone (a server
+    /// with memory storage restarted).
+    async fn stream(&self) -> Result<Stream, BrokerError> {
+        let stream = self
+            .jetstream
+            .get_or_create_stream(self.config.clone())
+            .await
+            .map_err(|e| BrokerError::unavailable("cannot reach the NATS stream", e))?;
+        self.note_epoch(Epoch::of(stream.cached_info()));
+        Ok(stream)
+    }
+
+    fn note_epoch(&self, epoch: Epoch) {
+        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = epoch;
+    }
+
+    /// Publishes and waits for the acknowledgement; a stream that is gone is created again
+    /// (with a new epoch) and the publish retried once.
+    async fn send(
+        &self,
+        subject: String,
+        message: PublishMessage,
+    ) -> Result<PublishAck, async_nats::Error> {
+        let retry = message.clone();
+        match self.send_once(subject.clone(), message).await {
+            Err(e) if is_stream_gone(&e) => {
+                self.stream().await?;
+                self.send_once(subject, retry).await.map_err(Into::into)
+            }
+            other => other.map_err(Into::into),
+        }
+    }
+
+    async fn send_once(
+        &self,
+        subject: String,
+        message: PublishMessage,
+    ) -> Result<PublishAck, async_nats::jetstream::context::PublishError> {
+        self.jetstream.send_publish(subject, message).await?.await
+    }
+
+    /// The sequence of the stream's newest message.
+    async fn last_sequence(&self) -> Result<u64, BrokerError> {
+        // Fetched with the stream: its state as of now.
+        let stream = self.stream().await?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    /// Claims the chosen id `id`, or refuses it as taken.
+    async fn claim(&self, id: &EventId, key: Option<&str>) -> Result<(), BrokerError> {
+        let mut claim = PublishMessage::build()
+            .payload(Bytes::new())
+            .expected_last_subject_sequence(0);
+        if let Some(key) = key {
+            // A retry of the same publish passes its own claim as a duplicate.
+            claim = claim.message_id(format!("{key}\u{1f}claim"));
+        }
+        match self.send_once(self.subjects.chosen_id(id), claim).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(BrokerError::DuplicateId(id.clone()))
+            }
+            Err(e) => Err(BrokerError::unavailable(
+                "NATS did not confirm the claim of a chosen id",
+                e,
+            )),
+        }
+    }
+
+    /// The sequence of the event that took the chosen id `id`, if the stream recorded one.
+    async fn chosen_id_sequence(
+        &self,
+        stream: &Stream,
+        id: &EventId,
+    ) -> Result<Option<u64>, BrokerError> {
+        match stream
+            .get_last_raw_message_by_subject(&self.subjects.chosen_id(id))
+            .await
+        {
+            Ok(message) => Ok(std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(|s| s.parse().ok())),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BrokerError::unavailable(
+                "cannot look up a chosen id in NATS",
+                e,
+            )),
+        }
+    }
+
+    /// How many messages `subject` holds.
+    async fn subject_count(&self, stream: &Stream, subject: &str) -> Result<usize, BrokerError> {
+        let mut subjects = stream
+            .info_with_subjects(subject)
+            .await
+            .map_err(|e| BrokerError::unavailable("cannot read a topic's size from NATS", e))?;
+        let mut count = 0;
+        while let Some(entry) = subjects.next().await {
+            let (_, messages) = entry
+                .map_err(|e| BrokerError::unavailable("cannot read a topic's size from NATS", e))?;
+            count += messages;
+        }
+        Ok(count)
+    }
+}
+
+/// Whether a publish failed because no stream holds the subject (it was deleted, or the server
+/// lost it on restart).
+fn is_stream_gone(error: &async_nats::jetstream::context::PublishError) -> bool {
+    matches!(error.kind(), PublishErrorKind::StreamNotFound)
+}
+
+impl Broker for NatsBroker {
+    fn publish<'a>(
+        &'a self,
+        request: &'a PublishRequest,
+    ) -> BoxFuture<'a, Result<EventId, BrokerError>> {
+        Box::pin(self.publish_now(request))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        request: &'a SubscribeRequest,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
+        Box::pin(self.subscribe_now(request))
+    }
+
+    fn last_event_id(&self) -> BoxFuture<'_, Result<Option<EventId>, BrokerError>> {
+        Box::pin(self.last_event_id_now())
+    }
+}
+
+impl std::fmt::Debug for NatsBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBroker")
+            .field("stream", &self.shared.config.name)
+            .field("subjects", &self.shared.subjects)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,416 @@
+//! Replays a resuming subscriber's history from the stream in pages: messages are read by
+//! sequence, a page at a time, and filtered in-process by the subscriber's topics and patterns
+//! (so a pattern replays as well as a topic does). The replay ends at the stream's last sequence
+//! when the subscriber's reader was already placed (the cut): later events arrive live.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use futures::StreamExt;
+
+use super::Shared;
+use super::subject::Subjects;
+use super::wire::{self, Epoch};
+use crate::broker::{BrokerError, ReplayBudget, ReplayPages, Resume};
+use crate::{EventId, Frame, Grant, Selector, Start, Topic};
+
+/// How many messages of a page are requested at once.
+const CONCURRENT_READS: usize = 32;
+
+/// What a replay delivers: frames on these topics, or on topics these patterns match.
+#[derive(Clone)]
+pub(super) struct Filter {
+    pub(super) topics: Vec<Topic>,
+    pub(super) patterns: Vec<Selector>,
+}
+
+impl Filter {
+    fn matches(&self, frame: &Frame) -> bool {
+        frame.topics().iter().any(|topic| {
+            self.topics.contains(topic) || self.patterns.iter().any(|p| p.matches(topic.as_str()))
+        })
+    }
+}
+
+/// The replay after its first read, with how the resume point was placed.
+pub(super) struct FirstPage {
+    pub(super) resume: Resume,
+    /// The sequence the client has seen through (0 when its id was not placed).
+    pub(super) seen_through: u64,
+    pages: Pages,
+}
+
+struct Pages {
+    stream: Stream,
+    subjects: Subjects,
+    epoch: Epoch,
+    filter: Filter,
+    /// The next sequence to read.
+    next: u64,
+    /// The last sequence to read (the cut).
+    end: u64,
+    page: usize,
+    /// Frames read ahead (a budgeted replay is read newest first, then held here).
+    held: VecDeque<Frame>,
+    /// When set, the replay walks these subjects' messages (merged by sequence) instead of
+    /// every message of the stream.
+    cursors: Option<Vec<Cursor>>,
+}
+
+/// A replay's position on one subject.
+struct Cursor {
+    subject: String,
+    /// The next sequence to look from.
+    from: u64,
+    /// The subject's next message at or after `from`, read ahead.
+    pending: Option<StreamMessage>,
+    done: bool,
+}
+
+/// Cursors on the subjects of an exact-topic replay (its topics' and the multi-topic one), when
+/// their messages are a small part of the range to replay: reading them one by one then beats
+/// reading every message of the range. `None` for pattern replays (any subject may match).
+async fn by_subject(
+    shared: &Shared,
+    pages: &Pages,
+    after: u64,
+) -> Result<Option<Vec<Cursor>>, BrokerError> {
+    if !pages.filter.patterns.is_empty() || pages.next > pages.end {
+        return Ok(None);
+    }
+    let mut subjects: Vec<String> = pages
+        .filter
+        .topics
+        .iter()
+        .map(|t| shared.subjects.topic(t))
+        .collect();
+    subjects.push(shared.subjects.multi());
+    let mut held = 0;
+    for subject in &subjects {
+        held += shared.subject_count(&pages.stream, subject).await?;
+    }
+    let range = pages.end - after;
+    if (held as u64).saturating_mul(SPARSE) >= range {
+        return Ok(None);
+    }
+    Ok(Some(
+        subjects
+            .into_iter()
+            .map(|subject| Cursor {
+                subject,
+                from: after + 1,
+                pending: None,
+                done: false,
+            })
+            .collect(),
+    ))
+}
+
+/// How many times more messages the range to replay must hold than the subscriber's subjects
+/// for the replay to read by subject.
+const SPARSE: u64 = 4;
+
+impl FirstPage {
+    pub(super) fn into_pages(self) -> ReplayPages {
+        Box::pin(futures::stream::unfold(
+            Some(self.pages),
+            |pages| async move {
+                let mut pages = pages?;
+                match pages.next_page().await {
+                    Ok(Some(page)) => Some((Ok(page), Some(pages))),
+                    Ok(None) => None,
+                    Err(error) => Some((Err(error), None)),
+                }
+            },
+        ))
+    }
+}
+
+/// Places the resume point of `start` in the stream and prepares the replay up to the stream's
+/// current end. With a `budget`, a replay that would not fit starts later, at the newest point
+/// from which it fits (the oldest events are left out, and the resume is reported expired).
+pub(super) async fn first_page(
+    shared: &Arc<Shared>,
+    filter: Filter,
+    start: &Start,
+    grant: &Grant,
+    budget: Option<ReplayBudget>,
+) -> Result<FirstPage, BrokerError> {
+    // Fetched with the stream: its state as of now.
+    let stream = shared.stream().await?;
+    let info = stream.cached_info().clone();
+    let epoch = Epoch::of(&info);
+    let end = info.state.last_sequence;
+    let first = info.state.first_sequence.max(1);
+    let (mut after, mut resume) = match start {
+        Start::After(id) => match place(shared, &stream, &epoch, id, end).await? {
+            Some(sequence) if sequence + 1 < first => (sequence, Resume::Expired),
+            Some(sequence) => (sequence, Resume::Complete),
+            None => (first - 1, Resume::Unknown),
+        },
+        _ => (first - 1, Resume::Complete),
+    };
+    if resume == Resume::Complete && !matches!(start, Start::Earliest) {
+        resume = trimmed_since(shared, &stream, &filter, after).await?;
+    }
+    let mut pages = Pages {
+        stream,
+        subjects: shared.subjects.clone(),
+        epoch,
+        filter,
+        next: after + 1,
+        end,
+        page: shared.replay_page,
+        held: VecDeque::new(),
+        cursors: None,
+    };
+    if shared.history_per_topic == 0 {
+        // No history is kept: nothing is replayed, and anything published since is missed.
+        if resume == Resume::Complete && end > after {
+            resume = Resume::Expired;
+        }
+        pages.next = end + 1;
+    } else if let Some(budget) = budget
+        && let Some(start) = pages.fit(budget, grant).await?
+    {
+        after = after.max(start);
+        if resume == Resume::Complete {
+            resume = Resume::Expired;
+        }
+    } else {
+        pages.cursors = by_subject(shared, &pages, after).await?;
+        if let Some(page) = pages.next_page().await? {
+            // The first page is read now, as the subscriber's history stands when it subscribes:
+            // a topic's history may move on before the stream is polled.
+            pages.held = page.into();
+        }
+    }
+    let seen_through = match resume {
+        Resume::Unknown => 0,
+        // Nothing before the end is replayed: a live frame the feed appends late is old.
+        _ if shared.history_per_topic == 0 => end,
+        _ => after,
+    };
+    Ok(FirstPage {
+        resume,
+        seen_through,
+        pages,
+    })
+}
+
+/// The sequence `id` names in the current stream: one of the broker's own ids of this epoch,
+/// or a chosen id the stream recorded. `None` when it names none (another epoch or broker).
+async fn place(
+    shared: &Shared,
+    stream: &Stream,
+    epoch: &Epoch,
+    id: &EventId,
+    end: u64,
+) -> Result<Option<u64>, BrokerError> {
+    let sequence = match epoch.sequence_of(id) {
+        Some(sequence) => Some(sequence),
+        None => shared.chosen_id_sequence(stream, id).await?,
+    };
+    Ok(sequence.filter(|&s| s <= end))
+}
+
+/// `Expired` when a subscribed topic's own history (its subject's message limit) may have
+/// dropped events after `after`, else `Complete`. Patterns are only checked stream-wide.
+async fn trimmed_since(
+    shared: &Shared,
+    stream: &Stream,
+    filter: &Filter,
+    after: u64,
+) -> Result<Resume, BrokerError> {
+    let limit = shared.history_per_topic.max(1);
+    let mut subjects: Vec<String> = filter
+        .topics
+        .iter()
+        .map(|t| shared.subjects.topic(t))
+        .collect();
+    subjects.push(shared.subjects.multi());
+    for subject in subjects {
+        // The oldest message still on the subject: if the subject is full and that is newer
+        // than the resume point, older ones after the resume point may have been dropped.
+        let oldest = match stream.get_first_raw_message_by_subject(&subject, 1).await {
+            Ok(message) => message.sequence,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+            Err(e) => {
+                return Err(BrokerError::unavailable(
+                    "cannot read a topic's history from NATS",
+                    e,
+                ));
+            }
+        };
+        if oldest <= after + 1 {
+            continue;
+        }
+        let count = shared.subject_count(stream, &subject).await?;
+        if count >= limit {
+            return Ok(Resume::Expired);
+        }
+    }
+    Ok(Resume::Complete)
+}
+
+impl Pages {
+    /// Reads the replay newest first until `budget` is spent; when it is spent before the
+    /// start, keeps what fits and returns the sequence the replay now starts after.
+    async fn fit(
+        &mut self,
+        budget: ReplayBudget,
+        grant: &Grant,
+    ) -> Result<Option<u64>, BrokerError> {
+        let (mut events, mut bytes) = (budget.events(), budget.bytes());
+        let mut upper = self.end;
+        let mut kept = VecDeque::new();
+        while upper >= self.next {
+            let lower = upper.saturating_sub(self.page as u64 - 1).max(self.next);
+            let frames = self.read(lower, upper).await?;
+            for frame in frames.into_iter().rev() {
+                if !grant.allows(&frame) {
+                    continue;
+                }
+                let size = frame.bytes().len();
+                if events == 0 || size > bytes {
+                    let start = frame.sequence();
+                    self.held = kept;
+                    self.next = self.end + 1;
+                    return Ok(Some(start));
+                }
+                events -= 1;
+                bytes -= size;
+                kept.push_front(frame);
+            }
+            if lower == self.next {
+                break;
+            }
+            upper = lower - 1;
+        }
+        // Everything fits, and is read already.
+        self.held = kept;
+        self.next = self.end + 1;
+        Ok(None)
+    }
+
+    /// The next frames in sequence order; `None` at the end.
+    async fn next_page(&mut self) -> Result<Option<Vec<Frame>>, BrokerError> {
+        if !self.held.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.held).into()));
+        }
+        if self.cursors.is_some() {
+            return self.merge_page().await;
+        }
+        while self.next <= self.end {
+            let upper = self.end.min(self.next.saturating_add(self.page as u64 - 1));
+            let frames = self.read(self.next, upper).await?;
+            self.next = upper + 1;
+            if !frames.is_empty() {
+                return Ok(Some(frames));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next page of an exact-topic replay, from its subjects' messages merged by sequence;
+    /// `None` at the end.
+    async fn merge_page(&mut self) -> Result<Option<Vec<Frame>>, BrokerError> {
+        let Self {
+            stream,
+            subjects,
+            epoch,
+            filter,
+            end,
+            page,
+            cursors,
+            ..
+        } = self;
+        let Some(cursors) = cursors.as_mut() else {
+            return Ok(None);
+        };
+        let mut frames = Vec::new();
+        while frames.len() < *page {
+            for cursor in cursors.iter_mut() {
+                if cursor.pending.is_some() || cursor.done {
+                    continue;
+                }
+                match stream
+                    .get_first_raw_message_by_subject(&cursor.subject, cursor.from)
+                    .await
+                {
+                    Ok(message) if message.sequence <= *end => cursor.pending = Some(message),
+                    Ok(_) => cursor.done = true,
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        cursor.done = true;
+                    }
+                    Err(e) => {
+                        return Err(BrokerError::unavailable(
+                            "cannot read history from the NATS stream",
+                            e,
+                        ));
+                    }
+                }
+            }
+            let Some(cursor) = cursors
+                .iter_mut()
+                .filter(|c| c.pending.is_some())
+                .min_by_key(|c| c.pending.as_ref().map_or(u64::MAX, |m| m.sequence))
+            else {
+                break;
+            };
+            let Some(message) = cursor.pending.take() else {
+                break;
+            };
+            cursor.from = message.sequence + 1;
+            if subjects.is_event(&message.subject)
+                && let Some(frame) = wire::decode_frame(
+                    epoch,
+                    message.sequence,
+                    Some(&message.headers),
+                    &message.payload,
+                )
+                && filter.matches(&frame)
+            {
+                frames.push(frame);
+            }
+        }
+        Ok((!frames.is_empty()).then_some(frames))
+    }
+
+    /// The frames this replay delivers among the messages `lower..=upper`, in order.
+    async fn read(&self, lower: u64, upper: u64) -> Result<Vec<Frame>, BrokerError> {
+        let stream = &self.stream;
+        let mut reads = futures::stream::iter(lower..=upper)
+            .map(|sequence| async move { (sequence, stream.get_raw_message(sequence).await) })
+            .buffered(CONCURRENT_READS);
+        let mut frames = Vec::new();
+        while let Some((sequence, read)) = reads.next().await {
+            let message = match read {
+                Ok(message) => message,
+                // Deleted or trimmed meanwhile.
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => {
+                    return Err(BrokerError::unavailable(
+                        "cannot read history from the NATS stream",
+                        e,
+                    ));
+                }
+            };
+            if !self.subjects.is_event(&message.subject) {
+                continue;
+            }
+            if let Some(frame) = wire::decode_frame(
+                &self.epoch,
+                sequence,
+                Some(&message.headers),
+                &message.payload,
+            ) && self.filter.matches(&frame)
+            {
+                frames.push(frame);
+            }
+        }
+        Ok(frames)
+    }
+}

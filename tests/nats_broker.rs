@@ -1,0 +1,549 @@
+//! `NatsBroker` against real `nats-server`s (JetStream) that each test spawns on a free port:
+//! the broker conformance suite, ids, chosen ids and idempotent publishes across instances,
+//! and what happens when the server goes away.
+
+#![cfg(feature = "nats")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::conformance::{Factory, Limits};
+use common::nats_server::NatsServer;
+use futures::StreamExt;
+use tower_sse_pubsub::BoxFuture;
+use tower_sse_pubsub::broker::Broker;
+use tower_sse_pubsub::{
+    BrokerError, Delivery, Event, EventId, IdempotencyKey, NatsBroker, PublishRequest, Resume,
+    Selector, Start, SubscribeRequest, Subscription, Topic,
+};
+
+/// Brokers on one spawned server, each on its own stream and subject prefix.
+struct NatsFactory {
+    server: NatsServer,
+    brokers: AtomicUsize,
+}
+
+impl NatsFactory {
+    fn start() -> Option<Self> {
+        Some(Self {
+            server: NatsServer::start()?,
+            brokers: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Factory for NatsFactory {
+    fn make(&self, limits: Limits) -> BoxFuture<'_, Arc<dyn Broker>> {
+        let n = self.brokers.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let broker = NatsBroker::builder([self.server.url()])
+                .stream_name(format!("TEST{n}"))
+                .subject_prefix(format!("test{n}"))
+                .history_per_topic(limits.history_per_topic)
+                .subscriber_queue(limits.subscriber_queue)
+                // Small pages, so the suite's longer replays are read in several.
+                .replay_page(16)
+                .build()
+                .await
+                .expect("broker connects to the test server");
+            Arc::new(broker) as Arc<dyn Broker>
+        })
+    }
+}
+
+broker_conformance!(NatsFactory::start());
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn topic(name: &str) -> Topic {
+    Topic::new(name).expect("valid topic")
+}
+
+async fn broker_on(server: &NatsServer, stream: &str, memory: bool) -> NatsBroker {
+    let mut builder = NatsBroker::builder([server.url()])
+        .stream_name(stream)
+        .subject_prefix(stream.to_lowercase())
+        .health_check(Duration::from_millis(100))
+        .timeout(Duration::from_secs(2));
+    if memory {
+        builder = builder.memory_storage();
+    }
+    builder.build().await.expect("broker connects")
+}
+
+async fn publish(broker: &dyn Broker, topic_name: &str, data: &str) -> EventId {
+    broker
+        .publish(&PublishRequest::new(
+            [topic(topic_name)],
+            Event::text(data).expect("event"),
+        ))
+        .await
+        .expect("publish")
+}
+
+async fn next_data(subscription: &mut Subscription) -> Delivery {
+    tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the subscription goes on")
+}
+
+fn data_of(delivery: Delivery) -> String {
+    match delivery {
+        Delivery::Event(frame) => frame.fields().data,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_any_valid_name_round_trip_through_subjects() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "NAMES", false).await;
+    for name in [
+        "a.b",
+        "with space",
+        "*",
+        ">",
+        "a.*.>",
+        "ünï✓",
+        "/books/{id}",
+    ] {
+        let mut subscription = broker
+            .subscribe(&SubscribeRequest::new([topic(name)]))
+            .await
+            .expect("subscribe");
+        publish(&broker, name, name).await;
+        assert_eq!(data_of(next_data(&mut subscription).await), name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_instance() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let one = broker_on(&server, "SHARED", false).await;
+    let two = broker_on(&server, "SHARED", false).await;
+    let first = publish(&one, "t", "first").await;
+    publish(&one, "t", "second").await;
+    let chosen = EventId::new("urn:uuid:chosen").expect("id");
+    one.publish(
+        &PublishRequest::new([topic("t")], Event::text("third").expect("event")).id(chosen.clone()),
+    )
+    .await
+    .expect("publish with a chosen id");
+    publish(&one, "t", "fourth").await;
+
+    let mut resumed = two
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(first)))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    for expected in ["second", "third", "fourth"] {
+        assert_eq!(data_of(next_data(&mut resumed).await), expected);
+    }
+    let mut after_chosen = two
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(chosen.clone())))
+        .await
+        .expect("subscribe");
+    assert_eq!(after_chosen.resume(), &Resume::Complete);
+    assert_eq!(data_of(next_data(&mut after_chosen).await), "fourth");
+
+    // The chosen id is taken on every instance.
+    let again = two
+        .publish(
+            &PublishRequest::new([topic("t")], Event::text("again").expect("event")).id(chosen),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(BrokerError::DuplicateId(_))),
+        "{again:?}"
+    );
+    let last = two
+        .last_event_id()
+        .await
+        .expect("last id")
+        .expect("some id");
+    let mut after_last = one
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(last)))
+        .await
+        .expect("subscribe");
+    assert_eq!(after_last.resume(), &Resume::Complete);
+    publish(&two, "t", "live").await;
+    assert_eq!(data_of(next_data(&mut after_last).await), "live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_returns_the_first_id_on_another_instance() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let one = broker_on(&server, "RETRY", false).await;
+    let two = broker_on(&server, "RETRY", false).await;
+    let key = IdempotencyKey::new("order-42").expect("key");
+    let request =
+        PublishRequest::new([topic("t")], Event::text("once").expect("event")).idempotency_key(key);
+    let first = one.publish(&request).await.expect("publish");
+    publish(&one, "t", "between").await;
+    let retried = two.publish(&request).await.expect("retry");
+    assert_eq!(retried, first, "a duplicate acknowledges the first message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_with_a_chosen_id_returns_it_and_publishes_once() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "RETRYCHOSEN", false).await;
+    let start = publish(&broker, "t", "start").await;
+    let chosen = EventId::new("order-7").expect("id");
+    let request = PublishRequest::new([topic("t")], Event::text("once").expect("event"))
+        .id(chosen.clone())
+        .idempotency_key(IdempotencyKey::new("k-7").expect("key"));
+    assert_eq!(broker.publish(&request).await.expect("publish"), chosen);
+    assert_eq!(broker.publish(&request).await.expect("retry"), chosen);
+    publish(&broker, "t", "end").await;
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(start)))
+        .await
+        .expect("subscribe");
+    assert_eq!(data_of(next_data(&mut resumed).await), "once");
+    assert_eq!(data_of(next_data(&mut resumed).await), "end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_topic_replays_whole_and_in_order_among_many_others() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = NatsBroker::builder([server.url()])
+        .stream_name("SPARSE")
+        .subject_prefix("sparse")
+        .replay_page(2)
+        .build()
+        .await
+        .expect("broker connects");
+    let start = publish(&broker, "t", "start").await;
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        if i % 25 == 0 {
+            publish(&broker, "t", &format!("t{i}")).await;
+            expected.push(format!("t{i}"));
+        } else if i % 25 == 10 {
+            let both = PublishRequest::new(
+                [topic("u"), topic("t")],
+                Event::text(format!("both{i}")).expect("event"),
+            );
+            broker.publish(&both).await.expect("publish");
+            expected.push(format!("both{i}"));
+        } else if i % 25 == 20 {
+            let neither = PublishRequest::new(
+                [topic("x"), topic("y")],
+                Event::text(format!("neither{i}")).expect("event"),
+            );
+            broker.publish(&neither).await.expect("publish");
+        } else {
+            publish(&broker, "other", &format!("o{i}")).await;
+        }
+    }
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(start)))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    publish(&broker, "t", "live").await;
+    expected.push("live".to_owned());
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        seen.push(data_of(next_data(&mut resumed).await));
+    }
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patterns_get_live_and_replayed_events() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "PATTERNS", false).await;
+    let before = publish(&broker, "/books/0", "zero").await;
+    publish(&broker, "/books/1", "one").await;
+    publish(&broker, "/authors/1", "not a book").await;
+    let pattern = Selector::new("/books/{id}").expect("selector");
+    let mut subscription = broker
+        .subscribe(
+            &SubscribeRequest::new([])
+                .select([pattern])
+                .start(Start::After(before)),
+        )
+        .await
+        .expect("subscribe");
+    assert_eq!(data_of(next_data(&mut subscription).await), "one");
+    publish(&broker, "/authors/2", "still not").await;
+    publish(&broker, "/books/2", "two").await;
+    assert_eq!(data_of(next_data(&mut subscription).await), "two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_with_file_storage_loses_nothing() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "DURABLE", false).await;
+    let mut subscription = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]))
+        .await
+        .expect("subscribe");
+    let first = publish(&broker, "t", "before").await;
+    assert_eq!(data_of(next_data(&mut subscription).await), "before");
+    server.restart();
+    let after = publish_retrying(&broker, "after").await;
+    assert_eq!(
+        data_of(next_data(&mut subscription).await),
+        "after",
+        "no resync, no loss"
+    );
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(first)))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    assert_eq!(data_of(next_data(&mut resumed).await), "after");
+    assert_ne!(after.as_str(), "", "an id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_with_memory_storage_makes_subscribers_resync() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "VOLATILE", true).await;
+    let mut subscription = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]))
+        .await
+        .expect("subscribe");
+    let old = publish(&broker, "t", "old").await;
+    publish(&broker, "t", "old two").await;
+    assert_eq!(data_of(next_data(&mut subscription).await), "old");
+    assert_eq!(data_of(next_data(&mut subscription).await), "old two");
+    server.restart();
+    let new = publish_retrying(&broker, "new").await;
+    assert_ne!(new, old, "a new epoch's ids differ from the old one's");
+    // The live subscriber is told, then gets what follows.
+    let mut saw_resync = false;
+    loop {
+        match next_data(&mut subscription).await {
+            Delivery::Resync(_) => saw_resync = true,
+            delivery => {
+                assert_eq!(data_of(delivery), "new");
+                break;
+            }
+        }
+    }
+    assert!(saw_resync, "the reset is said in-band");
+    // An id of the old stream hides nothing of the new one.
+    let mut resumed = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::After(old)))
+        .await
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Unknown);
+    assert_eq!(data_of(next_data(&mut resumed).await), "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_memory_restart_every_instance_returns_the_new_streams_ids() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    // A slow health check: the publishing side must not wait for the feed to notice.
+    let slow = |server: &NatsServer| {
+        NatsBroker::builder([server.url()])
+            .stream_name("EPOCHS")
+            .subject_prefix("epochs")
+            .memory_storage()
+            .health_check(Duration::from_secs(60))
+            .timeout(Duration::from_secs(2))
+            .build()
+    };
+    let one = slow(&server).await.expect("broker connects");
+    let two = slow(&server).await.expect("broker connects");
+    publish(&one, "t", "old").await;
+    publish(&two, "t", "old").await;
+    server.restart();
+    // The first instance recreates the stream; the second publishes into it unawares.
+    publish_retrying(&one, "new one").await;
+    let id = publish_retrying(&two, "new two").await;
+    let mut all = one
+        .subscribe(&SubscribeRequest::new([topic("t")]).start(Start::Earliest))
+        .await
+        .expect("subscribe");
+    loop {
+        match next_data(&mut all).await {
+            Delivery::Event(frame) if frame.fields().data == "new two" => {
+                assert_eq!(frame.id(), &id, "the id returned is the id on the wire");
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_loses_no_event() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "DROPPED", false).await;
+    let mut subscription = broker
+        .subscribe(&SubscribeRequest::new([topic("t")]))
+        .await
+        .expect("subscribe");
+    publish(&broker, "t", "0").await;
+    assert_eq!(data_of(next_data(&mut subscription).await), "0");
+    // Another instance publishes while this one's connection is down.
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.restart();
+    let other = broker_on(&server, "DROPPED", false).await;
+    for i in 1..=5 {
+        publish(&other, "t", &i.to_string()).await;
+    }
+    for i in 1..=5 {
+        assert_eq!(data_of(next_data(&mut subscription).await), i.to_string());
+    }
+}
+
+/// Publishes to `t`, retrying while the client reconnects.
+async fn publish_retrying(broker: &NatsBroker, data: &str) -> EventId {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let request = PublishRequest::new([topic("t")], Event::text(data).expect("event"));
+        match broker.publish(&request).await {
+            Ok(id) => return id,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("publish failed, retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("publish failed after the restart: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cluster_leader_loses_no_acknowledged_publish() {
+    let Some(mut servers) = NatsServer::start_cluster(3) else {
+        return;
+    };
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let connect = |urls: Vec<String>| async move {
+        // The cluster elects its JetStream leaders after it starts: retry within a bound.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let built = NatsBroker::builder(urls.clone())
+                .stream_name("HA")
+                .subject_prefix("ha")
+                .replicas(3)
+                .health_check(Duration::from_millis(200))
+                .timeout(Duration::from_secs(2))
+                .build()
+                .await;
+            match built {
+                Ok(broker) => return broker,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("cluster not ready: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("the cluster never served the stream: {e}"),
+            }
+        }
+    };
+    let publisher = connect(urls.clone()).await;
+    let readers = [connect(urls.clone()).await, connect(urls.clone()).await];
+    let mut subscriptions = Vec::new();
+    for reader in &readers {
+        subscriptions.push(
+            reader
+                .subscribe(&SubscribeRequest::new([topic("t")]))
+                .await
+                .expect("subscribe"),
+        );
+    }
+
+    const EVENTS: usize = 200;
+    let publishing = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for i in 0..EVENTS {
+            let started = tokio::time::Instant::now();
+            let request =
+                PublishRequest::new([topic("t")], Event::text(i.to_string()).expect("event"))
+                    .idempotency_key(IdempotencyKey::new(format!("k{i}")).expect("key"));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            // A retry carries the same key: an event stored but not acknowledged is not
+            // stored twice.
+            loop {
+                match publisher.publish(&request).await {
+                    Ok(_) => break,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        eprintln!("publish {i} failed, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("publish {i} never succeeded: {e}"),
+                }
+            }
+            slowest = slowest.max(started.elapsed());
+            acknowledged.push(i.to_string());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!("the slowest publish (through the failover) took {slowest:?}");
+        acknowledged
+    });
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let leader = stream_leader(&urls, "HA").await;
+    let index: usize = leader
+        .strip_prefix('n')
+        .and_then(|i| i.parse().ok())
+        .expect("a leader named n<i>");
+    eprintln!("killing the stream leader {leader}");
+    servers[index].kill();
+
+    let acknowledged = publishing.await.expect("publisher task");
+    assert_eq!(acknowledged.len(), EVENTS);
+    for subscription in &mut subscriptions {
+        let mut seen = Vec::new();
+        while seen.len() < EVENTS {
+            let delivery = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+                .await
+                .expect("a delivery in time")
+                .expect("the subscription goes on");
+            match delivery {
+                Delivery::Event(frame) => seen.push(frame.fields().data),
+                other => panic!("unexpected {other:?} after {} events", seen.len()),
+            }
+        }
+        assert_eq!(
+            seen, acknowledged,
+            "every acknowledged event once, in order"
+        );
+    }
+}
+
+/// The name of the server leading `stream`'s replicas.
+async fn stream_leader(urls: &[String], stream: &str) -> String {
+    let addresses: Vec<async_nats::ServerAddr> =
+        urls.iter().map(|u| u.parse().expect("url")).collect();
+    let client = async_nats::connect(addresses).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(stream).await.expect("stream");
+    let info = stream.info().await.expect("stream info");
+    info.cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a leader")
+}
