@@ -75,6 +75,7 @@
 //! needs (the [`Broker`](broker::Broker) trait, the fan-out engine) is in [`broker`]. Each
 //! optional part has its own module, named after its feature:
 //!
+//! * `conformance`: the broker conformance suite, for brokers written outside this crate;
 //! * `grpc`: the hub as the gRPC service `pubsub.v1.PubSub` (tonic), with the hub's
 //!   authorizer, limits and counters;
 //! * `jwt`: `JwtAuthorizer`, Mercure's JSON Web Tokens for the hub's endpoints;
@@ -91,6 +92,9 @@
 mod auth;
 mod body;
 pub mod broker;
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
 mod deadline;
 mod endpoint;
 mod event;

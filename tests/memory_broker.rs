@@ -5,8 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::conformance::Limits;
 use std::time::Duration;
+use tower_sse_pubsub::conformance::Limits;
 
 use futures::StreamExt;
 use tower_sse_pubsub::broker::Broker;
@@ -23,7 +23,7 @@ fn memory(limits: Limits) -> Arc<dyn Broker> {
     )
 }
 
-broker_conformance!(Some(memory));
+tower_sse_pubsub::broker_conformance!(Some(memory));
 
 #[tokio::test]
 async fn dropping_a_subscription_unsubscribes_from_every_topic() {

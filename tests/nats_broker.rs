@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::conformance::{Factory, Limits};
 use common::nats_server::NatsServer;
 use futures::StreamExt;
 use tower_sse_pubsub::BoxFuture;
 use tower_sse_pubsub::broker::Broker;
+use tower_sse_pubsub::conformance::{Factory, Limits};
 use tower_sse_pubsub::{
     BrokerError, Delivery, Event, EventId, IdempotencyKey, NatsBroker, PublishRequest, Resume,
     Selector, Start, SubscribeRequest, Subscription, Topic,
@@ -54,7 +54,7 @@ impl Factory for NatsFactory {
     }
 }
 
-broker_conformance!(NatsFactory::start());
+tower_sse_pubsub::broker_conformance!(NatsFactory::start());
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::conformance::{Factory, Limits};
 use common::redis_server::RedisServer;
 use futures::StreamExt;
 use tower_sse_pubsub::BoxFuture;
 use tower_sse_pubsub::broker::Broker;
+use tower_sse_pubsub::conformance::{Factory, Limits};
 use tower_sse_pubsub::{
     BrokerError, Delivery, Event, EventId, PublishRequest, RedisBroker, Resume, SubscribeRequest,
     Subscription, Topic,
@@ -54,7 +54,7 @@ impl Factory for RedisFactory {
     }
 }
 
-broker_conformance!(RedisFactory::start());
+tower_sse_pubsub::broker_conformance!(RedisFactory::start());
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 pub mod chat;
-pub mod conformance;
 pub mod http;
 pub mod mercure;
 pub mod nats_server;

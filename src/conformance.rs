@@ -1,19 +1,58 @@
-//! The broker conformance suite: every `Broker` implementation must pass these unchanged.
+//! The broker conformance suite (feature `conformance`): what every
+//! [`Broker`] must do, as checks a broker written anywhere can run. The
+//! crate's own brokers (memory, Redis, NATS) pass them unchanged.
 //!
-//! Each check is a plain async function taking a factory that builds a fresh broker with the
-//! given [`Limits`]; `broker_conformance!` turns them all into `#[tokio::test]`s for one backend.
+//! Each check is a plain async function taking a [`Factory`] that builds a fresh broker with the
+//! given [`Limits`]; [`broker_conformance!`](crate::broker_conformance) turns them all into
+//! `#[tokio::test]`s for one broker (the test crate needs `tokio` with the `macros` and
+//! `rt-multi-thread` features). The checks panic, as tests do, when a broker falls short.
+//!
+//! ```no_run
+//! // tests/my_broker.rs of a crate with its own broker:
+//! use std::sync::Arc;
+//! use crate::broker::Broker;
+//! use crate::conformance::Limits;
+//!
+//! fn my_broker(limits: Limits) -> Arc<dyn Broker> {
+//!     // Build yours with these limits; the in-memory broker stands in here.
+//!     Arc::new(
+//!         tower_sse_pubsub::MemoryBroker::builder()
+//!             .history_per_topic(limits.history_per_topic)
+//!             .subscriber_queue(limits.subscriber_queue)
+//!             .build(),
+//!     )
+//! }
+//!
+//! // `Some(factory)`, or `None` to skip (say, when a server the broker needs is missing).
+//! tower_sse_pubsub::broker_conformance!(Some(my_broker));
+//! # fn main() {}
+//! ```
+//!
+//! One check can also be run on its own:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use crate::broker::Broker;
+//! use crate::conformance::{self, Limits};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! let memory = |_: Limits| Arc::new(tower_sse_pubsub::MemoryBroker::new()) as Arc<dyn Broker>;
+//! conformance::live_events_arrive_in_publish_order_with_their_ids(&memory).await;
+//! # }
+//! ```
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use tower_sse_pubsub::BoxFuture;
-use tower_sse_pubsub::broker::Broker;
-use tower_sse_pubsub::{
+use crate::BoxFuture;
+use crate::broker::Broker;
+use crate::{
     BrokerError, Delivery, Event, EventId, Frame, Grant, IdempotencyKey, PublishRequest,
     ReplayBudget, Resume, Selector, Start, SubscribeRequest, Subscription, SubscriptionEnd, Topic,
 };
+use futures::StreamExt;
 
 /// What a test needs a broker to be configured with.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +153,7 @@ async fn read_until(subscription: &mut Subscription, data: &str) -> Vec<Frame> {
     }
 }
 
+/// Live events arrive in publish order with their ids.
 pub async fn live_events_arrive_in_publish_order_with_their_ids(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
@@ -131,6 +171,7 @@ pub async fn live_events_arrive_in_publish_order_with_their_ids(make: &impl Fact
     assert_eq!(unique.len(), ids.len(), "ids are unique");
 }
 
+/// Frames carry the id line first.
 pub async fn frames_carry_the_id_line_first(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
@@ -146,6 +187,7 @@ pub async fn frames_carry_the_id_line_first(make: &impl Factory) {
     assert_eq!(&frame.bytes()[..], expected.as_bytes());
 }
 
+/// Fresh subscription gets no earlier events.
 pub async fn fresh_subscription_gets_no_earlier_events(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     publish(&*broker, &["a"], "before").await;
@@ -154,6 +196,7 @@ pub async fn fresh_subscription_gets_no_earlier_events(make: &impl Factory) {
     assert_eq!(data_of(&next(&mut subscription).await), "after");
 }
 
+/// Other topics are not delivered.
 pub async fn other_topics_are_not_delivered(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let mut subscription = subscribe(&*broker, &["a"], None).await;
@@ -162,6 +205,7 @@ pub async fn other_topics_are_not_delivered(make: &impl Factory) {
     assert_eq!(data_of(&next(&mut subscription).await), "for a");
 }
 
+/// Resume replays every later event then goes live.
 pub async fn resume_replays_every_later_event_then_goes_live(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let mut ids = Vec::new();
@@ -178,6 +222,7 @@ pub async fn resume_replays_every_later_event_then_goes_live(make: &impl Factory
     assert_eq!(data, expected);
 }
 
+/// Resume after the newest event replays nothing.
 pub async fn resume_after_the_newest_event_replays_nothing(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let last = publish(&*broker, &["a"], "one").await;
@@ -187,6 +232,7 @@ pub async fn resume_after_the_newest_event_replays_nothing(make: &impl Factory) 
     assert_eq!(data_of(&next(&mut subscription).await), "two");
 }
 
+/// Event on several topics reaches a subscriber of several once.
 pub async fn event_on_several_topics_reaches_a_subscriber_of_several_once(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let mut both = subscribe(&*broker, &["a", "b"], None).await;
@@ -202,6 +248,7 @@ pub async fn event_on_several_topics_reaches_a_subscriber_of_several_once(make: 
     assert_eq!(data, ["shared", "b only"]);
 }
 
+/// Multi topic replay is merged in order without duplicates.
 pub async fn multi_topic_replay_is_merged_in_order_without_duplicates(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["c"], "start").await;
@@ -219,6 +266,7 @@ pub async fn multi_topic_replay_is_merged_in_order_without_duplicates(make: &imp
     assert_eq!(data, ["1", "2", "3", "4", "5", "live"]);
 }
 
+/// Resume point older than history is reported as expired.
 pub async fn resume_point_older_than_history_is_reported_as_expired(make: &impl Factory) {
     let broker = make
         .make(Limits {
@@ -243,6 +291,7 @@ pub async fn resume_point_older_than_history_is_reported_as_expired(make: &impl 
     );
 }
 
+/// Unknown resume point is reported and everything retained replayed.
 pub async fn unknown_resume_point_is_reported_and_everything_retained_replayed(
     make: &impl Factory,
 ) {
@@ -267,6 +316,7 @@ pub async fn unknown_resume_point_is_reported_and_everything_retained_replayed(
     }
 }
 
+/// Resume is gap free while publishers race the subscribe.
 pub async fn resume_is_gap_free_while_publishers_race_the_subscribe(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     // Each round checks the guarantee; rounds repeat until one has shown a real race (racing
@@ -352,6 +402,7 @@ async fn race_round(broker: &Arc<dyn Broker>, topic_name: &str) -> (usize, usize
     (started, racing_total - finished)
 }
 
+/// Slow subscriber is ended as lagged without affecting others.
 pub async fn slow_subscriber_is_ended_as_lagged_without_affecting_others(make: &impl Factory) {
     let broker = make
         .make(Limits {
@@ -383,6 +434,7 @@ pub async fn slow_subscriber_is_ended_as_lagged_without_affecting_others(make: &
     assert_eq!(stalled.end(), Some(SubscriptionEnd::Lagged));
 }
 
+/// Lagged subscriber resumes from history without loss.
 pub async fn lagged_subscriber_resumes_from_history_without_loss(make: &impl Factory) {
     let broker = make
         .make(Limits {
@@ -420,6 +472,7 @@ pub async fn lagged_subscriber_resumes_from_history_without_loss(make: &impl Fac
     }
 }
 
+/// Publish and subscribe need a topic.
 pub async fn publish_and_subscribe_need_a_topic(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let result = broker.publish(&PublishRequest::new([], text("x"))).await;
@@ -428,6 +481,7 @@ pub async fn publish_and_subscribe_need_a_topic(make: &impl Factory) {
     assert!(matches!(result, Err(BrokerError::NoTopics)), "{result:?}");
 }
 
+/// Event published to no subscriber is still retained.
 pub async fn event_published_to_no_subscriber_is_still_retained(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["quiet"], "start").await;
@@ -436,6 +490,7 @@ pub async fn event_published_to_no_subscriber_is_still_retained(make: &impl Fact
     assert_eq!(data_of(&next(&mut subscription).await), "nobody listening");
 }
 
+/// Missed events are reported even when a topic kept no history.
 pub async fn missed_events_are_reported_even_when_a_topic_kept_no_history(make: &impl Factory) {
     let broker = make
         .make(Limits {
@@ -462,6 +517,7 @@ pub async fn missed_events_are_reported_even_when_a_topic_kept_no_history(make: 
     );
 }
 
+/// Earliest replays everything retained then goes live.
 pub async fn earliest_replays_everything_retained_then_goes_live(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     for i in 0..7 {
@@ -479,6 +535,7 @@ pub async fn earliest_replays_everything_retained_then_goes_live(make: &impl Fac
     assert_eq!(data, ["0", "1", "2", "3", "4", "5", "6", "live"]);
 }
 
+/// Frames list every topic of their event.
 pub async fn frames_list_every_topic_of_their_event(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["x"], "start").await;
@@ -493,6 +550,7 @@ pub async fn frames_list_every_topic_of_their_event(make: &impl Factory) {
     assert_eq!(names, ["a", "b", "c"], "replayed");
 }
 
+/// Replay longer than a page arrives whole and in order.
 pub async fn replay_longer_than_a_page_arrives_whole_and_in_order(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["a"], "start").await;
@@ -517,6 +575,7 @@ pub async fn replay_longer_than_a_page_arrives_whole_and_in_order(make: &impl Fa
     assert_eq!(data, expected);
 }
 
+/// Private events reach only granted subscribers.
 pub async fn private_events_reach_only_granted_subscribers(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let mut public = subscribe(&*broker, &["a"], None).await;
@@ -560,6 +619,7 @@ pub async fn a_replay_withholds_private_events_from_subscribers_without_a_grant(
     assert_eq!(data_of(&next(&mut granted).await), "end");
 }
 
+/// A retried publish with the same key returns the first id.
 pub async fn a_retried_publish_with_the_same_key_returns_the_first_id(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["a"], "start").await;
@@ -578,6 +638,7 @@ pub async fn a_retried_publish_with_the_same_key_returns_the_first_id(make: &imp
     assert_eq!(data, ["once", "end"], "published once");
 }
 
+/// A chosen id is kept and resumed after.
 pub async fn a_chosen_id_is_kept_and_resumed_after(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["a", "b"], "start").await;
@@ -608,6 +669,7 @@ pub async fn a_chosen_id_is_kept_and_resumed_after(make: &impl Factory) {
     assert_eq!(data, ["chosen", "after"]);
 }
 
+/// A chosen id already given is refused and nothing published.
 pub async fn a_chosen_id_already_given_is_refused_and_nothing_published(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let start = publish(&*broker, &["a"], "start").await;
@@ -635,6 +697,7 @@ pub async fn a_chosen_id_already_given_is_refused_and_nothing_published(make: &i
     assert_eq!(data, ["first", "end"], "the refused publishes left nothing");
 }
 
+/// A replay past its budget is cut and the cut is said.
 pub async fn a_replay_past_its_budget_is_cut_and_the_cut_is_said(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let first = publish(&*broker, &["a"], "start").await;
@@ -717,6 +780,7 @@ async fn data_until(subscription: &mut Subscription, last: &str) -> Vec<String> 
     }
 }
 
+/// A subscription ends at its deadline.
 pub async fn a_subscription_ends_at_its_deadline(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -729,6 +793,7 @@ pub async fn a_subscription_ends_at_its_deadline(make: &impl Factory) {
     assert_eq!(subscription.end(), Some(SubscriptionEnd::Deadline));
 }
 
+/// An event on several topics takes one place in the queue.
 pub async fn an_event_on_several_topics_takes_one_place_in_the_queue(make: &impl Factory) {
     let broker = make
         .make(Limits {
@@ -770,6 +835,7 @@ async fn nothing_more(subscription: &mut Subscription) {
     assert!(next.is_err(), "unexpected {next:?}");
 }
 
+/// Star and template patterns receive matching events live and no others.
 pub async fn star_and_template_patterns_receive_matching_events_live_and_no_others(
     make: &impl Factory,
 ) {
@@ -807,6 +873,7 @@ pub async fn star_and_template_patterns_receive_matching_events_live_and_no_othe
     nothing_more(&mut books).await;
 }
 
+/// A subscriber of a pattern and a topic gets each event once.
 pub async fn a_subscriber_of_a_pattern_and_a_topic_gets_each_event_once(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let request = SubscribeRequest::new([topic("news")]).select([selector("books/{id}")]);
@@ -832,6 +899,7 @@ pub async fn a_subscriber_of_a_pattern_and_a_topic_gets_each_event_once(make: &i
     nothing_more(&mut subscription).await;
 }
 
+/// A pattern replays after an id or from the earliest in order then goes live.
 pub async fn a_pattern_replays_after_an_id_or_from_the_earliest_in_order_then_goes_live(
     make: &impl Factory,
 ) {
@@ -871,6 +939,7 @@ pub async fn a_pattern_replays_after_an_id_or_from_the_earliest_in_order_then_go
     assert_eq!(data_through(&mut mixed, "live").await, expected);
 }
 
+/// A pattern replay withholds private events from subscribers without a grant.
 pub async fn a_pattern_replay_withholds_private_events_from_subscribers_without_a_grant(
     make: &impl Factory,
 ) {
@@ -900,6 +969,7 @@ pub async fn a_pattern_replay_withholds_private_events_from_subscribers_without_
     );
 }
 
+/// A pattern replay past its budget keeps the newest and says so.
 pub async fn a_pattern_replay_past_its_budget_keeps_the_newest_and_says_so(make: &impl Factory) {
     let broker = make.make(Limits::default()).await;
     let first = publish(&*broker, &["books/start"], "start").await;
@@ -920,8 +990,10 @@ pub async fn a_pattern_replay_past_its_budget_keeps_the_newest_and_says_so(make:
     );
 }
 
-/// Generates one `#[tokio::test]` per conformance check for the brokers that `$factory` (an
-/// expression giving an `Option` of a [`Factory`], evaluated in each test) makes.
+/// Generates one `#[tokio::test]` per [conformance](crate::conformance) check for the brokers
+/// that `$factory` (an expression giving an `Option` of a
+/// [`Factory`](crate::conformance::Factory), evaluated in each test; `None` skips) makes. See the
+/// [module](crate::conformance) for an example.
 #[macro_export]
 macro_rules! broker_conformance {
     ($factory:expr) => {
@@ -962,11 +1034,11 @@ macro_rules! broker_conformance {
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 // The factory may be unavailable (a tool missing outside CI): then skip.
                 let Some(factory) = $factory else { return };
-                $crate::common::conformance::$name(&factory).await;
+                $crate::conformance::$name(&factory).await;
             }
         )*
     };
