@@ -467,7 +467,7 @@ proptest! {
         assert_reads_back(&published, &chunked, &spec_parse(text))?;
     }
 
-    /// Property 5: `Topic::new` accepts exactly the strings of 1..=256 bytes without a control
+    /// Property 5: `Topic::new` accepts exactly the strings of 1..=1024 bytes without a control
     /// character (general category Cc), keeps them as they are, and otherwise reports the
     /// length, or else the first control character.
     #[test]

@@ -38,7 +38,7 @@
 //! (50 events/s), `idle` (RSS per idle stream for the hub, the comparator and a plain axum
 //! streaming response, `/hold`), `all`, or `custom` from `--subscribers --events --rate --size`
 //! (`--idle N` for idle streams). `--stalled N` adds streams that never read to hub runs.
-//! Hub options: `--redis URL` (with `--features redis`), `--write-delay-ms N` (the hub holds frames back up to N ms and writes them together).
+//! Hub options: `--redis URL` (with `--features redis`), `--nats URL` (with `--features nats`), `--write-delay-ms N` (the hub holds frames back up to N ms and writes them together).
 //!
 //! `--servers N` (needs `--redis`) starts N hub servers on the same Redis key prefix and gives
 //! them the streams in turn (stream k goes to server k mod N, across client processes); only the

@@ -116,6 +116,8 @@ pub struct HubSettings {
     pub write_delay_ms: u64,
     /// `--redis URL`: publish through a `RedisBroker` instead of the memory broker.
     pub redis: Option<String>,
+    /// `--nats URL`: publish through a `NatsBroker` instead.
+    pub nats: Option<String>,
 }
 
 impl HubSettings {
@@ -123,6 +125,7 @@ impl HubSettings {
         Ok(Self {
             write_delay_ms: flags.take("write-delay-ms", 0)?,
             redis: flags.take_text("redis"),
+            nats: flags.take_text("nats"),
         })
     }
 
@@ -134,6 +137,9 @@ impl HubSettings {
         ];
         if let Some(url) = &self.redis {
             args.extend(["--redis".to_owned(), url.clone()]);
+        }
+        if let Some(url) = &self.nats {
+            args.extend(["--nats".to_owned(), url.clone()]);
         }
         args
     }
@@ -223,7 +229,7 @@ pub enum Role {
 
 const DRIVER_FLAGS: &str = "--scenario fanout-1k|fanout-10k|steady-5k|latency-5k|idle|all|custom \
     --subscribers --events --rate N|max --burst --size --idle --stalled --repeat --clients-per-process \
-    --grace-s --servers --publishers --write-delay-ms --redis --json --chart";
+    --grace-s --servers --publishers --write-delay-ms --redis --nats --json --chart";
 
 /// Reads the role and its flags from the command line.
 pub fn parse() -> Result<Role, String> {
@@ -238,7 +244,7 @@ pub fn parse() -> Result<Role, String> {
                 capacity: flags.take("capacity", 1024)?,
                 hub: HubSettings::take(&mut flags)?,
             };
-            flags.finish("--impl --capacity --write-delay-ms --redis")?;
+            flags.finish("--impl --capacity --write-delay-ms --redis --nats")?;
             Ok(Role::Server(options))
         }
         "clients" => {
@@ -309,9 +315,9 @@ fn check_fleet(options: &DriverOptions) -> Result<(), String> {
     if options.servers == 0 || options.publishers == 0 {
         return Err("--servers and --publishers must be at least 1".to_owned());
     }
-    if options.servers > 1 && options.hub.redis.is_none() {
+    if options.servers > 1 && options.hub.redis.is_none() && options.hub.nats.is_none() {
         return Err(format!(
-            "--servers {} needs --redis URL: only a shared Redis carries events between hub \
+            "--servers {} needs --redis URL or --nats URL: only a shared broker carries events between hub \
              servers",
             options.servers
         ));

@@ -96,9 +96,11 @@ async fn build_hub(settings: &HubSettings) -> Result<Hub, Box<dyn Error>> {
         .allow_anonymous_publish()
         .max_subscribers(MAX_STREAMS)
         .write_delay(Duration::from_millis(settings.write_delay_ms));
-    let builder = match &settings.redis {
-        None => builder.broker(MemoryBroker::builder().build()),
-        Some(url) => builder.broker(redis_broker(url).await?),
+    let builder = match (&settings.redis, &settings.nats) {
+        (Some(_), Some(_)) => return Err("give --redis or --nats, not both".into()),
+        (Some(url), None) => builder.broker(redis_broker(url).await?),
+        (None, Some(url)) => builder.broker(nats_broker(url).await?),
+        (None, None) => builder.broker(MemoryBroker::builder().build()),
     };
     Ok(builder.build()?)
 }
@@ -117,6 +119,20 @@ async fn redis_broker(_url: &str) -> Result<MemoryBroker, Box<dyn Error>> {
         "--redis needs the redis feature: cargo run --release --features redis --example load"
             .into(),
     )
+}
+
+#[cfg(feature = "nats")]
+async fn nats_broker(url: &str) -> Result<tower_sse_pubsub::NatsBroker, Box<dyn Error>> {
+    Ok(tower_sse_pubsub::NatsBroker::builder([url])
+        .stream_name("LOAD_SSE")
+        .subject_prefix("load.sse")
+        .build()
+        .await?)
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_broker(_url: &str) -> Result<MemoryBroker, Box<dyn Error>> {
+    Err("--nats needs the nats feature: cargo run --release --features nats --example load".into())
 }
 
 /// `/hold` answers like an event stream that never sends an event, without the hub: the baseline
