@@ -10,8 +10,8 @@
 //! ```no_run
 //! // tests/my_broker.rs of a crate with its own broker:
 //! use std::sync::Arc;
-//! use crate::broker::Broker;
-//! use crate::conformance::Limits;
+//! use tower_sse_pubsub::broker::Broker;
+//! use tower_sse_pubsub::conformance::Limits;
 //!
 //! fn my_broker(limits: Limits) -> Arc<dyn Broker> {
 //!     // Build yours with these limits; the in-memory broker stands in here.
@@ -32,8 +32,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use crate::broker::Broker;
-//! use crate::conformance::{self, Limits};
+//! use tower_sse_pubsub::broker::Broker;
+//! use tower_sse_pubsub::conformance::{self, Limits};
 //!
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() {

@@ -274,8 +274,9 @@ impl Harness {
         let Some(header_value) = header_value.filter(|value| !value.is_empty()) else {
             return;
         };
-        let header_id = header_value
-            .to_str()
+        // The hub reads the header as UTF-8 (a browser sends back the id it got, whatever its
+        // characters).
+        let header_id = std::str::from_utf8(header_value.as_bytes())
             .ok()
             .and_then(|value| EventId::new(value).ok());
         if let Some(at) = self
