@@ -327,6 +327,17 @@ impl Shared {
     }
 }
 
+/// Whether a read of a stored message failed because the message itself cannot be parsed (say,
+/// a header that is not UTF-8, published on the prefix by another program), not because the
+/// server could not be asked: such a message is not an event of this broker and is skipped.
+fn is_unparsable(error: &async_nats::jetstream::stream::RawMessageError) -> bool {
+    use std::error::Error as _;
+    error.kind() == LastRawMessageErrorKind::Other
+        && error
+            .source()
+            .is_some_and(|source| !source.is::<async_nats::jetstream::context::RequestError>())
+}
+
 /// Whether a publish failed because no stream holds the subject (it was deleted, or the server
 /// lost it on restart).
 fn is_stream_gone(error: &async_nats::jetstream::context::PublishError) -> bool {

@@ -391,6 +391,10 @@ impl Pages {
                 Ok(message) => message,
                 // Deleted or trimmed meanwhile.
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) if super::is_unparsable(&e) => {
+                    tracing::warn!(sequence, "skipping an unparsable NATS stream message");
+                    continue;
+                }
                 Err(e) => {
                     return Err(BrokerError::unavailable(
                         "cannot read history from the NATS stream",
