@@ -663,3 +663,48 @@ async fn a_foreign_message_with_a_malformed_header_does_not_stall_the_live_feed(
 async fn a_foreign_message_with_a_malformed_header_does_not_break_a_replay() {
     a_foreign_message_is_skipped("MALFORMEDREPLAY", MALFORMED_HEADER, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_message_with_a_malformed_header_does_not_break_a_sparse_replay() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "SPARSE", false).await;
+    let first = publish(&broker, "t", "before").await;
+    for i in 0..20 {
+        publish(&broker, "other", &i.to_string()).await;
+    }
+    publish_raw(&server, "sparse.t.74", MALFORMED_HEADER, b"junk").await;
+    for i in 0..20 {
+        publish_retrying_on(&broker, "other", &i.to_string()).await;
+    }
+    publish_retrying(&broker, "after").await;
+    let request = SubscribeRequest::new([topic("t")]).start(Start::After(first));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut subscription = loop {
+        match broker.subscribe(&request).await {
+            Ok(subscription) => break subscription,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("resume failed, retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("resume failed for good: {error}"),
+        }
+    };
+    assert_eq!(data_of(next_data(&mut subscription).await), "after");
+}
+
+async fn publish_retrying_on(broker: &NatsBroker, topic_name: &str, data: &str) -> EventId {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let request = PublishRequest::new([topic(topic_name)], Event::text(data).expect("event"));
+        match broker.publish(&request).await {
+            Ok(id) => return id,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("publish failed, retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("publish failed: {error}"),
+        }
+    }
+}
