@@ -708,3 +708,18 @@ async fn publish_retrying_on(broker: &NatsBroker, topic_name: &str, data: &str) 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_history_age_with_the_default_duplicate_window_builds() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = NatsBroker::builder([server.url()])
+        .stream_name("SHORTAGE")
+        .subject_prefix("shortage")
+        .history_max_age(Duration::from_secs(30))
+        .build()
+        .await
+        .expect("a history of 30 seconds is a valid setting");
+    publish(&broker, "t", "x").await;
+}
