@@ -723,3 +723,35 @@ async fn a_short_history_age_with_the_default_duplicate_window_builds() {
         .expect("a history of 30 seconds is a valid setting");
     publish(&broker, "t", "x").await;
 }
+
+/// The state a publish with a chosen id leaves between its event and the record of the event's
+/// sequence (or for good, when the process stops or the record's publish fails there): the
+/// claim, then the event. A client that got the event live resumes after its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_id_whose_record_is_missing_still_places_a_resume() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "CLAIMED", false).await;
+    publish(&broker, "t", "old").await;
+    let id_hex: String = "mine".bytes().map(|b| format!("{b:02x}")).collect();
+    publish_raw(
+        &server,
+        &format!("claimed.id.{id_hex}"),
+        b"NATS/1.0\r\n\r\n",
+        b"",
+    )
+    .await;
+    let headers = format!("NATS/1.0\r\nSse-Topics: 74\r\nSse-Id: {id_hex}\r\n\r\n");
+    publish_raw(&server, "claimed.t.74", headers.as_bytes(), b"chosen").await;
+    publish(&broker, "t", "after").await;
+    let mut resumed = broker
+        .subscribe(
+            &SubscribeRequest::new([topic("t")])
+                .start(Start::After(EventId::new("mine").expect("id"))),
+        )
+        .await
+        .expect("resume");
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    assert_eq!(data_of(next_data(&mut resumed).await), "after");
+}
