@@ -755,3 +755,43 @@ async fn a_chosen_id_whose_record_is_missing_still_places_a_resume() {
     assert_eq!(resumed.resume(), &Resume::Complete);
     assert_eq!(data_of(next_data(&mut resumed).await), "after");
 }
+
+/// 32 topics is the hub's default `max_topics_per_request`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: the topics header (hex, 2,049 bytes a topic) passes JetStream's 64 KiB header limit"]
+async fn an_event_on_many_topics_of_the_greatest_length_is_published_and_replayed() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = broker_on(&server, "MANYLONG", false).await;
+    let topics: Vec<Topic> = (0..32)
+        .map(|i| {
+            topic(&format!(
+                "{i:04}{}",
+                "y".repeat(tower_sse_pubsub::MAX_TOPIC_LEN - 4)
+            ))
+        })
+        .collect();
+    let mut live = broker
+        .subscribe(&SubscribeRequest::new([topics[31].clone()]))
+        .await
+        .expect("subscribe");
+    let first = broker
+        .publish(&PublishRequest::new(
+            topics.clone(),
+            Event::text("many").expect("event"),
+        ))
+        .await
+        .expect("publish");
+    assert_eq!(data_of(next_data(&mut live).await), "many");
+    let mut replay = broker
+        .subscribe(&SubscribeRequest::new([topics[0].clone()]).start(Start::Earliest))
+        .await
+        .expect("replay");
+    let frame = match next_data(&mut replay).await {
+        Delivery::Event(frame) => frame,
+        other => panic!("expected an event, got {other:?}"),
+    };
+    assert_eq!(frame.id(), &first);
+    assert_eq!(frame.topics().len(), 32);
+}
