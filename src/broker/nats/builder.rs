@@ -124,7 +124,8 @@ impl NatsBrokerBuilder {
 
     /// How long a publish's idempotency key is remembered (default 2 minutes: the stream's
     /// duplicate window): a retry within it returns the first id and stores nothing. Longer
-    /// windows cost the server memory for every key.
+    /// windows cost the server memory for every key. JetStream allows no window longer than
+    /// [`history_max_age`](Self::history_max_age): with an age limit, the window is at most it.
     pub fn duplicate_window(mut self, window: Duration) -> Self {
         self.duplicate_window = window.max(Duration::from_millis(1));
         self
@@ -225,7 +226,10 @@ impl NatsBrokerBuilder {
                 stream::StorageType::File
             },
             num_replicas: self.replicas,
-            duplicate_window: self.duplicate_window,
+            // JetStream refuses a duplicate window longer than the age limit.
+            duplicate_window: self
+                .history_max_age
+                .map_or(self.duplicate_window, |age| self.duplicate_window.min(age)),
             ..stream::Config::default()
         };
         let stream = jetstream

@@ -78,6 +78,7 @@ impl Feed {
             .await?;
         let epoch = Epoch::of(stream.cached_info());
         self.note_epoch(&epoch);
+        self.skip_unparsable(&stream).await;
         let deliver_policy = match self.last {
             0 => DeliverPolicy::All,
             last => DeliverPolicy::ByStartSequence {
@@ -117,6 +118,29 @@ impl Feed {
                     let sequence = message.info()?.stream_sequence;
                     self.deliver(&stream, &epoch, sequence, &message.message).await?;
                 }
+            }
+        }
+    }
+
+    /// Steps over the messages next in line that this client cannot parse (say, a header that
+    /// is not UTF-8, published on the prefix by another program): delivered to the consumer,
+    /// such a message breaks the client's connection, and the consumer placed again before it
+    /// would break it again and again.
+    async fn skip_unparsable(&mut self, stream: &jetstream::stream::Stream) {
+        loop {
+            let next = match self.last {
+                0 => stream.cached_info().state.first_sequence.max(1),
+                last => last + 1,
+            };
+            match stream.get_raw_message(next).await {
+                Err(error) if super::is_unparsable(&error) => {
+                    tracing::warn!(
+                        sequence = next,
+                        "skipping an unparsable NATS stream message"
+                    );
+                    self.last = next;
+                }
+                _ => return,
             }
         }
     }
@@ -187,6 +211,9 @@ impl Feed {
                             == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
                     {
                         lost = true;
+                    }
+                    Err(error) if super::is_unparsable(&error) => {
+                        tracing::warn!(sequence, "skipping an unparsable NATS stream message");
                     }
                     Err(error) => return Err(error.into()),
                 }

@@ -300,15 +300,58 @@ impl Shared {
             .get_last_raw_message_by_subject(&self.subjects.chosen_id(id))
             .await
         {
-            Ok(message) => Ok(std::str::from_utf8(&message.payload)
+            Ok(message) => match std::str::from_utf8(&message.payload)
                 .ok()
-                .and_then(|s| s.parse().ok())),
+                .and_then(|s| s.parse().ok())
+            {
+                Some(sequence) => Ok(Some(sequence)),
+                // Only the claim: the event may be stored and its record not yet (or never,
+                // when the publisher stopped there). The event follows its claim.
+                None => self.find_claimed(stream, id, message.sequence).await,
+            },
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(BrokerError::unavailable(
                 "cannot look up a chosen id in NATS",
                 e,
             )),
         }
+    }
+
+    /// The sequence of the event with the chosen id `id` among the messages after its claim
+    /// (at `claim`), looked for in the next [`MAX_CLAIM_SCAN`] of them.
+    async fn find_claimed(
+        &self,
+        stream: &Stream,
+        id: &EventId,
+        claim: u64,
+    ) -> Result<Option<u64>, BrokerError> {
+        let info = stream.cached_info();
+        let epoch = Epoch::of(info);
+        let last = info
+            .state
+            .last_sequence
+            .min(claim.saturating_add(MAX_CLAIM_SCAN));
+        for sequence in claim + 1..=last {
+            let message = match stream.get_raw_message(sequence).await {
+                Ok(message) => message,
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) if is_unparsable(&e) => continue,
+                Err(e) => {
+                    return Err(BrokerError::unavailable(
+                        "cannot look up a chosen id in NATS",
+                        e,
+                    ));
+                }
+            };
+            if self.subjects.is_event(&message.subject)
+                && let Some(frame) =
+                    wire::decode_frame(&epoch, sequence, Some(&message.headers), &message.payload)
+                && frame.id() == id
+            {
+                return Ok(Some(sequence));
+            }
+        }
+        Ok(None)
     }
 
     /// How many messages `subject` holds.
@@ -325,6 +368,21 @@ impl Shared {
         }
         Ok(count)
     }
+}
+
+/// How many messages after a chosen id's claim are searched for its event when the stream holds
+/// no record of the event's sequence.
+const MAX_CLAIM_SCAN: u64 = 1_024;
+
+/// Whether a read of a stored message failed because the message itself cannot be parsed (say,
+/// a header that is not UTF-8, published on the prefix by another program), not because the
+/// server could not be asked: such a message is not an event of this broker and is skipped.
+fn is_unparsable(error: &async_nats::jetstream::stream::RawMessageError) -> bool {
+    use std::error::Error as _;
+    error.kind() == LastRawMessageErrorKind::Other
+        && error
+            .source()
+            .is_some_and(|source| !source.is::<async_nats::jetstream::context::RequestError>())
 }
 
 /// Whether a publish failed because no stream holds the subject (it was deleted, or the server

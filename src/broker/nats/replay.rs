@@ -301,7 +301,11 @@ impl Pages {
             return Ok(Some(std::mem::take(&mut self.held).into()));
         }
         if self.cursors.is_some() {
-            return self.merge_page().await;
+            let page = self.merge_page().await?;
+            // Without cursors now, the rest is read message by message.
+            if page.is_some() || self.cursors.is_some() {
+                return Ok(page);
+            }
         }
         while self.next <= self.end {
             let upper = self.end.min(self.next.saturating_add(self.page as u64 - 1));
@@ -322,12 +326,13 @@ impl Pages {
             subjects,
             epoch,
             filter,
+            next,
             end,
             page,
-            cursors,
+            cursors: cursors_slot,
             ..
         } = self;
-        let Some(cursors) = cursors.as_mut() else {
+        let Some(cursors) = cursors_slot.as_mut() else {
             return Ok(None);
         };
         let mut frames = Vec::new();
@@ -344,6 +349,19 @@ impl Pages {
                     Ok(_) => cursor.done = true,
                     Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
                         cursor.done = true;
+                    }
+                    Err(e) if super::is_unparsable(&e) => {
+                        // A message on this subject the client cannot parse, at a sequence it
+                        // cannot learn: read the rest message by message (which skips it), from
+                        // the first message no cursor has handed out yet.
+                        *next = cursors
+                            .iter()
+                            .filter(|c| !c.done || c.pending.is_some())
+                            .map(|c| c.pending.as_ref().map_or(c.from, |m| m.sequence))
+                            .min()
+                            .unwrap_or(*end + 1);
+                        *cursors_slot = None;
+                        return Ok((!frames.is_empty()).then_some(frames));
                     }
                     Err(e) => {
                         return Err(BrokerError::unavailable(
@@ -391,6 +409,10 @@ impl Pages {
                 Ok(message) => message,
                 // Deleted or trimmed meanwhile.
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) if super::is_unparsable(&e) => {
+                    tracing::warn!(sequence, "skipping an unparsable NATS stream message");
+                    continue;
+                }
                 Err(e) => {
                     return Err(BrokerError::unavailable(
                         "cannot read history from the NATS stream",
