@@ -46,6 +46,10 @@ use crate::{
     BoxFuture, BrokerError, EventId, PublishRequest, Resume, Start, SubscribeRequest, Subscription,
 };
 
+/// The most bytes the hex-encoded topics of one event may take: JetStream caps a message's
+/// headers at 64 KiB, and the rest is room for the other headers.
+const MAX_TOPICS_HEADER: usize = 60 * 1024;
+
 /// A broker that shares topics, ids and history between processes through a NATS JetStream
 /// stream.
 ///
@@ -118,6 +122,15 @@ impl NatsBroker {
         let topics = request.topics();
         if topics.is_empty() {
             return Err(BrokerError::NoTopics);
+        }
+        // The topics travel hex-encoded in one header, and JetStream refuses headers over 64 KiB:
+        // refuse up front, for good, rather than as a failure worth retrying.
+        let header: usize = topics.iter().map(|t| 2 * t.as_str().len() + 1).sum();
+        if header > MAX_TOPICS_HEADER {
+            return Err(BrokerError::Unsupported(
+                "an event whose topics take more than 60 KiB hex-encoded (JetStream caps a \
+                 message's headers at 64 KiB): publish it to fewer or shorter topics",
+            ));
         }
         let shared = &*self.shared;
         let key = request.key().map(|key| key.as_str());
