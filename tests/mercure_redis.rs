@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use axum::Router;
-use common::http::{SseEvents, TestServer, next_event};
-use common::mercure::{send, text_of, token, url_encode};
+use common::http::TestServer;
+use common::mercure::{HUB, send, token};
 use common::redis_server::RedisServer;
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -21,7 +21,6 @@ use tower_sse_pubsub::mercure::MercureHub;
 use tower_sse_pubsub::{Hub, RedisBroker};
 
 const KEY: &str = "a-shared-secret-of-at-least-32-bytes!";
-const HUB: &str = "/.well-known/mercure";
 const SUBSCRIPTIONS: &str = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
 
 /// One app instance: a hub on the shared Redis.
@@ -43,37 +42,6 @@ async fn instance(redis: &RedisServer) -> (Hub, TestServer) {
     (hub, server)
 }
 
-async fn publish(server: &TestServer, topic: &str, data: &str) -> String {
-    let auth = format!(
-        "Bearer {}",
-        token(KEY, &json!({"mercure": {"publish": ["*"]}}))
-    );
-    let response = send(
-        "POST",
-        &server.url(HUB),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        &format!("topic={}&data={data}", url_encode(topic)),
-    )
-    .await;
-    let (status, body) = text_of(response).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
-async fn subscribe(
-    server: &TestServer,
-    selector: &str,
-    headers: &[(&str, &str)],
-) -> (http::HeaderMap, SseEvents) {
-    let url = server.url(&format!("{HUB}?topic={}", url_encode(selector)));
-    let response = send("GET", &url, headers, "").await;
-    let head = response.headers().clone();
-    (head, test_support::http_client::events(response))
-}
-
 #[tokio::test]
 async fn two_instances_share_updates_ids_and_subscriptions() {
     let Some(redis) = RedisServer::start() else {
@@ -82,44 +50,8 @@ async fn two_instances_share_updates_ids_and_subscriptions() {
     let (_a, server_a) = instance(&redis).await;
     let (_b, server_b) = instance(&redis).await;
 
-    // On B: a subscriber of one book, and one of every book.
-    let (_, mut one) = subscribe(&server_b, "https://example.com/books/1", &[]).await;
-    let (_, mut all) = subscribe(&server_b, "https://example.com/books/{id}", &[]).await;
-
-    // Published on A, received on B with A's ids.
-    let first = publish(&server_a, "https://example.com/books/1", "first").await;
-    let second = publish(&server_a, "https://example.com/books/2", "second").await;
-    assert!(first.starts_with("urn:uuid:"), "{first}");
-    let event = next_event(&mut one).await;
-    assert_eq!(
-        (event.id.as_str(), event.data.as_str()),
-        (first.as_str(), "first")
-    );
-    for (id, data) in [(&first, "first"), (&second, "second")] {
-        let event = next_event(&mut all).await;
-        assert_eq!(
-            (event.id.as_str(), event.data.as_str()),
-            (id.as_str(), data)
-        );
-    }
-
-    // A client that saw `first` on A resumes on B after it.
-    let (head, mut resumed) = subscribe(
-        &server_b,
-        "https://example.com/books/{id}",
-        &[("last-event-id", &first)],
-    )
-    .await;
-    assert_eq!(head["last-event-id"], first.as_str());
-    assert_eq!(next_event(&mut resumed).await.data, "second");
-    let (head, mut earliest) = subscribe(
-        &server_a,
-        "https://example.com/books/1",
-        &[("last-event-id", "earliest")],
-    )
-    .await;
-    assert_eq!(head["last-event-id"], "earliest");
-    assert_eq!(next_event(&mut earliest).await.data, "first");
+    let _streams =
+        common::mercure::two_instances_share_updates_and_ids(&server_a, &server_b, KEY).await;
 
     // A's subscriptions API lists B's subscriptions too.
     let auth = format!(

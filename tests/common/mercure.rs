@@ -60,3 +60,96 @@ pub fn url_encode(value: &str) -> String {
         })
         .collect()
 }
+
+/// Publishes `data` on `topic` through the Mercure hub at `server`, with a publisher token
+/// signed with `key`; the id the hub answers.
+pub async fn publish(
+    server: &super::http::TestServer,
+    key: &str,
+    topic: &str,
+    data: &str,
+) -> String {
+    let auth = format!(
+        "Bearer {}",
+        token(key, &serde_json::json!({"mercure": {"publish": ["*"]}}))
+    );
+    let response = send(
+        "POST",
+        &server.url(HUB),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        &format!("topic={}&data={data}", url_encode(topic)),
+    )
+    .await;
+    let (status, body) = text_of(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Subscribes to `selector` at the Mercure hub at `server`; the response head and its events.
+pub async fn subscribe(
+    server: &super::http::TestServer,
+    selector: &str,
+    headers: &[(&str, &str)],
+) -> (http::HeaderMap, super::http::SseEvents) {
+    let url = server.url(&format!("{HUB}?topic={}", url_encode(selector)));
+    let response = send("GET", &url, headers, "").await;
+    let head = response.headers().clone();
+    (head, test_support::http_client::events(response))
+}
+
+/// Where the Mercure hub is.
+pub const HUB: &str = "/.well-known/mercure";
+
+/// Two app instances `a` and `b` on one shared broker (publisher tokens signed with `key`):
+/// updates published on A reach B's subscribers of an exact topic and of a URI template with A's
+/// ids, a client resumes on B after an id A gave, and `earliest` replays on A. The four streams
+/// it opens (three on B, one on A) are handed back open.
+pub async fn two_instances_share_updates_and_ids(
+    a: &super::http::TestServer,
+    b: &super::http::TestServer,
+    key: &str,
+) -> Vec<super::http::SseEvents> {
+    use super::http::next_event;
+    // On B: a subscriber of one book, and one of every book.
+    let (_, mut one) = subscribe(b, "https://example.com/books/1", &[]).await;
+    let (_, mut all) = subscribe(b, "https://example.com/books/{id}", &[]).await;
+
+    // Published on A, received on B with A's ids.
+    let first = publish(a, key, "https://example.com/books/1", "first").await;
+    let second = publish(a, key, "https://example.com/books/2", "second").await;
+    assert!(first.starts_with("urn:uuid:"), "{first}");
+    let event = next_event(&mut one).await;
+    assert_eq!(
+        (event.id.as_str(), event.data.as_str()),
+        (first.as_str(), "first")
+    );
+    for (id, data) in [(&first, "first"), (&second, "second")] {
+        let event = next_event(&mut all).await;
+        assert_eq!(
+            (event.id.as_str(), event.data.as_str()),
+            (id.as_str(), data)
+        );
+    }
+
+    // A client that saw `first` on A resumes on B after it.
+    let (head, mut resumed) = subscribe(
+        b,
+        "https://example.com/books/{id}",
+        &[("last-event-id", &first)],
+    )
+    .await;
+    assert_eq!(head["last-event-id"], first.as_str());
+    assert_eq!(next_event(&mut resumed).await.data, "second");
+    let (head, mut earliest) = subscribe(
+        a,
+        "https://example.com/books/1",
+        &[("last-event-id", "earliest")],
+    )
+    .await;
+    assert_eq!(head["last-event-id"], "earliest");
+    assert_eq!(next_event(&mut earliest).await.data, "first");
+    vec![one, all, resumed, earliest]
+}
