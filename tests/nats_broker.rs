@@ -420,18 +420,7 @@ async fn a_dropped_connection_loses_no_event() {
 
 /// Publishes to `t`, retrying while the client reconnects.
 async fn publish_retrying(broker: &NatsBroker, data: &str) -> EventId {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let request = PublishRequest::new([topic("t")], Event::text(data).expect("event"));
-        match broker.publish(&request).await {
-            Ok(id) => return id,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                eprintln!("publish failed, retrying: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("publish failed after the restart: {error}"),
-        }
-    }
+    publish_retrying_on(broker, "t", data).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -694,6 +683,7 @@ async fn a_foreign_message_with_a_malformed_header_does_not_break_a_sparse_repla
     assert_eq!(data_of(next_data(&mut subscription).await), "after");
 }
 
+/// Publishes to `topic_name`, retrying while the client reconnects.
 async fn publish_retrying_on(broker: &NatsBroker, topic_name: &str, data: &str) -> EventId {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
