@@ -1,8 +1,8 @@
 //! The Mercure hub on `NatsBroker`, two app instances sharing one `nats-server` the test
 //! spawns: updates published on one (with the `urn:uuid:` ids Mercure chooses) reach
 //! subscribers of the other (exact topics and URI templates), and a client resumes on the other
-//! instance after an id the first one gave. (`NatsBroker` has no presence, so each instance's
-//! subscriptions API lists its own subscriptions only.)
+//! instance after an id the first one gave, and the subscriptions API of either lists the
+//! subscriptions of both.
 
 #![cfg(all(feature = "mercure", feature = "nats"))]
 
@@ -31,7 +31,7 @@ async fn instance(nats: &NatsServer) -> (Hub, TestServer) {
         .build();
     let hub = Hub::builder()
         .broker(broker)
-        .mercure(MercureHub::new(tokens))
+        .mercure(MercureHub::new(tokens).with_subscriptions())
         .build()
         .expect("valid hub");
     let server = TestServer::start(&hub, Router::new().layer(hub.layer())).await;
@@ -39,7 +39,7 @@ async fn instance(nats: &NatsServer) -> (Hub, TestServer) {
 }
 
 #[tokio::test]
-async fn two_instances_share_updates_and_ids() {
+async fn two_instances_share_updates_ids_and_subscriptions() {
     let Some(nats) = NatsServer::start() else {
         return;
     };
@@ -47,4 +47,6 @@ async fn two_instances_share_updates_and_ids() {
     let (_b, server_b) = instance(&nats).await;
 
     let _streams = mercure::two_instances_share_updates_and_ids(&server_a, &server_b, KEY).await;
+    // A's subscriptions API lists B's subscriptions too.
+    mercure::subscriptions_listed_on(&server_a, KEY).await;
 }

@@ -153,3 +153,55 @@ pub async fn two_instances_share_updates_and_ids(
     assert_eq!(next_event(&mut earliest).await.data, "first");
     vec![one, all, resumed, earliest]
 }
+
+/// Waits (at most ten seconds) until the subscriptions API of `a` (tokens signed with `key`)
+/// lists the two subscriptions [`two_instances_share_updates_and_ids`] opened on the other
+/// instance, and checks both selectors are there.
+pub async fn subscriptions_listed_on(a: &super::http::TestServer, key: &str) {
+    const SUBSCRIPTIONS: &str = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
+    let auth = format!(
+        "Bearer {}",
+        token(
+            key,
+            &serde_json::json!({"mercure": {"subscribe": [SUBSCRIPTIONS]}})
+        )
+    );
+    let url = a.url(&format!("{HUB}/subscriptions"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let listed = loop {
+        let response = send("GET", &url, &[("authorization", &auth)], "").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let document: Value = serde_json::from_slice(&body).expect("JSON");
+        let topics: Vec<String> = document["subscriptions"]
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(|s| s["topic"].as_str().map(str::to_owned))
+            .collect();
+        // The other instance's two subscriptions of every book (a resumed stream is a third,
+        // on it).
+        let listed_b = topics
+            .iter()
+            .filter(|t| t.as_str() == "https://example.com/books/{id}")
+            .count();
+        if listed_b == 2 || tokio::time::Instant::now() > deadline {
+            break topics;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for selector in [
+        "https://example.com/books/1",
+        "https://example.com/books/{id}",
+    ] {
+        assert!(
+            listed.iter().any(|t| t == selector),
+            "{selector} in {listed:?}"
+        );
+    }
+}

@@ -29,6 +29,17 @@ impl NatsServer {
         Some(server)
     }
 
+    /// Starts a server as [`NatsServer::start`] does, with the configuration file `config`
+    /// (say, its users), or `None` as that says.
+    pub fn start_with_config(config: &str) -> Option<Self> {
+        let mut server = Self::prepare(super::free_port(), Vec::new())?;
+        let file = server.dir.join("server.conf");
+        std::fs::write(&file, config).expect("write the server's configuration");
+        server.extra = vec!["-c".to_owned(), file.display().to_string()];
+        server.spawn();
+        Some(server)
+    }
+
     /// Starts `size` servers on free ports as one JetStream cluster (server names `n0`, `n1`,
     /// ..), or `None` as [`NatsServer::start`] says.
     pub fn start_cluster(size: usize) -> Option<Vec<Self>> {

@@ -2,6 +2,7 @@
 //! [`NatsBroker`], and [`NatsConnectError`] when it cannot be built.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct NatsBrokerBuilder {
     urls: Vec<String>,
     token: Option<String>,
     user_and_password: Option<(String, String)>,
+    credentials: Option<Credentials>,
+    nkey: Option<String>,
     stream_name: String,
     subject_prefix: String,
     replicas: usize,
@@ -36,6 +39,7 @@ pub struct NatsBrokerBuilder {
     health_check: Duration,
     subscriber_queue: usize,
     replay_page: usize,
+    presence_expiry: Duration,
 }
 
 impl NatsBrokerBuilder {
@@ -44,6 +48,8 @@ impl NatsBrokerBuilder {
             urls,
             token: None,
             user_and_password: None,
+            credentials: None,
+            nkey: None,
             stream_name: "SSE".to_owned(),
             subject_prefix: "sse".to_owned(),
             replicas: 1,
@@ -56,6 +62,7 @@ impl NatsBrokerBuilder {
             health_check: Duration::from_secs(5),
             subscriber_queue: 256,
             replay_page: 256,
+            presence_expiry: Duration::from_secs(30),
         }
     }
 
@@ -72,6 +79,25 @@ impl NatsBrokerBuilder {
         password: impl Into<String>,
     ) -> Self {
         self.user_and_password = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Authenticates with the user JWT and NKey seed of a `.creds` file (as made by `nsc` or
+    /// Synadia Cloud), read when the broker is built.
+    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.credentials = Some(Credentials::File(path.into()));
+        self
+    }
+
+    /// Authenticates with the contents of a `.creds` file (say, from a secret store).
+    pub fn credentials(mut self, contents: impl Into<String>) -> Self {
+        self.credentials = Some(Credentials::Contents(contents.into()));
+        self
+    }
+
+    /// Authenticates with an NKey seed (`SU…`), the server knowing the user's public key.
+    pub fn nkey(mut self, seed: impl Into<String>) -> Self {
+        self.nkey = Some(seed.into());
         self
     }
 
@@ -158,6 +184,14 @@ impl NatsBrokerBuilder {
         self
     }
 
+    /// How long this process's presence entries (say, Mercure's subscriptions list) outlive
+    /// its last heartbeat when it stops without removing them (default 30 s). They live in two
+    /// key-value buckets, `<stream>_presence` and `<stream>_presence_live`, made on first use.
+    pub fn presence_expiry(mut self, expiry: Duration) -> Self {
+        self.presence_expiry = expiry.max(Duration::from_millis(30));
+        self
+    }
+
     /// Connects, creates the stream if it does not exist, and starts the live feed.
     ///
     /// # Errors
@@ -184,26 +218,34 @@ impl NatsBrokerBuilder {
                 "give at least one URL, such as nats://127.0.0.1:4222",
             ));
         }
+        let credentials = match &self.credentials {
+            // A small file, read once at start-up.
+            Some(Credentials::File(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
+                NatsConnectError::new(format!("cannot read NATS credentials {path:?}"), e)
+            })?),
+            Some(Credentials::Contents(contents)) => Some(contents.clone()),
+            None => None,
+        };
         // Counts (re)connections, so a publish acknowledged over a new connection checks which
         // stream it landed in (the server may have restarted without the stream).
         let connections = Arc::new(AtomicU64::new(0));
         let counted = connections.clone();
-        let mut options = async_nats::ConnectOptions::new()
-            .connection_timeout(self.timeout)
-            .request_timeout(Some(self.timeout))
+        let client = self
+            .options(credentials.as_deref(), "tower-sse-pubsub")?
             .event_callback(move |event| {
                 if matches!(event, async_nats::Event::Connected) {
                     counted.fetch_add(1, Ordering::AcqRel);
                 }
                 std::future::ready(())
-            });
-        if let Some(token) = &self.token {
-            options = options.token(token.clone());
-        }
-        if let Some((user, password)) = &self.user_and_password {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        let client = options
+            })
+            .connect(servers.clone())
+            .await
+            .map_err(|e| NatsConnectError::new("cannot connect to NATS", e))?;
+        // The live feed reads on a connection of its own: a message the client cannot parse
+        // (another program's, on the prefix) breaks the connection it arrives on, and must not
+        // break publishes and replays with it.
+        let feed_client = self
+            .options(credentials.as_deref(), "tower-sse-pubsub feed")?
             .connect(servers)
             .await
             .map_err(|e| NatsConnectError::new("cannot connect to NATS", e))?;
@@ -256,7 +298,9 @@ impl NatsBrokerBuilder {
         let gap_fills = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (stop, stopped) = oneshot::channel();
         let feed = Feed {
-            jetstream: jetstream.clone(),
+            jetstream: jetstream::ContextBuilder::new()
+                .timeout(self.timeout)
+                .build(feed_client),
             config: config.clone(),
             subjects: subjects.clone(),
             fanout: fanout.clone(),
@@ -268,6 +312,13 @@ impl NatsBrokerBuilder {
             stop: stopped,
         };
         tokio::spawn(feed.run());
+        let presence = super::presence::NatsPresence::new(
+            jetstream.clone(),
+            &config.name,
+            self.memory_storage,
+            self.replicas,
+            self.presence_expiry,
+        );
         Ok(NatsBroker {
             shared: Arc::new(Shared {
                 jetstream,
@@ -276,14 +327,51 @@ impl NatsBrokerBuilder {
                 epoch,
                 history_per_topic: self.history_per_topic,
                 replay_page: self.replay_page,
+                claim_stale_after: self.timeout.saturating_mul(4),
                 connections,
                 verified: AtomicU64::new(0),
                 gap_fills,
                 fanout,
+                presence,
                 _stop: stop,
             }),
         })
     }
+}
+
+impl NatsBrokerBuilder {
+    /// The connection options every connection of the broker shares.
+    fn options(
+        &self,
+        credentials: Option<&str>,
+        name: &str,
+    ) -> Result<async_nats::ConnectOptions, NatsConnectError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(self.timeout)
+            .request_timeout(Some(self.timeout));
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some((user, password)) = &self.user_and_password {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(seed) = &self.nkey {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(credentials) = credentials {
+            options = options
+                .credentials(credentials)
+                .map_err(|e| NatsConnectError::new("invalid NATS credentials", e))?;
+        }
+        Ok(options)
+    }
+}
+
+/// Where a [`NatsBrokerBuilder`]'s `.creds` come from.
+enum Credentials {
+    File(PathBuf),
+    Contents(String),
 }
 
 impl fmt::Debug for NatsBrokerBuilder {
@@ -291,6 +379,12 @@ impl fmt::Debug for NatsBrokerBuilder {
         f.debug_struct("NatsBrokerBuilder")
             .field("urls", &self.urls)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field(
+                "user",
+                &self.user_and_password.as_ref().map(|(user, _)| user),
+            )
+            .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .field("nkey", &self.nkey.as_ref().map(|_| "***"))
             .field("stream_name", &self.stream_name)
             .field("subject_prefix", &self.subject_prefix)
             .field("replicas", &self.replicas)

@@ -16,13 +16,15 @@
 //! * **Idempotency.** A request's idempotency key is the message's `Nats-Msg-Id`: within the
 //!   stream's duplicate window JetStream stores a retry no second time and acknowledges it with
 //!   the first message's sequence, so the retry returns the first id.
-//! * **Chosen ids.** A chosen id is first claimed on `<prefix>.id.<hex id>` with an expected
-//!   last subject sequence of 0 (a second claim is refused: [`BrokerError::DuplicateId`]),
-//!   then the event is published, then the event's sequence is recorded on the same subject,
-//!   where a resume after the id on any instance finds it.
+//! * **Chosen ids.** A chosen id is first claimed on `<prefix>.id.<hex id>` (a second claim is
+//!   refused: [`BrokerError::DuplicateId`]), then the event is published, then the event's
+//!   sequence is recorded on the same subject, where a resume after the id on any instance
+//!   finds it. A claim whose publish failed is released (see `chosen`).
 
 mod builder;
+mod chosen;
 mod feed;
+mod presence;
 mod replay;
 mod subject;
 mod wire;
@@ -34,7 +36,6 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, publish::PublishAck};
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
@@ -85,12 +86,15 @@ pub(super) struct Shared {
     epoch: Arc<Mutex<Epoch>>,
     history_per_topic: usize,
     replay_page: usize,
+    /// How old a chosen id's claim without its event must be for another publish to take it.
+    claim_stale_after: std::time::Duration,
     /// How many times the client has (re)connected.
     connections: Arc<AtomicU64>,
     /// The connection count at which the epoch was last read from the server.
     verified: AtomicU64,
     gap_fills: Arc<std::sync::atomic::AtomicU64>,
     fanout: Fanout,
+    presence: presence::NatsPresence,
     /// Dropped with the broker, which stops the feed task.
     _stop: oneshot::Sender<()>,
 }
@@ -134,37 +138,62 @@ impl NatsBroker {
         }
         let shared = &*self.shared;
         let key = request.key().map(|key| key.as_str());
-        if let Some(id) = request.chosen_id() {
-            let epoch = shared
-                .epoch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            if epoch.sequence_of(id).is_some() {
-                // Shaped like one of this stream's own ids: it would name two events.
-                return Err(BrokerError::DuplicateId(id.clone()));
+        let claim = match request.chosen_id() {
+            Some(id) => {
+                let epoch = shared
+                    .epoch
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if epoch.sequence_of(id).is_some() {
+                    // Shaped like one of this stream's own ids: it would name two events.
+                    return Err(BrokerError::DuplicateId(id.clone()));
+                }
+                Some((id, shared.claim(id, key).await?))
             }
-            shared.claim(id, key).await?;
-        }
+            None => None,
+        };
         let (headers, payload) = wire::encode_request(request);
         let mut message = PublishMessage::build().headers(headers).payload(payload);
         if let Some(key) = key {
             message = message.message_id(key);
         }
-        let ack = shared
-            .send(shared.subjects.event(topics), message)
-            .await
-            .map_err(|e| BrokerError::unavailable("NATS did not acknowledge the publish", e))?;
-        if let Some(id) = request.chosen_id() {
-            let record = PublishMessage::build().payload(Bytes::from(ack.sequence.to_string()));
-            shared
-                .send(shared.subjects.chosen_id(id), record)
-                .await
-                .map_err(|e| {
-                    BrokerError::unavailable("NATS did not record the event's chosen id", e)
-                })?;
+        let sent = shared.send(shared.subjects.event(topics), message).await;
+        if let Some((id, claim)) = claim {
+            let event = match sent {
+                Ok(ack) => ack.sequence,
+                Err(error) => match shared.settle(id, claim).await {
+                    // Stored after all (the acknowledgement was lost).
+                    Ok(Some(event)) => event,
+                    Ok(None) => {
+                        return Err(BrokerError::unavailable(
+                            "NATS did not acknowledge the publish (the chosen id is free again)",
+                            error,
+                        ));
+                    }
+                    Err(settling) => {
+                        tracing::warn!(
+                            %settling,
+                            id = id.as_str(),
+                            "cannot release a chosen id after a failed publish: another publish \
+                             takes it over once its claim is stale"
+                        );
+                        return Err(BrokerError::unavailable(
+                            "NATS did not acknowledge the publish",
+                            error,
+                        ));
+                    }
+                },
+            };
+            // The event is stored: without its record a resume after the id still finds it
+            // (it follows its claim), so a failed record is no failed publish.
+            if let Err(error) = shared.record(id, event, claim).await {
+                tracing::warn!(%error, id = id.as_str(), "chosen id recorded by its claim only");
+            }
             return Ok(id.clone());
         }
+        let ack =
+            sent.map_err(|e| BrokerError::unavailable("NATS did not acknowledge the publish", e))?;
         // Acknowledged over a connection made since the epoch was read: the server may have
         // restarted and another instance recreated the stream, so read which one this is.
         let connections = shared.connections.load(Ordering::Acquire);
@@ -282,91 +311,6 @@ impl Shared {
         Ok(stream.cached_info().state.last_sequence)
     }
 
-    /// Claims the chosen id `id`, or refuses it as taken.
-    async fn claim(&self, id: &EventId, key: Option<&str>) -> Result<(), BrokerError> {
-        let mut claim = PublishMessage::build()
-            .payload(Bytes::new())
-            .expected_last_subject_sequence(0);
-        if let Some(key) = key {
-            // A retry of the same publish passes its own claim as a duplicate.
-            claim = claim.message_id(format!("{key}\u{1f}claim"));
-        }
-        match self.send_once(self.subjects.chosen_id(id), claim).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(BrokerError::DuplicateId(id.clone()))
-            }
-            Err(e) => Err(BrokerError::unavailable(
-                "NATS did not confirm the claim of a chosen id",
-                e,
-            )),
-        }
-    }
-
-    /// The sequence of the event that took the chosen id `id`, if the stream recorded one.
-    async fn chosen_id_sequence(
-        &self,
-        stream: &Stream,
-        id: &EventId,
-    ) -> Result<Option<u64>, BrokerError> {
-        match stream
-            .get_last_raw_message_by_subject(&self.subjects.chosen_id(id))
-            .await
-        {
-            Ok(message) => match std::str::from_utf8(&message.payload)
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                Some(sequence) => Ok(Some(sequence)),
-                // Only the claim: the event may be stored and its record not yet (or never,
-                // when the publisher stopped there). The event follows its claim.
-                None => self.find_claimed(stream, id, message.sequence).await,
-            },
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(BrokerError::unavailable(
-                "cannot look up a chosen id in NATS",
-                e,
-            )),
-        }
-    }
-
-    /// The sequence of the event with the chosen id `id` among the messages after its claim
-    /// (at `claim`), looked for in the next [`MAX_CLAIM_SCAN`] of them.
-    async fn find_claimed(
-        &self,
-        stream: &Stream,
-        id: &EventId,
-        claim: u64,
-    ) -> Result<Option<u64>, BrokerError> {
-        let info = stream.cached_info();
-        let epoch = Epoch::of(info);
-        let last = info
-            .state
-            .last_sequence
-            .min(claim.saturating_add(MAX_CLAIM_SCAN));
-        for sequence in claim + 1..=last {
-            let message = match stream.get_raw_message(sequence).await {
-                Ok(message) => message,
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
-                Err(e) if is_unparsable(&e) => continue,
-                Err(e) => {
-                    return Err(BrokerError::unavailable(
-                        "cannot look up a chosen id in NATS",
-                        e,
-                    ));
-                }
-            };
-            if self.subjects.is_event(&message.subject)
-                && let Some(frame) =
-                    wire::decode_frame(&epoch, sequence, Some(&message.headers), &message.payload)
-                && frame.id() == id
-            {
-                return Ok(Some(sequence));
-            }
-        }
-        Ok(None)
-    }
-
     /// How many messages `subject` holds.
     async fn subject_count(&self, stream: &Stream, subject: &str) -> Result<usize, BrokerError> {
         let mut subjects = stream
@@ -382,10 +326,6 @@ impl Shared {
         Ok(count)
     }
 }
-
-/// How many messages after a chosen id's claim are searched for its event when the stream holds
-/// no record of the event's sequence.
-const MAX_CLAIM_SCAN: u64 = 1_024;
 
 /// Whether a read of a stored message failed because the message itself cannot be parsed (say,
 /// a header that is not UTF-8, published on the prefix by another program), not because the
@@ -421,6 +361,10 @@ impl Broker for NatsBroker {
 
     fn last_event_id(&self) -> BoxFuture<'_, Result<Option<EventId>, BrokerError>> {
         Box::pin(self.last_event_id_now())
+    }
+
+    fn presence(&self) -> Option<&dyn crate::broker::Presence> {
+        Some(&self.shared.presence)
     }
 }
 
