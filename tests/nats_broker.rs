@@ -856,6 +856,11 @@ async fn a_chosen_id_whose_publish_failed_is_free_for_the_retry() {
             .await
             .expect("the retry takes the released id");
         assert_eq!(published.as_str(), id);
+        if with_key {
+            // The retry retried (its acknowledgement lost, say): the same id, nothing stored.
+            let again = broker.publish(&attempt("fits")).await.expect("idempotent");
+            assert_eq!(again.as_str(), id);
+        }
         match broker.publish(&chosen(id, "another")).await {
             Err(BrokerError::DuplicateId(taken)) => assert_eq!(taken.as_str(), id),
             other => panic!("expected DuplicateId, got {other:?}"),
@@ -893,11 +898,18 @@ async fn a_stale_claim_is_taken_over() {
     }
     // Staleness is the passing of time itself: wait past it (4 x 250 ms).
     tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let keyed =
+        || chosen("orphan", "late").idempotency_key(IdempotencyKey::new("late-key").expect("key"));
     let id = broker
-        .publish(&chosen("orphan", "late"))
+        .publish(&keyed())
         .await
         .expect("the stale claim is taken over");
     assert_eq!(id.as_str(), "orphan");
+    let again = broker
+        .publish(&keyed())
+        .await
+        .expect("the retry is idempotent");
+    assert_eq!(again.as_str(), "orphan");
     match broker.publish(&chosen("orphan", "again")).await {
         Err(BrokerError::DuplicateId(_)) => {}
         other => panic!("the id is taken now, got {other:?}"),

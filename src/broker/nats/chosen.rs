@@ -72,14 +72,16 @@ impl Shared {
                     Holder::Record { claim, .. } if claim == ack.sequence => {
                         return Ok(ack.sequence);
                     }
-                    // It was deleted (its publish failed): claim afresh, under a message id
-                    // of its own.
-                    Holder::Nobody => {
+                    // It was released (its publish failed), and maybe claimed again since:
+                    // follow on to the claim made after it under the message id derived from
+                    // it. Made by this publisher, that one is a duplicate too and is checked in
+                    // turn; made by no one, it is made now, or refused if another publish
+                    // holds the id.
+                    _ => {
                         expected = 0;
                         message_id =
                             key.map(|key| format!("{key}\u{1f}claim\u{1f}{}", ack.sequence));
                     }
-                    _ => return Err(BrokerError::DuplicateId(id.clone())),
                 },
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     let stream = self.stream().await?;
@@ -94,7 +96,8 @@ impl Shared {
                         }
                         _ => return Err(BrokerError::DuplicateId(id.clone())),
                     }
-                    message_id = key.map(|key| format!("{key}\u{1f}claim\u{1f}{expected}"));
+                    // The refused claim was not stored, nor its message id remembered: the next
+                    // attempt keeps it, so a retry of this publish finds its claim by it.
                 }
                 Err(e) => {
                     return Err(BrokerError::unavailable(
