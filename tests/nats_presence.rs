@@ -138,3 +138,20 @@ async fn entries_lost_by_a_restarted_server_are_written_again_by_the_heartbeat()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Joins made at once by a process that has not written its heartbeat yet are all listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_racing_the_first_heartbeat_are_all_listed() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let a = broker(&server, Duration::from_secs(30)).await;
+    let presence = a.presence().expect("presence");
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+    let joins = keys.iter().map(|key| presence.join("g", key, "v"));
+    for joined in futures::future::join_all(joins).await {
+        joined.expect("join");
+    }
+    let listed: Vec<String> = listed(&a, "g").await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(listed, keys);
+}

@@ -405,8 +405,10 @@ impl Presence for NatsPresence {
                 .or_default()
                 .insert(key.to_owned(), value.to_owned());
             // The heartbeat goes first: a listing that sees the entry sees its process live.
+            // (A first heartbeat writes every entry joined so far, this one maybe among them;
+            // a join racing it may not be, so the entry is written below either way.)
             if inner.revision.load(Ordering::Acquire) == 0 {
-                return inner.beat().await;
+                inner.beat().await?;
             }
             let key = inner.entry_key(group, key);
             inner
@@ -425,6 +427,8 @@ impl Presence for NatsPresence {
     fn leave<'a>(&'a self, group: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let inner = &self.inner;
+            // Not while a heartbeat writes the entries anew: it could write this one back.
+            let _beating = inner.beating.lock().await;
             if let Some(entries) = inner.entries().get_mut(group) {
                 entries.remove(key);
             }
