@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::nats_server::NatsServer;
+use common::presence::{self, listed, pair};
 use tower_sse_pubsub::NatsBroker;
 use tower_sse_pubsub::broker::Broker;
 
@@ -21,88 +22,15 @@ async fn broker(server: &NatsServer, expiry: Duration) -> NatsBroker {
         .expect("broker connects")
 }
 
-async fn listed(broker: &NatsBroker, group: &str) -> Vec<(String, String)> {
-    let presence = broker.presence().expect("NATS keeps a presence");
-    let mut entries = presence.list(group).await.expect("list");
-    entries.sort();
-    entries
-}
-
-/// Polls `broker`'s list of `group` until `done` accepts it, at most ten seconds.
-async fn wait_for_list(
-    broker: &NatsBroker,
-    group: &str,
-    done: impl Fn(&[(String, String)]) -> bool,
-) -> Vec<(String, String)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let entries = listed(broker, group).await;
-        if done(&entries) || tokio::time::Instant::now() > deadline {
-            return entries;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn pair(key: &str, value: &str) -> (String, String) {
-    (key.to_owned(), value.to_owned())
-}
-
 #[tokio::test]
 async fn every_process_lists_every_processs_entries_until_they_leave_or_die() {
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let a = broker(&server, Duration::from_millis(900)).await;
-    let b = broker(&server, Duration::from_millis(900)).await;
-    assert_eq!(listed(&b, "g").await, [], "nothing joined yet");
-    let (pa, pb) = (
-        a.presence().expect("presence"),
-        b.presence().expect("presence"),
-    );
-    pa.join("g", "a1", "one").await.expect("join");
-    pa.join("g", "a2", "two").await.expect("join");
-    pb.join("g", "b1", "three").await.expect("join");
-    pb.join("other", "b2", "elsewhere").await.expect("join");
-    // Keys and values of any text, not only what a NATS subject token may hold.
-    pb.join("g", "/books/{id} ✓.*>", "{\"a\": 1}")
-        .await
-        .expect("join");
-    let all = vec![
-        pair("/books/{id} ✓.*>", "{\"a\": 1}"),
-        pair("a1", "one"),
-        pair("a2", "two"),
-        pair("b1", "three"),
-    ];
-    assert_eq!(listed(&a, "g").await, all);
-    assert_eq!(
-        listed(&b, "g").await,
-        all,
-        "the same list from either process"
-    );
-    assert_eq!(listed(&a, "other").await, [pair("b2", "elsewhere")]);
-
-    pa.leave("g", "a2").await.expect("leave");
-    pa.join("g", "a1", "one, changed").await.expect("replace");
-    assert_eq!(
-        listed(&b, "g").await,
-        [
-            pair("/books/{id} ✓.*>", "{\"a\": 1}"),
-            pair("a1", "one, changed"),
-            pair("b1", "three")
-        ]
-    );
-
-    // The heartbeat keeps entries past the expiry while the process lives...
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
-    assert_eq!(listed(&b, "g").await.len(), 3, "renewed by the heartbeat");
-    // ...and a process that stops without a word drops out within it.
-    drop(a);
-    let left = wait_for_list(&b, "g", |entries| entries.len() == 2).await;
-    assert_eq!(
-        left,
-        [pair("/books/{id} ✓.*>", "{\"a\": 1}"), pair("b1", "three")]
-    );
+    let expiry = Duration::from_millis(900);
+    let a = broker(&server, expiry).await;
+    let b = broker(&server, expiry).await;
+    presence::every_process_lists_every_processs_entries(a, &b, expiry).await;
 }
 
 #[tokio::test]
@@ -152,6 +80,10 @@ async fn joins_racing_the_first_heartbeat_are_all_listed() {
     for joined in futures::future::join_all(joins).await {
         joined.expect("join");
     }
-    let listed: Vec<String> = listed(&a, "g").await.into_iter().map(|(k, _)| k).collect();
+    let listed: Vec<String> = listed(presence, "g")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(listed, keys);
 }

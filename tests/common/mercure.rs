@@ -169,15 +169,10 @@ pub async fn subscriptions_listed_on(a: &super::http::TestServer, key: &str) {
     let url = a.url(&format!("{HUB}/subscriptions"));
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     let listed = loop {
-        let response = send("GET", &url, &[("authorization", &auth)], "").await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let document: Value = serde_json::from_slice(&body).expect("JSON");
+        let (status, body) =
+            text_of(send("GET", &url, &[("authorization", &auth)], "").await).await;
+        assert_eq!(status, StatusCode::OK);
+        let document: Value = serde_json::from_str(&body).expect("JSON");
         let topics: Vec<String> = document["subscriptions"]
             .as_array()
             .expect("an array")

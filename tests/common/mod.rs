@@ -6,6 +6,7 @@ pub mod chat;
 pub mod http;
 pub mod mercure;
 pub mod nats_server;
+pub mod presence;
 pub mod proxy;
 pub mod redis_server;
 
