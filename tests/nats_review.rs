@@ -704,3 +704,37 @@ async fn events_past_the_age_limit_expire_a_resume() {
     .await;
     assert_eq!(complete.resume(), &Resume::Complete);
 }
+
+/// Two instances configured with different histories share the stream the first created (the
+/// second does not change it): the second must judge trimming by the stream's real per-topic
+/// limit, not by its own setting, or it reports a resume past trimmed events `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: trimming is judged by this instance's history setting, not the stream's limit"]
+async fn a_resume_is_judged_by_the_streams_own_per_topic_limit() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let creator = builder(&server, "LIMITS")
+        .history_per_topic(2)
+        .build()
+        .await
+        .expect("broker");
+    let other = builder(&server, "LIMITS")
+        .history_per_topic(1_000)
+        .build()
+        .await
+        .expect("broker");
+    publish(&creator, "keep", "k1").await;
+    let first = publish(&creator, "t", "b1").await;
+    for data in ["b2", "b3", "b4"] {
+        publish(&creator, "t", data).await;
+    }
+    // b2 left t's history (the stream keeps two events per topic).
+    let mut resumed = subscribe(
+        &other,
+        SubscribeRequest::new([topic("t")]).start(Start::After(first)),
+    )
+    .await;
+    assert_eq!(deliveries_through(&mut resumed, "b4").await, ["b3", "b4"]);
+    assert_eq!(resumed.resume(), &Resume::Expired, "b2 was missed");
+}
