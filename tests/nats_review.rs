@@ -709,7 +709,6 @@ async fn events_past_the_age_limit_expire_a_resume() {
 /// second does not change it): the second must judge trimming by the stream's real per-topic
 /// limit, not by its own setting, or it reports a resume past trimmed events `complete`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: trimming is judged by this instance's history setting, not the stream's limit"]
 async fn a_resume_is_judged_by_the_streams_own_per_topic_limit() {
     let Some(server) = NatsServer::start() else {
         return;

@@ -224,7 +224,13 @@ async fn trimmed_since(
     filter: &Filter,
     after: u64,
 ) -> Result<Resume, BrokerError> {
-    let limit = shared.history_per_topic.max(1);
+    // The stream's own per-subject limit: another instance may have created it with a history
+    // other than this one's setting (an existing stream is not changed).
+    let limit = match stream.cached_info().config.max_messages_per_subject {
+        limit if limit > 0 => usize::try_from(limit).unwrap_or(usize::MAX),
+        // No per-subject limit: only the age and byte limits trim, stream-wide.
+        _ => return Ok(Resume::Complete),
+    };
     let mut subjects: Vec<String> = filter
         .topics
         .iter()
