@@ -245,13 +245,19 @@ async fn by_subject_and_full_scan_replays_agree_at_every_resume_point() {
             0 => publish(&broker, "a/1", &format!("a{i}")).await,
             3 => publish_to(&broker, &["a/1", "a/2"], &format!("both{i}")).await,
             5 => {
-                let request = PublishRequest::new([topic("a/2")], Event::text(format!("c{i}")).expect("event"))
-                    .id(EventId::new(format!("chosen-{i}")).expect("id"));
+                let request = PublishRequest::new(
+                    [topic("a/2")],
+                    Event::text(format!("c{i}")).expect("event"),
+                )
+                .id(EventId::new(format!("chosen-{i}")).expect("id"));
                 broker.publish(&request).await.expect("publish")
             }
             7 => {
-                let request = PublishRequest::new([topic("a/1")], Event::text(format!("p{i}")).expect("event"))
-                    .private();
+                let request = PublishRequest::new(
+                    [topic("a/1")],
+                    Event::text(format!("p{i}")).expect("event"),
+                )
+                .private();
                 broker.publish(&request).await.expect("publish")
             }
             8 => publish_to(&broker, &["x", "a/2"], &format!("xa{i}")).await,
@@ -364,13 +370,16 @@ async fn a_keyed_chosen_id_publish_retried_on_another_instance_is_stored_once() 
     let two = builder(&server, "KEYCHOSEN").build().await.expect("broker");
     let start = publish(&one, "t", "start").await;
     let chosen = EventId::new("order-9").expect("id");
-    let request = PublishRequest::new([topic("t"), topic("u")], Event::text("once").expect("event"))
-        .id(chosen.clone())
-        .idempotency_key(IdempotencyKey::new("k-9").expect("key"));
+    let request = PublishRequest::new(
+        [topic("t"), topic("u")],
+        Event::text("once").expect("event"),
+    )
+    .id(chosen.clone())
+    .idempotency_key(IdempotencyKey::new("k-9").expect("key"));
     assert_eq!(one.publish(&request).await.expect("publish"), chosen);
     assert_eq!(two.publish(&request).await.expect("retry"), chosen);
-    let unkeyed = PublishRequest::new([topic("t")], Event::text("again").expect("event"))
-        .id(chosen.clone());
+    let unkeyed =
+        PublishRequest::new([topic("t")], Event::text("again").expect("event")).id(chosen.clone());
     assert!(matches!(
         two.publish(&unkeyed).await,
         Err(BrokerError::DuplicateId(_))
@@ -462,8 +471,8 @@ async fn a_reused_key_returns_the_first_chosen_id() {
         .id(chosen.clone())
         .idempotency_key(key.clone());
     assert_eq!(broker.publish(&first).await.expect("publish"), chosen);
-    let again = PublishRequest::new([topic("t")], Event::text("one").expect("event"))
-        .idempotency_key(key);
+    let again =
+        PublishRequest::new([topic("t")], Event::text("one").expect("event")).idempotency_key(key);
     assert_eq!(
         broker.publish(&again).await.expect("retry"),
         chosen,
@@ -525,7 +534,11 @@ async fn a_stream_recreated_by_another_instance_gives_new_epoch_ids() {
     let new_first = publish(&two, "t", "new one").await;
     let new_second = publish(&one, "t", "new two").await;
     let epoch = |id: &EventId| id.as_str().rsplit_once('-').map(|(e, _)| e.to_owned());
-    assert_ne!(epoch(&old_first), epoch(&new_first), "two recreated the stream");
+    assert_ne!(
+        epoch(&old_first),
+        epoch(&new_first),
+        "two recreated the stream"
+    );
     assert_eq!(
         epoch(&new_second),
         epoch(&new_first),
@@ -576,7 +589,9 @@ async fn resumes_racing_another_instances_publishes_are_gap_free() {
     let one = builder(&server, "RACE")
         .replay_page(4)
         .subscriber_queue(2_000)
-        .build().await.expect("broker");
+        .build()
+        .await
+        .expect("broker");
     let two = builder(&server, "RACE").build().await.expect("broker");
     let mut ids = vec![publish(&two, "t", "0").await];
     let publisher = {
@@ -618,7 +633,10 @@ async fn resumes_racing_another_instances_publishes_are_gap_free() {
         let numbers: Vec<u64> = seen
             .iter()
             .filter(|s| *s != "end")
-            .map(|s| s.parse().unwrap_or_else(|_| panic!("an event, got {s}: {seen:?}")))
+            .map(|s| {
+                s.parse()
+                    .unwrap_or_else(|_| panic!("an event, got {s}: {seen:?}"))
+            })
             .collect();
         assert!(
             numbers.windows(2).all(|w| w[1] == w[0] + 1),
@@ -660,7 +678,11 @@ async fn other_topics_multi_topic_events_do_not_expire_a_resume() {
     )
     .await;
     assert_eq!(deliveries_through(&mut resumed, "a2").await, ["a2"]);
-    assert_eq!(resumed.resume(), &Resume::Complete, "nothing on `a` was missed");
+    assert_eq!(
+        resumed.resume(),
+        &Resume::Complete,
+        "nothing on `a` was missed"
+    );
 }
 
 /// Events that aged out after the resume point make it `expired`; one after them is complete.
@@ -686,7 +708,10 @@ async fn events_past_the_age_limit_expire_a_resume() {
         if stream.info().await.expect("stream info").state.messages == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the age limit drops events");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the age limit drops events"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     publish(&broker, "t", "e3").await;
@@ -736,4 +761,41 @@ async fn a_resume_is_judged_by_the_streams_own_per_topic_limit() {
     .await;
     assert_eq!(deliveries_through(&mut resumed, "b4").await, ["b3", "b4"]);
     assert_eq!(resumed.resume(), &Resume::Expired, "b2 was missed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A resume point far older than the stream's first message.
+
+/// A pattern subscriber resumes with an id far older than the stream's first message (a
+/// long-lived stream whose sequences ran far ahead): the replay starts at the first message
+/// still held, instead of asking for each long-gone message one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: an expired resume reads every sequence from the resume point, long gone or not"]
+async fn an_expired_resume_does_not_read_every_gone_sequence() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "FARAHEAD").build().await.expect("broker");
+    let old = publish(&broker, "books/1", "old").await;
+    // The stream's sequences move far ahead (as years of traffic would): everything before
+    // sequence 10,000,000 is gone.
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream.get_stream("FARAHEAD").await.expect("the stream");
+    stream
+        .purge()
+        .sequence(10_000_000)
+        .await
+        .expect("purge up to a sequence");
+    let recent = publish(&broker, "books/2", "recent").await;
+    assert!(recent.as_str().ends_with("-10000000"), "{recent:?}");
+    let request = SubscribeRequest::new([])
+        .select([selector("books/{id}")])
+        .start(Start::After(old));
+    let mut resumed = tokio::time::timeout(WAIT, broker.subscribe(&request))
+        .await
+        .expect("the resume is placed in time")
+        .expect("subscribe");
+    assert_eq!(resumed.resume(), &Resume::Expired);
+    assert_eq!(deliveries_through(&mut resumed, "recent").await, ["recent"]);
 }
