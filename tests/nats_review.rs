@@ -770,7 +770,6 @@ async fn a_resume_is_judged_by_the_streams_own_per_topic_limit() {
 /// long-lived stream whose sequences ran far ahead): the replay starts at the first message
 /// still held, instead of asking for each long-gone message one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an expired resume reads every sequence from the resume point, long gone or not"]
 async fn an_expired_resume_does_not_read_every_gone_sequence() {
     let Some(server) = NatsServer::start() else {
         return;

@@ -146,7 +146,9 @@ pub(super) async fn first_page(
     let first = info.state.first_sequence.max(1);
     let (mut after, mut resume) = match start {
         Start::After(id) => match place(shared, &stream, &epoch, id, end).await? {
-            Some(sequence) if sequence + 1 < first => (sequence, Resume::Expired),
+            // What came before the first message is gone: the replay starts at it (not at the
+            // resume point, which may be millions of sequences older).
+            Some(sequence) if sequence + 1 < first => (first - 1, Resume::Expired),
             Some(sequence) => (sequence, Resume::Complete),
             None => (first - 1, Resume::Unknown),
         },
