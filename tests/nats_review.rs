@@ -806,7 +806,6 @@ async fn an_expired_resume_does_not_read_every_gone_sequence() {
 /// "never" may be written) is published: it must reach subscribers, live and replayed, with the
 /// same frame as the memory broker gives it, not be skipped as a foreign message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an event whose retry passes u64::MAX ms is published but never delivered"]
 async fn an_event_with_the_longest_retry_is_delivered() {
     let Some(server) = NatsServer::start() else {
         return;
