@@ -838,3 +838,22 @@ async fn an_event_with_the_longest_retry_is_delivered() {
         assert!(text.contains(&format!("retry: {millis}\n")), "{text:?}");
     }
 }
+
+/// An event larger than the server's `max_payload` (1 MiB by default) can never be stored:
+/// the publisher is told so for good (`Unsupported`, as for too many topics), not
+/// `Unavailable` ("retry later"), which makes a client retry the same publish forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: an event past the server's max_payload is refused as Unavailable (retry later)"]
+async fn an_event_past_the_servers_max_payload_is_refused_for_good() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "BIG").build().await.expect("broker");
+    let data = "x".repeat(2 * 1024 * 1024);
+    let request = PublishRequest::new([topic("t")], Event::text(data).expect("event"));
+    let result = broker.publish(&request).await;
+    assert!(
+        matches!(result, Err(BrokerError::Unsupported(_))),
+        "{result:?}"
+    );
+}
