@@ -857,3 +857,80 @@ async fn an_event_past_the_servers_max_payload_is_refused_for_good() {
         "{result:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// How much a budgeted replay reads.
+
+/// Counts the JetStream API requests any client makes (a subscriber of their subjects gets a
+/// copy of each).
+struct ApiRequests {
+    client: async_nats::Client,
+    requests: async_nats::Subscriber,
+}
+
+impl ApiRequests {
+    async fn watch(server: &NatsServer) -> Self {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let requests = client.subscribe("$JS.API.>").await.expect("subscribe");
+        client.flush().await.expect("flush");
+        Self { client, requests }
+    }
+
+    /// The requests seen since the last call.
+    async fn count(&mut self) -> usize {
+        self.client.flush().await.expect("flush");
+        let mut count = 0;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), self.requests.next()).await
+        {
+            count += 1;
+        }
+        count
+    }
+}
+
+/// A resume of a sparse topic among many others reads only that topic's messages (the
+/// by-subject replay), with or without a replay budget: the hub gives every subscription its
+/// default budget (1,000 events, 2 MiB), so a budgeted replay that reads the whole range
+/// message by message makes every resume through the hub cost one request per message of the
+/// stream since the resume point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: a budgeted replay reads every message of the range, never by subject"]
+async fn a_budgeted_replay_of_a_sparse_topic_reads_by_subject() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "SPARSEBUDGET")
+        .health_check(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("broker");
+    let start = publish(&broker, "t", "start").await;
+    let others = (0..2_000).map(|i| {
+        let broker = broker.clone();
+        async move { publish(&broker, &format!("other{}", i % 50), "o").await }
+    });
+    futures::future::join_all(others).await;
+    publish(&broker, "t", "end").await;
+    let mut api = ApiRequests::watch(&server).await;
+    let request = SubscribeRequest::new([topic("t")]).start(Start::After(start));
+    let mut cost = Vec::new();
+    for request in [
+        request.clone(),
+        request.replay_budget(ReplayBudget::new(1_000, 2 * 1024 * 1024)),
+    ] {
+        api.count().await;
+        let mut resumed = subscribe(&broker, request).await;
+        assert_eq!(deliveries_through(&mut resumed, "end").await, ["end"]);
+        cost.push(api.count().await);
+    }
+    assert!(
+        cost[0] < 50,
+        "the unbudgeted replay reads by subject: {cost:?}"
+    );
+    assert!(
+        cost[1] < 50,
+        "the budgeted replay took {} requests to find one event: {cost:?}",
+        cost[1]
+    );
+}
