@@ -934,3 +934,21 @@ async fn a_budgeted_replay_of_a_sparse_topic_reads_by_subject() {
         cost[1]
     );
 }
+
+/// Dropping the broker ends its open subscriptions (`Closed`) instead of leaving them waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_broker_ends_its_subscriptions() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "DROPPED").build().await.expect("broker");
+    let mut live = subscribe(&broker, SubscribeRequest::new([topic("t")])).await;
+    publish(&broker, "t", "one").await;
+    assert_eq!(deliveries_through(&mut live, "one").await, ["one"]);
+    drop(broker);
+    let next = tokio::time::timeout(WAIT, live.next())
+        .await
+        .expect("the subscription ends in time");
+    assert!(next.is_none(), "{next:?}");
+    assert_eq!(live.end(), Some(tower_sse_pubsub::SubscriptionEnd::Closed));
+}
