@@ -146,7 +146,9 @@ pub(super) async fn first_page(
     let first = info.state.first_sequence.max(1);
     let (mut after, mut resume) = match start {
         Start::After(id) => match place(shared, &stream, &epoch, id, end).await? {
-            Some(sequence) if sequence + 1 < first => (sequence, Resume::Expired),
+            // What came before the first message is gone: the replay starts at it (not at the
+            // resume point, which may be millions of sequences older).
+            Some(sequence) if sequence + 1 < first => (first - 1, Resume::Expired),
             Some(sequence) => (sequence, Resume::Complete),
             None => (first - 1, Resume::Unknown),
         },
@@ -224,7 +226,13 @@ async fn trimmed_since(
     filter: &Filter,
     after: u64,
 ) -> Result<Resume, BrokerError> {
-    let limit = shared.history_per_topic.max(1);
+    // The stream's own per-subject limit: another instance may have created it with a history
+    // other than this one's setting (an existing stream is not changed).
+    let limit = match stream.cached_info().config.max_messages_per_subject {
+        limit if limit > 0 => usize::try_from(limit).unwrap_or(usize::MAX),
+        // No per-subject limit: only the age and byte limits trim, stream-wide.
+        _ => return Ok(Resume::Complete),
+    };
     let mut subjects: Vec<String> = filter
         .topics
         .iter()

@@ -115,7 +115,11 @@ fn read(
         event = event.with_event_type(decode(event_type)?).ok()?;
     }
     if let Some(retry) = value(RETRY) {
-        event = event.with_retry(Duration::from_millis(retry.parse().ok()?));
+        // Milliseconds as `Duration::as_millis` wrote them: up to `Duration::MAX`, past u64.
+        let millis: u128 = retry.parse().ok()?;
+        let seconds = u64::try_from(millis / 1000).ok()?;
+        let rest = Duration::from_millis((millis % 1000) as u64);
+        event = event.with_retry(Duration::from_secs(seconds).checked_add(rest)?);
     }
     let id = match value(CHOSEN_ID) {
         Some(id) => EventId::new(decode(id)?).ok()?,
