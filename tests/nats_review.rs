@@ -459,7 +459,6 @@ async fn with_the_server_down_every_call_is_unavailable() {
 /// A publish whose idempotency key was already used returns the first publish's id (as the
 /// memory broker does): here the first chose an id and the second did not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a keyed retry without the first's chosen id returns a stream id, not the first id"]
 async fn a_reused_key_returns_the_first_chosen_id() {
     let Some(server) = NatsServer::start() else {
         return;
@@ -483,7 +482,6 @@ async fn a_reused_key_returns_the_first_chosen_id() {
 /// The same, the second publish choosing another id: it must get the first id, and its own
 /// chosen id must not become a second name of the first event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a keyed retry with another chosen id returns that id and makes it name the first event"]
 async fn a_reused_key_with_another_chosen_id_returns_the_first_id() {
     let Some(server) = NatsServer::start() else {
         return;
@@ -513,7 +511,6 @@ async fn a_reused_key_with_another_chosen_id_returns_the_first_id() {
 /// again (a new epoch, sequences from 1): one's next publish must get an id of the new epoch,
 /// never an old-epoch id that already named another event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: after another instance recreates the stream, a publish returns an old-epoch id"]
 async fn a_stream_recreated_by_another_instance_gives_new_epoch_ids() {
     let Some(server) = NatsServer::start() else {
         return;
@@ -843,7 +840,6 @@ async fn an_event_with_the_longest_retry_is_delivered() {
 /// the publisher is told so for good (`Unsupported`, as for too many topics), not
 /// `Unavailable` ("retry later"), which makes a client retry the same publish forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an event past the server's max_payload is refused as Unavailable (retry later)"]
 async fn an_event_past_the_servers_max_payload_is_refused_for_good() {
     let Some(server) = NatsServer::start() else {
         return;

@@ -330,6 +330,7 @@ impl NatsBrokerBuilder {
                 claim_stale_after: self.timeout.saturating_mul(4),
                 connections,
                 verified: AtomicU64::new(0),
+                highest_acknowledged: AtomicU64::new(0),
                 gap_fills,
                 fanout,
                 presence,

@@ -54,7 +54,14 @@ impl Shared {
         // The subject's last sequence the claim expects (0: empty), and the message id that
         // makes a retry of this very claim a duplicate.
         let mut expected = 0;
-        let mut message_id = key.map(|key| format!("{key}\u{1f}claim"));
+        // With the id in it: a key reused with another chosen id claims that id anew.
+        let base = key.map(|key| {
+            format!(
+                "{key}\u{1f}claim\u{1f}{}",
+                super::subject::encode(id.as_str())
+            )
+        });
+        let mut message_id = base.clone();
         for _ in 0..CLAIM_ATTEMPTS {
             let mut claim = PublishMessage::build()
                 .payload(Bytes::new())
@@ -79,8 +86,9 @@ impl Shared {
                     // holds the id.
                     _ => {
                         expected = 0;
-                        message_id =
-                            key.map(|key| format!("{key}\u{1f}claim\u{1f}{}", ack.sequence));
+                        message_id = base
+                            .as_ref()
+                            .map(|base| format!("{base}\u{1f}{}", ack.sequence));
                     }
                 },
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
@@ -136,11 +144,21 @@ impl Shared {
         if let Some(event) = self.find_claimed(&stream, id, claim).await? {
             return Ok(Some(event));
         }
+        Self::delete_claim(&stream, claim).await?;
+        Ok(None)
+    }
+
+    /// Deletes the claim at `claim`, whose publish stored no event under its id.
+    pub(super) async fn release(&self, claim: u64) -> Result<(), BrokerError> {
+        Self::delete_claim(&self.stream().await?, claim).await
+    }
+
+    async fn delete_claim(stream: &Stream, claim: u64) -> Result<(), BrokerError> {
         stream
             .delete_message(claim)
             .await
-            .map_err(|e| BrokerError::unavailable("NATS did not release a chosen id's claim", e))?;
-        Ok(None)
+            .map(drop)
+            .map_err(|e| BrokerError::unavailable("NATS did not release a chosen id's claim", e))
     }
 
     /// The sequence of the event that took the chosen id `id`, if the stream recorded one.

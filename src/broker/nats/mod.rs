@@ -92,6 +92,8 @@ pub(super) struct Shared {
     connections: Arc<AtomicU64>,
     /// The connection count at which the epoch was last read from the server.
     verified: AtomicU64,
+    /// The highest sequence a publish of this instance was acknowledged with (in this epoch).
+    highest_acknowledged: AtomicU64,
     gap_fills: Arc<std::sync::atomic::AtomicU64>,
     fanout: Fanout,
     presence: presence::NatsPresence,
@@ -137,15 +139,17 @@ impl NatsBroker {
             ));
         }
         let shared = &*self.shared;
+        let (headers, payload) = wire::encode_request(request);
+        // The client refuses a message past the server's `max_payload` (1 MiB by default):
+        // refuse it up front, for good, before a chosen id is claimed for it.
+        let max_payload = shared.jetstream.client().server_info().max_payload;
+        if max_payload > 0 && payload.len() + header > max_payload {
+            return Err(too_large());
+        }
         let key = request.key().map(|key| key.as_str());
         let claim = match request.chosen_id() {
             Some(id) => {
-                let epoch = shared
-                    .epoch
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                if epoch.sequence_of(id).is_some() {
+                if shared.epoch().sequence_of(id).is_some() {
                     // Shaped like one of this stream's own ids: it would name two events.
                     return Err(BrokerError::DuplicateId(id.clone()));
                 }
@@ -153,62 +157,54 @@ impl NatsBroker {
             }
             None => None,
         };
-        let (headers, payload) = wire::encode_request(request);
         let mut message = PublishMessage::build().headers(headers).payload(payload);
         if let Some(key) = key {
             message = message.message_id(key);
         }
         let sent = shared.send(shared.subjects.event(topics), message).await;
+        let (sequence, duplicate) = match (sent, claim) {
+            (Ok(ack), _) => (ack.sequence, ack.duplicate),
+            (Err(error), None) => return Err(publish_failed(error)),
+            (Err(error), Some((id, claim))) => match shared.settle(id, claim).await {
+                // Stored after all (the acknowledgement was lost).
+                Ok(Some(event)) => (event, false),
+                Ok(None) => return Err(publish_failed(error)),
+                Err(settling) => {
+                    tracing::warn!(
+                        %settling,
+                        id = id.as_str(),
+                        "cannot release a chosen id after a failed publish: another publish \
+                         takes it over once its claim is stale"
+                    );
+                    return Err(publish_failed(error));
+                }
+            },
+        };
+        if duplicate {
+            // The key was used before: the answer is the first publish's id, whatever this
+            // request chose.
+            let first = shared.id_at(sequence).await?;
+            if let Some((id, claim)) = claim
+                && *id != first
+            {
+                // This request's own claim names no event: free it.
+                if let Err(error) = shared.release(claim).await {
+                    tracing::warn!(%error, id = id.as_str(), "a chosen id stays claimed until stale");
+                }
+            }
+            if claim.is_none_or(|(id, _)| *id != first) {
+                return Ok(first);
+            }
+        }
         if let Some((id, claim)) = claim {
-            let event = match sent {
-                Ok(ack) => ack.sequence,
-                Err(error) => match shared.settle(id, claim).await {
-                    // Stored after all (the acknowledgement was lost).
-                    Ok(Some(event)) => event,
-                    Ok(None) => {
-                        return Err(BrokerError::unavailable(
-                            "NATS did not acknowledge the publish (the chosen id is free again)",
-                            error,
-                        ));
-                    }
-                    Err(settling) => {
-                        tracing::warn!(
-                            %settling,
-                            id = id.as_str(),
-                            "cannot release a chosen id after a failed publish: another publish \
-                             takes it over once its claim is stale"
-                        );
-                        return Err(BrokerError::unavailable(
-                            "NATS did not acknowledge the publish",
-                            error,
-                        ));
-                    }
-                },
-            };
             // The event is stored: without its record a resume after the id still finds it
             // (it follows its claim), so a failed record is no failed publish.
-            if let Err(error) = shared.record(id, event, claim).await {
+            if let Err(error) = shared.record(id, sequence, claim).await {
                 tracing::warn!(%error, id = id.as_str(), "chosen id recorded by its claim only");
             }
             return Ok(id.clone());
         }
-        let ack =
-            sent.map_err(|e| BrokerError::unavailable("NATS did not acknowledge the publish", e))?;
-        // Acknowledged over a connection made since the epoch was read: the server may have
-        // restarted and another instance recreated the stream, so read which one this is.
-        let connections = shared.connections.load(Ordering::Acquire);
-        if shared.verified.load(Ordering::Acquire) < connections {
-            shared.stream().await?;
-            shared.verified.fetch_max(connections, Ordering::AcqRel);
-        }
-        let epoch = shared
-            .epoch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        epoch
-            .id(ack.sequence)
-            .ok_or_else(|| BrokerError::unavailable("NATS returned an unusable sequence", "bad id"))
+        shared.own_id(sequence).await
     }
 
     async fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
@@ -275,6 +271,56 @@ impl Shared {
         Ok(stream)
     }
 
+    /// The stream's epoch as last seen.
+    fn epoch(&self) -> Epoch {
+        self.epoch.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The broker's own id for the event this instance just stored at `sequence`.
+    async fn own_id(&self, sequence: u64) -> Result<EventId, BrokerError> {
+        // The epoch may be stale: acknowledged over a connection made since it was read (the
+        // server may have restarted, and another instance recreated the stream), or at a
+        // sequence this instance already had acknowledged (the stream was recreated under it).
+        let connections = self.connections.load(Ordering::Acquire);
+        let highest = self
+            .highest_acknowledged
+            .fetch_max(sequence, Ordering::AcqRel);
+        if self.verified.load(Ordering::Acquire) < connections || sequence <= highest {
+            self.stream().await?;
+            self.verified.fetch_max(connections, Ordering::AcqRel);
+            self.highest_acknowledged.store(sequence, Ordering::Release);
+        }
+        self.epoch()
+            .id(sequence)
+            .ok_or_else(|| BrokerError::unavailable("NATS returned an unusable sequence", "bad id"))
+    }
+
+    /// The id of the event stored at `sequence` (its chosen id, or the broker's own).
+    async fn id_at(&self, sequence: u64) -> Result<EventId, BrokerError> {
+        let stream = self.stream().await?;
+        let epoch = Epoch::of(stream.cached_info());
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => {
+                if let Some(frame) =
+                    wire::decode_frame(&epoch, sequence, Some(&message.headers), &message.payload)
+                {
+                    return Ok(frame.id().clone());
+                }
+            }
+            // Trimmed since: its own id is all there is to tell.
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => {
+                return Err(BrokerError::unavailable(
+                    "cannot read the first publish of an idempotency key from NATS",
+                    e,
+                ));
+            }
+        }
+        epoch
+            .id(sequence)
+            .ok_or_else(|| BrokerError::unavailable("NATS returned an unusable sequence", "bad id"))
+    }
+
     fn note_epoch(&self, epoch: Epoch) {
         *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = epoch;
     }
@@ -336,6 +382,25 @@ fn is_unparsable(error: &async_nats::jetstream::stream::RawMessageError) -> bool
         && error
             .source()
             .is_some_and(|source| !source.is::<async_nats::jetstream::context::RequestError>())
+}
+
+/// The error of an event too large for the server.
+fn too_large() -> BrokerError {
+    BrokerError::Unsupported(
+        "an event larger than the NATS server's max_payload (1 MiB by default): publish less \
+         data, or raise max_payload in the server's configuration",
+    )
+}
+
+/// What a failed publish of an event tells its caller.
+fn publish_failed(error: async_nats::Error) -> BrokerError {
+    if error
+        .downcast_ref::<async_nats::jetstream::context::PublishError>()
+        .is_some_and(|e| e.kind() == PublishErrorKind::MaxPayloadExceeded)
+    {
+        return too_large();
+    }
+    BrokerError::unavailable("NATS did not acknowledge the publish", error)
 }
 
 /// Whether a publish failed because no stream holds the subject (it was deleted, or the server
