@@ -27,6 +27,7 @@ mod feed;
 mod presence;
 mod replay;
 mod subject;
+mod trim;
 mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +37,6 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, publish::PublishAck};
-use futures::StreamExt;
 use tokio::sync::oneshot;
 
 pub use self::builder::{NatsBrokerBuilder, NatsConnectError};
@@ -355,21 +355,6 @@ impl Shared {
         // Fetched with the stream: its state as of now.
         let stream = self.stream().await?;
         Ok(stream.cached_info().state.last_sequence)
-    }
-
-    /// How many messages `subject` holds.
-    async fn subject_count(&self, stream: &Stream, subject: &str) -> Result<usize, BrokerError> {
-        let mut subjects = stream
-            .info_with_subjects(subject)
-            .await
-            .map_err(|e| BrokerError::unavailable("cannot read a topic's size from NATS", e))?;
-        let mut count = 0;
-        while let Some(entry) = subjects.next().await {
-            let (_, messages) = entry
-                .map_err(|e| BrokerError::unavailable("cannot read a topic's size from NATS", e))?;
-            count += messages;
-        }
-        Ok(count)
     }
 }
 

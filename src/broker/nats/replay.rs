@@ -57,6 +57,11 @@ struct Pages {
     /// When set, the replay walks these subjects' messages (merged by sequence) instead of
     /// every message of the stream.
     cursors: Option<Vec<Cursor>>,
+    /// Whether each page is checked for history trimmed before it was read (a replay whose
+    /// resume point was placed; one already reported expired or unknown is not).
+    check: bool,
+    /// The sequence through which the replay has been checked.
+    checked_through: u64,
 }
 
 /// A replay's position on one subject.
@@ -89,7 +94,7 @@ async fn by_subject(
     subjects.push(shared.subjects.multi());
     let mut held = 0;
     for subject in &subjects {
-        held += shared.subject_count(&pages.stream, subject).await?;
+        held += super::trim::count(&pages.stream, subject).await?;
     }
     let range = pages.end - after;
     if (held as u64).saturating_mul(SPARSE) >= range {
@@ -119,7 +124,20 @@ impl FirstPage {
             |pages| async move {
                 let mut pages = pages?;
                 match pages.next_page().await {
-                    Ok(Some(page)) => Some((Ok(page), Some(pages))),
+                    Ok(Some(page)) => match pages.trimmed_meanwhile(&page).await {
+                        Ok(false) => Some((Ok(page), Some(pages))),
+                        // Ended, not skipped over: the client resumes from what it got, and
+                        // is told its resume expired.
+                        Ok(true) => Some((
+                            Err(BrokerError::unavailable(
+                                "events of the replay left the NATS stream's history before \
+                                 they were read",
+                                "history trimmed",
+                            )),
+                            None,
+                        )),
+                        Err(error) => Some((Err(error), None)),
+                    },
                     Ok(None) => None,
                     Err(error) => Some((Err(error), None)),
                 }
@@ -155,7 +173,7 @@ pub(super) async fn first_page(
         _ => (first - 1, Resume::Complete),
     };
     if resume == Resume::Complete && !matches!(start, Start::Earliest) {
-        resume = trimmed_since(shared, &stream, &filter, after).await?;
+        resume = super::trim::since(&stream, &shared.subjects, &filter, after).await?;
     }
     let mut pages = Pages {
         stream,
@@ -167,6 +185,8 @@ pub(super) async fn first_page(
         page: shared.replay_page,
         held: VecDeque::new(),
         cursors: None,
+        check: resume == Resume::Complete,
+        checked_through: after,
     };
     if shared.history_per_topic == 0 {
         // No history is kept: nothing is replayed, and anything published since is missed.
@@ -186,6 +206,9 @@ pub(super) async fn first_page(
         if let Some(page) = pages.next_page().await? {
             // The first page is read now, as the subscriber's history stands when it subscribes:
             // a topic's history may move on before the stream is polled.
+            if pages.trimmed_meanwhile(&page).await? {
+                resume = Resume::Expired;
+            }
             pages.held = page.into();
         }
     }
@@ -218,52 +241,37 @@ async fn place(
     Ok(sequence.filter(|&s| s <= end))
 }
 
-/// `Expired` when a subscribed topic's own history (its subject's message limit) may have
-/// dropped events after `after`, else `Complete`. Patterns are only checked stream-wide.
-async fn trimmed_since(
-    shared: &Shared,
-    stream: &Stream,
-    filter: &Filter,
-    after: u64,
-) -> Result<Resume, BrokerError> {
-    // The stream's own per-subject limit: another instance may have created it with a history
-    // other than this one's setting (an existing stream is not changed).
-    let limit = match stream.cached_info().config.max_messages_per_subject {
-        limit if limit > 0 => usize::try_from(limit).unwrap_or(usize::MAX),
-        // No per-subject limit: only the age and byte limits trim, stream-wide.
-        _ => return Ok(Resume::Complete),
-    };
-    let mut subjects: Vec<String> = filter
-        .topics
-        .iter()
-        .map(|t| shared.subjects.topic(t))
-        .collect();
-    subjects.push(shared.subjects.multi());
-    for subject in subjects {
-        // The oldest message still on the subject: if the subject is full and that is newer
-        // than the resume point, older ones after the resume point may have been dropped.
-        let oldest = match stream.get_first_raw_message_by_subject(&subject, 1).await {
-            Ok(message) => message.sequence,
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
-            Err(e) => {
-                return Err(BrokerError::unavailable(
-                    "cannot read a topic's history from NATS",
-                    e,
-                ));
-            }
-        };
-        if oldest <= after + 1 {
-            continue;
-        }
-        let count = shared.subject_count(stream, &subject).await?;
-        if count >= limit {
-            return Ok(Resume::Expired);
-        }
-    }
-    Ok(Resume::Complete)
-}
-
 impl Pages {
+    /// Whether events after the last checked sequence may have left the history before `page`
+    /// (the next one read) was read: the stream's first message moved past them, or a subject
+    /// of the replay was trimmed past them.
+    async fn trimmed_meanwhile(&mut self, page: &[Frame]) -> Result<bool, BrokerError> {
+        if !self.check {
+            return Ok(false);
+        }
+        let after = self.checked_through;
+        if let Some(last) = page.last() {
+            self.checked_through = last.sequence();
+        }
+        // The stream-wide limits (age, bytes, count) drop the oldest messages whatever their
+        // subject: past the replay's position, they took some of its events. (The per-subject
+        // limit moves the stream's first message too, but is judged per subject below.)
+        let config = &self.stream.cached_info().config;
+        let stream_wide =
+            !config.max_age.is_zero() || config.max_bytes > 0 || config.max_messages > 0;
+        if stream_wide {
+            let info =
+                self.stream.get_info().await.map_err(|e| {
+                    BrokerError::unavailable("cannot read the NATS stream's state", e)
+                })?;
+            if info.state.first_sequence > after + 1 {
+                return Ok(true);
+            }
+        }
+        let resume = super::trim::since(&self.stream, &self.subjects, &self.filter, after).await?;
+        Ok(resume == Resume::Expired)
+    }
+
     /// Reads the replay newest first until `budget` is spent; when it is spent before the
     /// start, keeps what fits and returns the sequence the replay now starts after.
     async fn fit(

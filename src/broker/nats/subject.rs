@@ -22,6 +22,11 @@ impl Subjects {
         }
     }
 
+    /// The prefix of every subject.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Every subject of the stream: what the live feed reads.
     pub(super) fn all(&self) -> String {
         format!("{}.>", self.prefix)
