@@ -124,7 +124,10 @@ impl FirstPage {
             |pages| async move {
                 let mut pages = pages?;
                 match pages.next_page().await {
-                    Ok(Some(page)) => match pages.trimmed_meanwhile(&page).await {
+                    Ok(Some(page)) => match pages
+                        .trimmed_meanwhile(page.last().map(Frame::sequence))
+                        .await
+                    {
                         Ok(false) => Some((Ok(page), Some(pages))),
                         // Ended, not skipped over: the client resumes from what it got, and
                         // is told its resume expired.
@@ -194,11 +197,22 @@ pub(super) async fn first_page(
             resume = Resume::Expired;
         }
         pages.next = end + 1;
-    } else if let Some(budget) = budget
-        && let Some(start) = pages.fit(budget, grant).await?
-    {
-        after = after.max(start);
-        if resume == Resume::Complete {
+    } else if let Some(budget) = budget {
+        // Read whole at subscribe: forward by subject when the subscriber's subjects are sparse
+        // in the range, else newest first until the budget is spent.
+        pages.cursors = by_subject(shared, &pages, after).await?;
+        let start = match pages.cursors {
+            Some(_) => pages.fit_forward(budget, grant).await?,
+            None => pages.fit(budget, grant).await?,
+        };
+        if let Some(start) = start {
+            after = after.max(start);
+            if resume == Resume::Complete {
+                resume = Resume::Expired;
+            }
+        }
+        let last = pages.held.back().map(Frame::sequence);
+        if pages.trimmed_meanwhile(last).await? {
             resume = Resume::Expired;
         }
     } else {
@@ -206,7 +220,10 @@ pub(super) async fn first_page(
         if let Some(page) = pages.next_page().await? {
             // The first page is read now, as the subscriber's history stands when it subscribes:
             // a topic's history may move on before the stream is polled.
-            if pages.trimmed_meanwhile(&page).await? {
+            if pages
+                .trimmed_meanwhile(page.last().map(Frame::sequence))
+                .await?
+            {
                 resume = Resume::Expired;
             }
             pages.held = page.into();
@@ -242,16 +259,16 @@ async fn place(
 }
 
 impl Pages {
-    /// Whether events after the last checked sequence may have left the history before `page`
-    /// (the next one read) was read: the stream's first message moved past them, or a subject
-    /// of the replay was trimmed past them.
-    async fn trimmed_meanwhile(&mut self, page: &[Frame]) -> Result<bool, BrokerError> {
+    /// Whether events after the last checked sequence may have left the history before the
+    /// page just read (whose last frame is at `last`) was read: the stream's first message
+    /// moved past them, or a subject of the replay was trimmed past them.
+    async fn trimmed_meanwhile(&mut self, last: Option<u64>) -> Result<bool, BrokerError> {
         if !self.check {
             return Ok(false);
         }
         let after = self.checked_through;
-        if let Some(last) = page.last() {
-            self.checked_through = last.sequence();
+        if let Some(last) = last {
+            self.checked_through = last;
         }
         // The stream-wide limits (age, bytes, count) drop the oldest messages whatever their
         // subject: past the replay's position, they took some of its events. (The per-subject
@@ -309,6 +326,39 @@ impl Pages {
         self.held = kept;
         self.next = self.end + 1;
         Ok(None)
+    }
+
+    /// Reads the replay forward (by subject: the subscriber's messages are sparse in the range)
+    /// and keeps the newest frames that fit `budget`; when older ones did not fit, returns the
+    /// sequence the replay now starts after.
+    async fn fit_forward(
+        &mut self,
+        budget: ReplayBudget,
+        grant: &Grant,
+    ) -> Result<Option<u64>, BrokerError> {
+        let mut kept: VecDeque<Frame> = VecDeque::new();
+        let mut bytes = 0;
+        let mut start = None;
+        while let Some(page) = self.next_page().await? {
+            for frame in page {
+                if !grant.allows(&frame) {
+                    continue;
+                }
+                bytes += frame.bytes().len();
+                kept.push_back(frame);
+                while kept.len() > budget.events() || bytes > budget.bytes() {
+                    let Some(dropped) = kept.pop_front() else {
+                        break;
+                    };
+                    bytes -= dropped.bytes().len();
+                    start = Some(dropped.sequence());
+                }
+            }
+        }
+        self.held = kept;
+        self.next = self.end + 1;
+        self.cursors = None;
+        Ok(start)
     }
 
     /// The next frames in sequence order; `None` at the end.
