@@ -268,12 +268,21 @@ impl NatsBrokerBuilder {
                 stream::StorageType::File
             },
             num_replicas: self.replicas,
+            // Every stored message, republished at once: the live feed reads those, so a
+            // per-topic limit cannot drop an event before the feed has seen it.
+            republish: Some(subjects.republish()),
             // JetStream refuses a duplicate window longer than the age limit.
             duplicate_window: self
                 .history_max_age
                 .map_or(self.duplicate_window, |age| self.duplicate_window.min(age)),
             ..stream::Config::default()
         };
+        // Subscribed to the republished messages before the stream's end is read: the feed
+        // starts at that end, and every message stored after it arrives on this subscription.
+        let live = feed_client
+            .subscribe(subjects.republished())
+            .await
+            .map_err(|e| NatsConnectError::new("cannot subscribe to the NATS live feed", e))?;
         let stream = jetstream
             .get_or_create_stream(config.clone())
             .await
@@ -310,6 +319,7 @@ impl NatsBrokerBuilder {
             health_check: self.health_check,
             gap_fills: gap_fills.clone(),
             stop: stopped,
+            live: Some(live),
         };
         tokio::spawn(feed.run());
         let presence = super::presence::NatsPresence::new(

@@ -1,13 +1,18 @@
-//! The one live subscription per process: an ordered consumer on every subject of the stream,
-//! read by one task that turns each event message into a [`Frame`](crate::Frame) once and
-//! appends it to the fan-out engine, with the stream sequence as the frame's sequence.
+//! The one live subscription per process: the stream republishes every message it stores to
+//! `<prefix>-live.>` (with its sequence in a header), and one task reads those, turns each
+//! event message into a [`Frame`](crate::Frame) once and appends it to the fan-out engine, with
+//! the stream sequence as the frame's sequence. Read as they are stored, events reach live
+//! subscribers however short a topic's history: the per-topic limit cannot drop one first.
 //!
-//! The ordered consumer recreates itself when its own deliveries skip; this task also watches
-//! the stream sequence. A jump (messages it never saw) is filled from the stream by sequence,
-//! and what the stream no longer holds is reported to every reader as a resync. Every
-//! `health_check` the stream's identity is read: a recreated stream (a new epoch, say a server
-//! with memory storage restarted) resets the engine, and the feed starts again from the new
-//! stream's first message.
+//! The task watches the stream sequence. A jump (messages it never saw) is filled from the
+//! stream by sequence, and what the stream no longer holds is reported to every reader as a
+//! resync. After a (re)start the messages stored meanwhile are read through an ordered
+//! consumer from the last sequence read, up to the stream's end, and then from the republished
+//! ones again. A stream made without republishing (by hand, or by an earlier version) is read
+//! through the ordered consumer all along. Every `health_check` the stream's identity is read:
+//! a recreated stream (a new epoch, say a server with memory storage restarted) resets the
+//! engine, and the feed starts again from the new stream's first message; a feed that saw
+//! nothing for a whole interval while the stream grew starts again too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +47,9 @@ pub(super) struct Feed {
     pub(super) gap_fills: Arc<std::sync::atomic::AtomicU64>,
     /// Fires (or is dropped) when the broker is.
     pub(super) stop: oneshot::Receiver<()>,
+    /// The subscription to the republished messages made before `last` was read, for the first
+    /// run.
+    pub(super) live: Option<async_nats::Subscriber>,
 }
 
 /// Why one run of the consumer ended.
@@ -69,8 +77,10 @@ impl Feed {
         }
     }
 
-    /// Places an ordered consumer after the last sequence read and appends what it delivers,
-    /// until the stream changes identity, the consumer fails, or the broker is dropped.
+    /// Reads the stream from the last sequence read on, until the stream changes identity, the
+    /// feed fails, or the broker is dropped: first through an ordered consumer up to the
+    /// stream's end, then (when the stream republishes its messages) from the republished
+    /// messages, which arrive as each is stored, before any limit can drop it.
     async fn run_once(&mut self) -> Result<Restart, async_nats::Error> {
         let stream = self
             .jetstream
@@ -78,7 +88,80 @@ impl Feed {
             .await?;
         let epoch = Epoch::of(stream.cached_info());
         self.note_epoch(&epoch);
+        let republished = stream
+            .cached_info()
+            .config
+            .republish
+            .as_ref()
+            .is_some_and(|r| *r == self.subjects.republish());
+        // Subscribed before the stream's end is read: whatever is stored after it arrives here.
+        // (The first run's was made before the broker read where the feed starts.)
+        let first = self.live.take();
+        let mut live = match (republished, first) {
+            (true, Some(live)) => Some(live),
+            (true, None) => Some(
+                self.jetstream
+                    .client()
+                    .subscribe(self.subjects.republished())
+                    .await?,
+            ),
+            // A stream made without republishing (by an earlier version, or by hand): the
+            // ordered consumer reads it all along.
+            (false, _) => None,
+        };
+        let info = stream.get_info().await?;
+        if Epoch::of(&info) != epoch {
+            return Ok(Restart::Again);
+        }
+        let end = info.state.last_sequence;
         self.skip_unparsable(&stream).await;
+        if live.is_none() || self.last < end {
+            if let Some(restart) = self
+                .catch_up(&stream, &epoch, live.is_some().then_some(end))
+                .await?
+            {
+                return Ok(restart);
+            }
+        }
+        let Some(live) = live.as_mut() else {
+            return Ok(Restart::Again);
+        };
+        let mut check = tokio::time::interval(self.health_check);
+        check.tick().await;
+        let mut behind: Option<u64> = None;
+        loop {
+            tokio::select! {
+                _ = &mut self.stop => return Ok(Restart::Stopped),
+                _ = check.tick() => {
+                    if let Some(restart) = self.check(&stream, &epoch, &mut behind).await? {
+                        return Ok(restart);
+                    }
+                }
+                message = live.next() => {
+                    let Some(message) = message else { return Ok(Restart::Again) };
+                    let headers = message.headers.as_ref();
+                    let sequence = headers
+                        .and_then(|h| h.get(async_nats::header::NATS_SEQUENCE))
+                        .and_then(|v| v.as_str().parse().ok());
+                    let subject = headers
+                        .and_then(|h| h.get(async_nats::header::NATS_SUBJECT))
+                        .map(|v| v.as_str().to_owned());
+                    if let (Some(sequence), Some(subject)) = (sequence, subject) {
+                        self.deliver(&stream, &epoch, sequence, &subject, &message).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the stream through an ordered consumer placed after the last sequence read: until
+    /// `end` is read when given (`None` then), else for as long as it runs (a restart then).
+    async fn catch_up(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        epoch: &Epoch,
+        end: Option<u64>,
+    ) -> Result<Option<Restart>, async_nats::Error> {
         let deliver_policy = match self.last {
             0 => DeliverPolicy::All,
             last => DeliverPolicy::ByStartSequence {
@@ -99,27 +182,50 @@ impl Feed {
         let mut behind: Option<u64> = None;
         loop {
             tokio::select! {
-                _ = &mut self.stop => return Ok(Restart::Stopped),
+                _ = &mut self.stop => return Ok(Some(Restart::Stopped)),
                 _ = check.tick() => {
-                    let info = stream.get_info().await?;
-                    if Epoch::of(&info) != epoch {
-                        return Ok(Restart::Again);
+                    if let Some(end) = end
+                        && behind == Some(self.last)
+                    {
+                        // Nothing came for a whole interval short of the end: what is left
+                        // was deleted (or the consumer stalled); read it by sequence.
+                        self.fill_gap(stream, epoch, end + 1).await?;
+                        return Ok(None);
                     }
-                    // Newer messages exist, and none arrived for a whole interval: the consumer
-                    // stalled (say, lost with a restarted server): place a new one.
-                    if behind == Some(self.last) {
-                        return Ok(Restart::Again);
+                    if let Some(restart) = self.check(stream, epoch, &mut behind).await? {
+                        return Ok(Some(restart));
                     }
-                    behind = (info.state.last_sequence > self.last).then_some(self.last);
                 }
                 message = messages.next() => {
-                    let Some(message) = message else { return Ok(Restart::Again) };
+                    let Some(message) = message else { return Ok(Some(Restart::Again)) };
                     let message = message?;
-                    let sequence = message.info()?.stream_sequence;
-                    self.deliver(&stream, &epoch, sequence, &message.message).await?;
+                    let info = message.info()?;
+                    let (sequence, pending) = (info.stream_sequence, info.pending);
+                    let subject = message.message.subject.to_string();
+                    self.deliver(stream, epoch, sequence, &subject, &message.message).await?;
+                    if end.is_some_and(|end| self.last >= end || pending == 0) {
+                        return Ok(None);
+                    }
                 }
             }
         }
+    }
+
+    /// The periodic check: a stream of another identity, or one whose newer messages did not
+    /// arrive for a whole interval (the feed stalled, say its consumer was lost with a
+    /// restarted server), restarts the feed.
+    async fn check(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        epoch: &Epoch,
+        behind: &mut Option<u64>,
+    ) -> Result<Option<Restart>, async_nats::Error> {
+        let info = stream.get_info().await?;
+        if Epoch::of(&info) != *epoch || *behind == Some(self.last) {
+            return Ok(Some(Restart::Again));
+        }
+        *behind = (info.state.last_sequence > self.last).then_some(self.last);
+        Ok(None)
     }
 
     /// Steps over the messages next in line that this client cannot parse (say, a header that
@@ -156,12 +262,14 @@ impl Feed {
         }
     }
 
-    /// Appends the message at `sequence`, after filling any jump before it from the stream.
+    /// Appends the message at `sequence`, stored on `subject`, after filling any jump before it
+    /// from the stream.
     async fn deliver(
         &mut self,
         stream: &jetstream::stream::Stream,
         epoch: &Epoch,
         sequence: u64,
+        subject: &str,
         message: &async_nats::Message,
     ) -> Result<(), async_nats::Error> {
         if sequence <= self.last {
@@ -171,7 +279,7 @@ impl Feed {
             self.fill_gap(stream, epoch, sequence).await?;
         }
         self.last = sequence;
-        if self.subjects.is_event(&message.subject)
+        if self.subjects.is_event(subject)
             && let Some(frame) =
                 wire::decode_frame(epoch, sequence, message.headers.as_ref(), &message.payload)
         {

@@ -32,6 +32,21 @@ impl Subjects {
         format!("{}.>", self.prefix)
     }
 
+    /// Where the stream republishes every message it stores (outside the stream's subjects):
+    /// what the live feed subscribes to.
+    pub(super) fn republished(&self) -> String {
+        format!("{}-live.>", self.prefix)
+    }
+
+    /// The stream's republishing of every message to [`Subjects::republished`].
+    pub(super) fn republish(&self) -> async_nats::jetstream::stream::Republish {
+        async_nats::jetstream::stream::Republish {
+            source: self.all(),
+            destination: self.republished(),
+            headers_only: false,
+        }
+    }
+
     /// The subject an event on `topics` (at least one) is published to.
     pub(super) fn event(&self, topics: &[Topic]) -> String {
         match topics {
