@@ -115,13 +115,12 @@ impl Feed {
         }
         let end = info.state.last_sequence;
         self.skip_unparsable(&stream).await;
-        if live.is_none() || self.last < end {
-            if let Some(restart) = self
+        if (live.is_none() || self.last < end)
+            && let Some(restart) = self
                 .catch_up(&stream, &epoch, live.is_some().then_some(end))
                 .await?
-            {
-                return Ok(restart);
-            }
+        {
+            return Ok(restart);
         }
         let Some(live) = live.as_mut() else {
             return Ok(Restart::Again);
