@@ -230,9 +230,9 @@ pub(super) async fn first_page(
         }
     }
     let seen_through = match resume {
-        Resume::Unknown => 0,
         // Nothing before the end is replayed: a live frame the feed appends late is old.
         _ if shared.history_per_topic == 0 => end,
+        Resume::Unknown => 0,
         _ => after,
     };
     Ok(FirstPage {
