@@ -982,3 +982,303 @@ async fn dropping_the_broker_ends_its_subscriptions() {
     assert!(next.is_none(), "{next:?}");
     assert_eq!(live.end(), Some(tower_sse_pubsub::SubscriptionEnd::Closed));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Third review: the republished live feed, replay ends, presence at scale.
+
+/// Deliveries (as `deliveries_through` writes them) until the event with data `last`, or until
+/// nothing comes for `quiet`: the list, and whether `last` came.
+async fn deliveries_until(
+    subscription: &mut Subscription,
+    last: &str,
+    quiet: Duration,
+) -> (Vec<String>, bool) {
+    let mut seen = Vec::new();
+    loop {
+        let delivery = match tokio::time::timeout(quiet, subscription.next()).await {
+            Err(_) => return (seen, false),
+            Ok(None) => {
+                seen.push(format!("ended:{:?}", subscription.end()));
+                return (seen, false);
+            }
+            Ok(Some(delivery)) => delivery,
+        };
+        match delivery {
+            Delivery::Event(frame) => {
+                let data = frame.fields().data;
+                let done = data == last;
+                seen.push(format!("{data}@{}", frame.id().as_str()));
+                if done {
+                    return (seen, true);
+                }
+            }
+            Delivery::Resync(reason) => seen.push(format!("resync:{}", reason.as_str())),
+            other => seen.push(format!("{other:?}")),
+        }
+    }
+}
+
+/// Another program publishes on the stream's republish subject (`<prefix>-live.>`, outside the
+/// stream) a message with the headers JetStream's republish sets: the live feed takes it for
+/// the stream's own. It must not deliver it as an event, nor stop delivering real ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: a foreign message on <prefix>-live.> with a Nats-Sequence header is delivered as an event, and real events at or below its sequence are dropped from the live feed"]
+async fn a_forged_republished_message_neither_reaches_subscribers_nor_stalls_the_feed() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "FORGE")
+        .health_check(Duration::from_millis(200))
+        .build()
+        .await
+        .expect("broker");
+    let mut live = subscribe(&broker, SubscribeRequest::new([topic("t")])).await;
+    publish(&broker, "t", "e1").await;
+    let (seen, _) = deliveries_until(&mut live, "e1", WAIT).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // Headers as the stream's republish writes them; the event headers as the broker writes
+    // them ("74" is the topic "t" in hex).
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Stream", "FORGE");
+    headers.insert("Nats-Subject", "forge.t.74");
+    headers.insert("Nats-Sequence", "1000");
+    headers.insert("Nats-Last-Sequence", "1");
+    headers.insert("Sse-Topics", "74");
+    client
+        .publish_with_headers("forge-live.forge.t.74", headers, "forged".into())
+        .await
+        .expect("publish");
+    client.flush().await.expect("flush");
+    for data in ["e2", "e3"] {
+        publish(&broker, "t", data).await;
+    }
+    // Well past a few health checks.
+    let (seen, done) = deliveries_until(&mut live, "e3", Duration::from_secs(3)).await;
+    assert!(
+        done && seen.iter().all(|s| !s.starts_with("forged")),
+        "after a forged republished message the subscriber saw {seen:?}"
+    );
+}
+
+/// A server with memory storage restarts: the stream is made again (a new epoch, sequences
+/// from 1). A live subscriber must get the events published since with the ids their publishes
+/// returned (after a resync, if need be), not ids of the old epoch, and none of them dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: after a memory-storage restart the live feed drops new events at sequences it saw in the old stream and delivers later ones with old-epoch ids, until its next health check"]
+async fn after_a_memory_server_restart_live_events_carry_their_published_ids() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "MEMRESTART")
+        .memory_storage()
+        .health_check(Duration::from_secs(30))
+        .build()
+        .await
+        .expect("broker");
+    let mut live = subscribe(&broker, SubscribeRequest::new([topic("t")])).await;
+    for data in ["o1", "o2", "o3"] {
+        publish(&broker, "t", data).await;
+    }
+    let (seen, done) = deliveries_until(&mut live, "o3", WAIT).await;
+    assert!(done, "{seen:?}");
+    server.restart();
+    // The first publish after the restart waits for the reconnection (bounded).
+    let mut published = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let first = loop {
+        let request = PublishRequest::new([topic("t")], Event::text("n1").expect("event"));
+        match broker.publish(&request).await {
+            Ok(id) => break id,
+            Err(error) => {
+                assert!(std::time::Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    published.push(format!("n1@{}", first.as_str()));
+    for data in ["n2", "n3", "n4"] {
+        let id = publish(&broker, "t", data).await;
+        published.push(format!("{data}@{}", id.as_str()));
+    }
+    let (seen, _) = deliveries_until(&mut live, "n4", WAIT).await;
+    let events: Vec<&String> = seen.iter().filter(|s| !s.starts_with("resync:")).collect();
+    assert_eq!(
+        events,
+        published.iter().collect::<Vec<_>>(),
+        "published {published:?}, the live subscriber saw {seen:?}"
+    );
+}
+
+/// A replay's pages are read as the subscriber reads on. When the rest of the replay's events
+/// leave the topic's history before their page is read (newer events push them out), the
+/// replay's last page is empty: the subscriber must be told (a resync, or the subscription
+/// ended so its resume says expired), not handed the newer events live after a silent gap.
+async fn history_trimmed_before_the_last_page(stream: &str, sparse: bool) {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, stream)
+        .history_per_topic(3)
+        .replay_page(1)
+        .build()
+        .await
+        .expect("broker");
+    let mut watcher = subscribe(&broker, SubscribeRequest::new([topic("t")])).await;
+    let start = publish(&broker, "t", "e1").await;
+    publish(&broker, "t", "e2").await;
+    if sparse {
+        for i in 0..20 {
+            publish(&broker, "other", &format!("o{i}")).await;
+        }
+    }
+    publish(&broker, "t", "e3").await;
+    // e3 appended to the engine before the resumed reader is placed: it can come only from
+    // the replay.
+    assert_eq!(
+        deliveries_through(&mut watcher, "e3").await,
+        ["e1", "e2", "e3"]
+    );
+    let mut resumed = subscribe(
+        &broker,
+        SubscribeRequest::new([topic("t")]).start(Start::After(start)),
+    )
+    .await;
+    assert_eq!(resumed.resume(), &Resume::Complete);
+    // The first page (e2) is read and delivered.
+    let first = tokio::time::timeout(WAIT, resumed.next())
+        .await
+        .expect("a delivery in time");
+    assert!(
+        matches!(&first, Some(Delivery::Event(frame)) if frame.fields().data == "e2"),
+        "{first:?}"
+    );
+    // Now e3, not read yet, leaves the history.
+    for data in ["e4", "e5", "e6"] {
+        publish(&broker, "t", data).await;
+    }
+    let (seen, _) = deliveries_until(&mut resumed, "e6", WAIT).await;
+    let reported = seen
+        .iter()
+        .any(|s| s.starts_with("resync:") || s.starts_with("ended:"));
+    assert!(
+        seen.first().is_some_and(|s| s.starts_with("e3@")) || reported,
+        "e3 was lost without a word: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: a replay whose last page comes back empty (its events trimmed before it was read) ends without the trim check, and the gap is silent"]
+async fn history_trimmed_before_the_last_paged_replay_page_is_reported() {
+    history_trimmed_before_the_last_page("LASTPAGE", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: a replay whose last page comes back empty (its events trimmed before it was read) ends without the trim check, and the gap is silent"]
+async fn history_trimmed_before_the_last_sparse_replay_page_is_reported() {
+    history_trimmed_before_the_last_page("LASTSPARSE", true).await;
+}
+
+/// With a stream-wide limit (here bytes), the stream's oldest messages go as newer ones
+/// arrive. When only messages the replay has already read go (the subscriber's delivered
+/// event among them), nothing of the replay was lost: it must go on, not end Unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: the mid-replay check measures from the last delivered frame, not the last sequence read, so a stream-wide trim of messages already read ends the replay as if events were lost"]
+async fn a_stream_wide_trim_of_messages_already_read_does_not_end_a_replay() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "READTRIM")
+        .history_max_bytes(12_000)
+        .replay_page(10)
+        .build()
+        .await
+        .expect("broker");
+    let filler = "x".repeat(200);
+    // a1, nine of b's, then a2 to a7: "a" is dense enough in the range for a full scan, whose
+    // first page (sequences 1 to 10) holds a1 alone.
+    publish(&broker, "a", "a1").await;
+    for _ in 0..9 {
+        publish(&broker, "b", &filler).await;
+    }
+    for i in 2..=7 {
+        publish(&broker, "a", &format!("a{i}")).await;
+    }
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let first_sequence = || {
+        let jetstream = jetstream.clone();
+        async move {
+            jetstream
+                .get_stream("READTRIM")
+                .await
+                .expect("stream")
+                .info()
+                .await
+                .expect("info")
+                .state
+                .first_sequence
+        }
+    };
+    assert_eq!(first_sequence().await, 1, "the limit holds all 16 messages");
+    let mut replay = subscribe(
+        &broker,
+        SubscribeRequest::new([topic("a")]).start(Start::Earliest),
+    )
+    .await;
+    // The first page (sequences 1 to 10) is read: a1.
+    let (seen, done) = deliveries_until(&mut replay, "a1", WAIT).await;
+    assert!(done, "{seen:?}");
+    // Other topics' messages push out the oldest ones: a1 (delivered) and two of b's (read
+    // with the first page, and not the subscriber's).
+    let mut pushed = 0;
+    while first_sequence().await < 4 {
+        publish(&broker, "c", &filler).await;
+        pushed += 1;
+        assert!(pushed < 100, "the byte limit trims");
+    }
+    assert!(
+        first_sequence().await <= 10,
+        "only messages of the first page are gone"
+    );
+    let (seen, done) = deliveries_until(&mut replay, "a7", WAIT).await;
+    assert!(
+        done,
+        "nothing of the replay was lost, yet it ended: {seen:?} ({:?})",
+        replay.end()
+    );
+}
+
+/// Mercure's subscriptions API lists every subscription of a hub: thousands of entries. A
+/// listing returns each of them, in reasonable time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_lists_five_thousand_entries() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "MANYPRESENT")
+        .build()
+        .await
+        .expect("broker");
+    let presence = broker.presence().expect("presence");
+    let joins = futures::stream::iter(0..5_000)
+        .map(|i| {
+            let presence = presence;
+            async move {
+                presence
+                    .join("group", &format!("key{i}"), &format!("value{i}"))
+                    .await
+                    .expect("join");
+            }
+        })
+        .buffer_unordered(64);
+    joins.collect::<Vec<()>>().await;
+    let started = std::time::Instant::now();
+    let listed = presence.list("group").await.expect("list");
+    let took = started.elapsed();
+    let mut keys: Vec<String> = listed.into_iter().map(|(key, _)| key).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 5_000);
+    assert!(took < Duration::from_secs(3), "listing took {took:?}");
+}
