@@ -1440,3 +1440,76 @@ async fn a_keyed_chosen_id_retry_after_the_event_was_trimmed_returns_the_chosen_
     let retried = broker.publish(&request).await;
     assert_eq!(retried.as_ref().ok(), Some(&chosen), "{retried:?}");
 }
+
+/// The stream's leader steps down twice while another instance publishes: the live feed (fed
+/// by the leader's republishing) delivers every acknowledged event once, in order, with no
+/// resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_stepdowns_lose_and_repeat_no_live_event() {
+    let Some(servers) = NatsServer::start_cluster(3) else {
+        return;
+    };
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let connect = |url: String| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let built = NatsBroker::builder([url.clone()])
+                .stream_name("STEPDOWN")
+                .subject_prefix("stepdown")
+                .replicas(3)
+                // Read after the publishing: room for all of it.
+                .subscriber_queue(1_024)
+                .health_check(Duration::from_millis(200))
+                .timeout(Duration::from_secs(2))
+                .build()
+                .await;
+            match built {
+                Ok(broker) => return broker,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("cluster not ready: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("the cluster never served the stream: {e}"),
+            }
+        }
+    };
+    let publisher = connect(urls[0].clone()).await;
+    let reader = connect(urls[1].clone()).await;
+    let mut live = subscribe(&reader, SubscribeRequest::new([topic("t")])).await;
+    const EVENTS: usize = 300;
+    let publishing = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..EVENTS {
+            let request =
+                PublishRequest::new([topic("t")], Event::text(i.to_string()).expect("event"))
+                    .idempotency_key(IdempotencyKey::new(format!("k{i}")).expect("key"));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match publisher.publish(&request).await {
+                    Ok(_) => break,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        eprintln!("publish {i} failed, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("publish {i} never succeeded: {e}"),
+                }
+            }
+            acknowledged.push(i.to_string());
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        acknowledged
+    });
+    let client = async_nats::connect(urls[2].clone()).await.expect("connect");
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let answer = client
+            .request("$JS.API.STREAM.LEADER.STEPDOWN.STEPDOWN", "".into())
+            .await
+            .expect("stepdown answered");
+        eprintln!("stepdown: {}", String::from_utf8_lossy(&answer.payload));
+    }
+    let acknowledged = publishing.await.expect("publisher");
+    let last = acknowledged.last().expect("events").clone();
+    let seen = deliveries_through(&mut live, &last).await;
+    assert_eq!(seen, acknowledged, "every acknowledged event once, in order");
+}
