@@ -1168,13 +1168,11 @@ async fn history_trimmed_before_the_last_page(stream: &str, sparse: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a replay whose last page comes back empty (its events trimmed before it was read) ends without the trim check, and the gap is silent"]
 async fn history_trimmed_before_the_last_paged_replay_page_is_reported() {
     history_trimmed_before_the_last_page("LASTPAGE", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a replay whose last page comes back empty (its events trimmed before it was read) ends without the trim check, and the gap is silent"]
 async fn history_trimmed_before_the_last_sparse_replay_page_is_reported() {
     history_trimmed_before_the_last_page("LASTSPARSE", true).await;
 }
