@@ -1636,13 +1636,11 @@ async fn a_replay_read_at_subscribe_survives_a_burst_before_the_first_poll(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: the page read at subscribe is checked again when first polled, against history trimmed after it was read: the read page is dropped and the subscription ends Unavailable"]
 async fn a_paged_replay_read_at_subscribe_survives_a_burst_before_the_first_poll() {
     a_replay_read_at_subscribe_survives_a_burst_before_the_first_poll("BURSTPAGED", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: the page read at subscribe is checked again when first polled, against history trimmed after it was read: the read page is dropped and the subscription ends Unavailable"]
 async fn a_budgeted_replay_read_at_subscribe_survives_a_burst_before_the_first_poll() {
     a_replay_read_at_subscribe_survives_a_burst_before_the_first_poll("BURSTBUDGET", true).await;
 }

@@ -125,7 +125,11 @@ impl FirstPage {
                 let mut pages = pages?;
                 // Whether this call reads the stream (not only pages already read and checked).
                 let reads = pages.next <= pages.end || pages.cursors.is_some();
+                // Frames held from subscribe were read and checked then, as the history stood:
+                // a trim since cannot have taken them.
+                let held = !pages.held.is_empty();
                 match pages.next_page().await {
+                    Ok(Some(page)) if held => Some((Ok(page), Some(pages))),
                     Ok(Some(page)) => match pages
                         .trimmed_meanwhile(page.last().map(Frame::sequence))
                         .await
