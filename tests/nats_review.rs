@@ -1309,7 +1309,10 @@ async fn a_keyed_chosen_id_retry_goes_through_after_several_failed_publishes() {
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let broker = builder(&server, "CLAIMCHAIN").build().await.expect("broker");
+    let broker = builder(&server, "CLAIMCHAIN")
+        .build()
+        .await
+        .expect("broker");
     set_max_message_size(&server, "CLAIMCHAIN", 300).await;
     let chosen = EventId::new("urn:chosen:1").expect("id");
     let request = PublishRequest::new([topic("t")], Event::text("y".repeat(500)).expect("event"))
@@ -1509,7 +1512,10 @@ async fn leader_stepdowns_lose_and_repeat_no_live_event() {
     let acknowledged = publishing.await.expect("publisher");
     let last = acknowledged.last().expect("events").clone();
     let seen = deliveries_through(&mut live, &last).await;
-    assert_eq!(seen, acknowledged, "every acknowledged event once, in order");
+    assert_eq!(
+        seen, acknowledged,
+        "every acknowledged event once, in order"
+    );
 }
 
 /// A server with memory storage restarts and the new stream's history has a hole (a topic
@@ -1586,7 +1592,10 @@ async fn an_event_just_under_max_payload_is_delivered_live_and_replayed() {
     assert!(published.is_ok(), "{published:?}");
     publish(&broker, "t", "after").await;
     let (seen, done) = deliveries_until(&mut live, "after", WAIT).await;
-    let seen: Vec<String> = seen.into_iter().map(|s| s.chars().take(40).collect()).collect();
+    let seen: Vec<String> = seen
+        .into_iter()
+        .map(|s| s.chars().take(40).collect())
+        .collect();
     assert!(done && seen.len() == 2, "live: {seen:?}");
     let mut resumed = subscribe(
         &broker,
@@ -1594,7 +1603,10 @@ async fn an_event_just_under_max_payload_is_delivered_live_and_replayed() {
     )
     .await;
     let (seen, done) = deliveries_until(&mut resumed, "after", WAIT).await;
-    let seen: Vec<String> = seen.into_iter().map(|s| s.chars().take(40).collect()).collect();
+    let seen: Vec<String> = seen
+        .into_iter()
+        .map(|s| s.chars().take(40).collect())
+        .collect();
     assert!(done && seen.len() == 2, "replay: {seen:?}");
 }
 
