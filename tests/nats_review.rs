@@ -1690,3 +1690,47 @@ async fn concurrent_publishes_do_not_each_read_the_stream() {
     }
     assert!(count < 10, "{count} stream info requests for 500 publishes");
 }
+
+/// The live feed's connection is cut (and comes back at once) several times while another
+/// instance publishes: what was republished meanwhile is filled from the stream, so the
+/// subscriber gets every event once, in order, with no resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuts_of_the_feeds_connection_lose_and_repeat_no_live_event() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let port: u16 = server
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], port).into()).await;
+    let one = NatsBroker::builder([format!("nats://{}", proxy.addr())])
+        .stream_name("CUTS")
+        .subject_prefix("cuts")
+        .health_check(Duration::from_millis(200))
+        .timeout(Duration::from_secs(2))
+        .subscriber_queue(2_000)
+        .build()
+        .await
+        .expect("broker");
+    let two = builder(&server, "CUTS").build().await.expect("broker");
+    let mut live = subscribe(&one, SubscribeRequest::new([topic("t")])).await;
+    const EVENTS: usize = 600;
+    let publishing = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            publish(&two, "t", &i.to_string()).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.sever_open_connections();
+    }
+    publishing.await.expect("publisher");
+    let seen = deliveries_through(&mut live, &(EVENTS - 1).to_string()).await;
+    let expected: Vec<String> = (0..EVENTS).map(|i| i.to_string()).collect();
+    eprintln!("gap fills: {}", one.gap_fills());
+    assert_eq!(seen, expected);
+}
