@@ -1304,7 +1304,6 @@ async fn set_max_message_size(server: &NatsServer, stream: &str, size: i32) {
 /// Each failure releases the id's claim, so once the stream takes the event again the retry
 /// must go through: the id is free, and no other publish took it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: after four failed publishes of a keyed chosen id, every retry with that key is refused DuplicateId although nothing holds the id (the claim chain is followed at most CLAIM_ATTEMPTS steps)"]
 async fn a_keyed_chosen_id_retry_goes_through_after_several_failed_publishes() {
     let Some(server) = NatsServer::start() else {
         return;
