@@ -1733,3 +1733,42 @@ async fn cuts_of_the_feeds_connection_lose_and_repeat_no_live_event() {
     eprintln!("gap fills: {}", one.gap_fills());
     assert_eq!(seen, expected);
 }
+
+/// A leave while NATS is unreachable fails (the caller, Mercure's subscriptions, only logs
+/// it). Once NATS is back the left entry must not stay listed for as long as the process
+/// lives: its heartbeats keep it live, and nothing ever removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: an entry whose leave failed (NATS unreachable) stays listed for the life of the process: the heartbeat rewrites only the entries still held and never removes left ones"]
+async fn an_entry_left_while_nats_was_down_is_not_listed_once_it_is_back() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let broker = builder(&server, "LEFTDOWN")
+        .presence_expiry(Duration::from_millis(900))
+        .build()
+        .await
+        .expect("broker");
+    let presence = broker.presence().expect("presence");
+    presence.join("g", "stays", "1").await.expect("join");
+    presence.join("g", "leaves", "2").await.expect("join");
+    server.kill();
+    let left = presence.leave("g", "leaves").await;
+    assert!(left.is_err(), "NATS is down: {left:?}");
+    server.restart();
+    // Back: the heartbeat lapsed meanwhile and writes this process's entries anew; give it a
+    // few heartbeats (every 300 ms) to settle.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let listed = presence.list("g").await;
+        if let Ok(entries) = &listed {
+            let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+            keys.sort_unstable();
+            if keys == ["stays"] || std::time::Instant::now() > deadline {
+                break keys.into_iter().map(str::to_owned).collect::<Vec<_>>();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline + WAIT, "{listed:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed, ["stays"]);
+}
