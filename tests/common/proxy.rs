@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 pub struct Proxy {
     addr: SocketAddr,
     freeze: watch::Sender<u64>,
+    sever: watch::Sender<u64>,
     _tasks: JoinSet<()>,
 }
 
@@ -21,15 +22,22 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (freeze, generation) = watch::channel(0u64);
+        let (sever, severed) = watch::channel(0u64);
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
                 let born = *generation.borrow();
                 let generation = generation.clone();
+                let severed_at = *severed.borrow();
+                let mut severed = severed.clone();
                 connections.spawn(async move {
                     if let Ok(server) = TcpStream::connect(target).await {
-                        forward(client, server, born, generation).await;
+                        tokio::select! {
+                            () = forward(client, server, born, generation) => {}
+                            // Closed (both sockets dropped) when severed.
+                            _ = severed.wait_for(|s| *s > severed_at) => {}
+                        }
                     }
                 });
             }
@@ -37,12 +45,19 @@ impl Proxy {
         Self {
             addr,
             freeze,
+            sever,
             _tasks: tasks,
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every connection open now is closed (both ends), as a peer reset would.
+    #[allow(dead_code)]
+    pub fn sever_open_connections(&self) {
+        self.sever.send_modify(|generation| *generation += 1);
     }
 
     /// Every connection open now stops passing bytes, without closing.

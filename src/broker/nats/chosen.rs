@@ -35,6 +35,10 @@ const MAX_CLAIM_SCAN: u64 = 1_024;
 /// stale meanwhile).
 const CLAIM_ATTEMPTS: usize = 4;
 
+/// How many of a keyed publish's own released claims a retry follows to its newest (one per
+/// publish of it that failed within the duplicate window), besides its attempts.
+const MAX_CLAIM_LINKS: usize = 1_024;
+
 /// What stands on a chosen id's subject.
 enum Holder {
     /// Nothing: the id is free.
@@ -62,7 +66,9 @@ impl Shared {
             )
         });
         let mut message_id = base.clone();
-        for _ in 0..CLAIM_ATTEMPTS {
+        let (mut attempts, mut links) = (0, 0);
+        while attempts < CLAIM_ATTEMPTS {
+            attempts += 1;
             let mut claim = PublishMessage::build()
                 .payload(Bytes::new())
                 .expected_last_subject_sequence(expected);
@@ -85,6 +91,12 @@ impl Shared {
                     // turn; made by no one, it is made now, or refused if another publish
                     // holds the id.
                     _ => {
+                        // A step along this publisher's own released claims (one per failed
+                        // publish) is no new attempt.
+                        links += 1;
+                        if links <= MAX_CLAIM_LINKS {
+                            attempts -= 1;
+                        }
                         expected = 0;
                         message_id = base
                             .as_ref()

@@ -123,7 +123,13 @@ impl FirstPage {
             Some(self.pages),
             |pages| async move {
                 let mut pages = pages?;
+                // Whether this call reads the stream (not only pages already read and checked).
+                let reads = pages.next <= pages.end || pages.cursors.is_some();
+                // Frames held from subscribe were read and checked then, as the history stood:
+                // a trim since cannot have taken them.
+                let held = !pages.held.is_empty();
                 match pages.next_page().await {
+                    Ok(Some(page)) if held => Some((Ok(page), Some(pages))),
                     Ok(Some(page)) => match pages
                         .trimmed_meanwhile(page.last().map(Frame::sequence))
                         .await
@@ -131,22 +137,30 @@ impl FirstPage {
                         Ok(false) => Some((Ok(page), Some(pages))),
                         // Ended, not skipped over: the client resumes from what it got, and
                         // is told its resume expired.
-                        Ok(true) => Some((
-                            Err(BrokerError::unavailable(
-                                "events of the replay left the NATS stream's history before \
-                                 they were read",
-                                "history trimmed",
-                            )),
-                            None,
-                        )),
+                        Ok(true) => Some((Err(trimmed()), None)),
                         Err(error) => Some((Err(error), None)),
                     },
-                    Ok(None) => None,
+                    // The rest of the range held none of the replay's events: checked as a page
+                    // is, since they may have left the history before they were read.
+                    Ok(None) if !reads => None,
+                    Ok(None) => match pages.trimmed_meanwhile(None).await {
+                        Ok(false) => None,
+                        Ok(true) => Some((Err(trimmed()), None)),
+                        Err(error) => Some((Err(error), None)),
+                    },
                     Err(error) => Some((Err(error), None)),
                 }
             },
         ))
     }
+}
+
+/// The error that ends a replay whose events left the history before they were read.
+fn trimmed() -> BrokerError {
+    BrokerError::unavailable(
+        "events of the replay left the NATS stream's history before they were read",
+        "history trimmed",
+    )
 }
 
 /// Places the resume point of `start` in the stream and prepares the replay up to the stream's
