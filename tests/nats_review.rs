@@ -1181,7 +1181,6 @@ async fn history_trimmed_before_the_last_sparse_replay_page_is_reported() {
 /// arrive. When only messages the replay has already read go (the subscriber's delivered
 /// event among them), nothing of the replay was lost: it must go on, not end Unavailable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: the mid-replay check measures from the last delivered frame, not the last sequence read, so a stream-wide trim of messages already read ends the replay as if events were lost"]
 async fn a_stream_wide_trim_of_messages_already_read_does_not_end_a_replay() {
     let Some(server) = NatsServer::start() else {
         return;

@@ -62,6 +62,10 @@ struct Pages {
     check: bool,
     /// The sequence through which the replay has been checked.
     checked_through: u64,
+    /// The oldest sequence read message by message since the last check that was missing.
+    missing: Option<u64>,
+    /// Whether the replay read by subject since the last check.
+    merged: bool,
 }
 
 /// A replay's position on one subject.
@@ -130,10 +134,7 @@ impl FirstPage {
                 let held = !pages.held.is_empty();
                 match pages.next_page().await {
                     Ok(Some(page)) if held => Some((Ok(page), Some(pages))),
-                    Ok(Some(page)) => match pages
-                        .trimmed_meanwhile(page.last().map(Frame::sequence))
-                        .await
-                    {
+                    Ok(Some(page)) => match pages.trimmed_meanwhile().await {
                         Ok(false) => Some((Ok(page), Some(pages))),
                         // Ended, not skipped over: the client resumes from what it got, and
                         // is told its resume expired.
@@ -143,7 +144,7 @@ impl FirstPage {
                     // The rest of the range held none of the replay's events: checked as a page
                     // is, since they may have left the history before they were read.
                     Ok(None) if !reads => None,
-                    Ok(None) => match pages.trimmed_meanwhile(None).await {
+                    Ok(None) => match pages.trimmed_meanwhile().await {
                         Ok(false) => None,
                         Ok(true) => Some((Err(trimmed()), None)),
                         Err(error) => Some((Err(error), None)),
@@ -204,6 +205,8 @@ pub(super) async fn first_page(
         cursors: None,
         check: resume == Resume::Complete,
         checked_through: after,
+        missing: None,
+        merged: false,
     };
     if shared.history_per_topic == 0 {
         // No history is kept: nothing is replayed, and anything published since is missed.
@@ -225,8 +228,7 @@ pub(super) async fn first_page(
                 resume = Resume::Expired;
             }
         }
-        let last = pages.held.back().map(Frame::sequence);
-        if pages.trimmed_meanwhile(last).await? {
+        if pages.trimmed_meanwhile().await? {
             resume = Resume::Expired;
         }
     } else {
@@ -234,10 +236,7 @@ pub(super) async fn first_page(
         if let Some(page) = pages.next_page().await? {
             // The first page is read now, as the subscriber's history stands when it subscribes:
             // a topic's history may move on before the stream is polled.
-            if pages
-                .trimmed_meanwhile(page.last().map(Frame::sequence))
-                .await?
-            {
+            if pages.trimmed_meanwhile().await? {
                 resume = Resume::Expired;
             }
             pages.held = page.into();
@@ -273,20 +272,31 @@ async fn place(
 }
 
 impl Pages {
-    /// Whether events after the last checked sequence may have left the history before the
-    /// page just read (whose last frame is at `last`) was read: the stream's first message
-    /// moved past them, or a subject of the replay was trimmed past them.
-    async fn trimmed_meanwhile(&mut self, last: Option<u64>) -> Result<bool, BrokerError> {
+    /// Whether events of the replay may have left the history before the reads since the last
+    /// check could read them.
+    ///
+    /// Read message by message, the replay knows which sequences were missing when it asked
+    /// for them: with none missing, nothing was lost; a missing one was lost if the stream-wide
+    /// limits dropped it (it is older than the stream's first message now) or a subject of the
+    /// replay was trimmed past it. Read by subject, missing messages do not show: then any
+    /// stream-wide drop past the position of the last check, or a subject trimmed past it,
+    /// counts (conservative).
+    async fn trimmed_meanwhile(&mut self) -> Result<bool, BrokerError> {
+        let merged = std::mem::take(&mut self.merged);
+        let missing = self.missing.take();
+        let after = self.checked_through;
+        self.checked_through = self.read_through();
         if !self.check {
             return Ok(false);
         }
-        let after = self.checked_through;
-        if let Some(last) = last {
-            self.checked_through = last;
-        }
+        let after = match (merged, missing) {
+            (false, None) => return Ok(false),
+            (false, Some(missing)) => missing - 1,
+            (true, missing) => missing.map_or(after, |m| after.min(m - 1)),
+        };
         // The stream-wide limits (age, bytes, count) drop the oldest messages whatever their
-        // subject: past the replay's position, they took some of its events. (The per-subject
-        // limit moves the stream's first message too, but is judged per subject below.)
+        // subject. (The per-subject limit moves the stream's first message too, but is judged
+        // per subject below.)
         let config = &self.stream.cached_info().config;
         let stream_wide =
             !config.max_age.is_zero() || config.max_bytes > 0 || config.max_messages > 0;
@@ -301,6 +311,23 @@ impl Pages {
         }
         let resume = super::trim::since(&self.stream, &self.subjects, &self.filter, after).await?;
         Ok(resume == Resume::Expired)
+    }
+
+    /// The sequence through which every message of the replay's range has been read (or
+    /// skipped by subject).
+    fn read_through(&self) -> u64 {
+        match &self.cursors {
+            Some(cursors) => cursors
+                .iter()
+                .map(|c| match (&c.pending, c.done) {
+                    (Some(message), _) => message.sequence - 1,
+                    (None, true) => self.end,
+                    (None, false) => c.from - 1,
+                })
+                .min()
+                .unwrap_or(self.end),
+            None => self.next - 1,
+        }
     }
 
     /// Reads the replay newest first until `budget` is spent; when it is spent before the
@@ -401,6 +428,7 @@ impl Pages {
     /// The next page of an exact-topic replay, from its subjects' messages merged by sequence;
     /// `None` at the end.
     async fn merge_page(&mut self) -> Result<Option<Vec<Frame>>, BrokerError> {
+        self.merged = true;
         let Self {
             stream,
             subjects,
@@ -477,18 +505,36 @@ impl Pages {
         Ok((!frames.is_empty()).then_some(frames))
     }
 
-    /// The frames this replay delivers among the messages `lower..=upper`, in order.
-    async fn read(&self, lower: u64, upper: u64) -> Result<Vec<Frame>, BrokerError> {
+    /// The frames this replay delivers among the messages `lower..=upper`, in order; the
+    /// sequences missing among them are noted for the next trim check.
+    async fn read(&mut self, lower: u64, upper: u64) -> Result<Vec<Frame>, BrokerError> {
+        let (frames, missing) = self.read_range(lower, upper).await?;
+        if let Some(missing) = missing {
+            self.missing = Some(self.missing.map_or(missing, |m| m.min(missing)));
+        }
+        Ok(frames)
+    }
+
+    /// The frames among the messages `lower..=upper`, and the first sequence that was missing.
+    async fn read_range(
+        &self,
+        lower: u64,
+        upper: u64,
+    ) -> Result<(Vec<Frame>, Option<u64>), BrokerError> {
         let stream = &self.stream;
         let mut reads = futures::stream::iter(lower..=upper)
             .map(|sequence| async move { (sequence, stream.get_raw_message(sequence).await) })
             .buffered(CONCURRENT_READS);
         let mut frames = Vec::new();
+        let mut missing = None;
         while let Some((sequence, read)) = reads.next().await {
             let message = match read {
                 Ok(message) => message,
-                // Deleted or trimmed meanwhile.
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                // Deleted, or trimmed (maybe since the replay began).
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    missing.get_or_insert(sequence);
+                    continue;
+                }
                 Err(e) if super::is_unparsable(&e) => {
                     tracing::warn!(sequence, "skipping an unparsable NATS stream message");
                     continue;
@@ -513,6 +559,6 @@ impl Pages {
                 frames.push(frame);
             }
         }
-        Ok(frames)
+        Ok((frames, missing))
     }
 }
