@@ -1065,7 +1065,6 @@ async fn a_forged_republished_message_neither_reaches_subscribers_nor_stalls_the
 /// from 1). A live subscriber must get the events published since with the ids their publishes
 /// returned (after a resync, if need be), not ids of the old epoch, and none of them dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: after a memory-storage restart the live feed drops new events at sequences it saw in the old stream and delivers later ones with old-epoch ids, until its next health check"]
 async fn after_a_memory_server_restart_live_events_carry_their_published_ids() {
     let Some(mut server) = NatsServer::start() else {
         return;
@@ -1385,7 +1384,6 @@ async fn a_stream_made_without_republish_is_read_live() {
 /// this instance ever had acknowledged; this instance keeps its connection. Its next publish
 /// must return an id of the new epoch (the sequence alone does not tell it the stream changed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: own_id re-reads the epoch only when an ack's sequence is at most the highest acknowledged, so after another instance recreated the stream and passed that sequence, publishes return old-epoch ids until the feed's health check"]
 async fn a_stream_recreated_and_grown_by_another_instance_gives_new_epoch_ids() {
     let Some(server) = NatsServer::start() else {
         return;
@@ -1660,7 +1658,6 @@ async fn a_budgeted_replay_read_at_subscribe_survives_a_burst_before_the_first_p
 /// one already seen is no sign of a recreated stream, and must not cost each publish a stream
 /// info request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: own_id re-reads the stream (a STREAM.INFO request) for every acknowledgement that arrives after a higher one, so concurrent publishing nearly doubles the requests per publish"]
 async fn concurrent_publishes_do_not_each_read_the_stream() {
     let Some(server) = NatsServer::start() else {
         return;

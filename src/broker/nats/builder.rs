@@ -244,11 +244,26 @@ impl NatsBrokerBuilder {
         // The live feed reads on a connection of its own: a message the client cannot parse
         // (another program's, on the prefix) breaks the connection it arrives on, and must not
         // break publishes and replays with it.
+        // Each (re)connection of the feed's: it checks the stream anew (a restarted server may
+        // have lost it, and another instance made it again meanwhile).
+        let (connected, feed_connected) = tokio::sync::watch::channel(0_u64);
         let feed_client = self
             .options(credentials.as_deref(), "tower-sse-pubsub feed")?
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    connected.send_modify(|n| *n += 1);
+                }
+                std::future::ready(())
+            })
             .connect(servers)
             .await
             .map_err(|e| NatsConnectError::new("cannot connect to NATS", e))?;
+        // Advisories about the stream, on the publishing connection: one that arrived before a
+        // publish's acknowledgement is seen when the acknowledgement is.
+        let advisories = client
+            .subscribe(subject::advisories(&self.stream_name))
+            .await
+            .ok();
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(self.timeout)
             .build(client);
@@ -320,6 +335,7 @@ impl NatsBrokerBuilder {
             gap_fills: gap_fills.clone(),
             stop: stopped,
             live: Some(live),
+            connected: feed_connected,
         };
         tokio::spawn(feed.run());
         let presence = super::presence::NatsPresence::new(
@@ -341,6 +357,7 @@ impl NatsBrokerBuilder {
                 connections,
                 verified: AtomicU64::new(0),
                 highest_acknowledged: AtomicU64::new(0),
+                advisories: Mutex::new(advisories),
                 gap_fills,
                 fanout,
                 presence,

@@ -50,6 +50,43 @@ pub(super) struct Feed {
     /// The subscription to the republished messages made before `last` was read, for the first
     /// run.
     pub(super) live: Option<async_nats::Subscriber>,
+    /// Counts the feed connection's (re)connections.
+    pub(super) connected: tokio::sync::watch::Receiver<u64>,
+}
+
+/// What makes a run of the feed start again at once: the feed's connection made anew, or an
+/// advisory that the stream was created, deleted or changed.
+struct Signals {
+    connected: tokio::sync::watch::Receiver<u64>,
+    advisories: Option<async_nats::Subscriber>,
+}
+
+impl Signals {
+    /// Completes when one of the signals fires.
+    async fn fired(&mut self) {
+        let Self {
+            connected,
+            advisories,
+        } = self;
+        let advisory = async {
+            let next = match advisories.as_mut() {
+                Some(advisories) => advisories.next().await,
+                None => None,
+            };
+            if next.is_none() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let connected = async {
+            if connected.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = advisory => {}
+            () = connected => {}
+        }
+    }
 }
 
 /// Why one run of the consumer ended.
@@ -82,6 +119,17 @@ impl Feed {
     /// stream's end, then (when the stream republishes its messages) from the republished
     /// messages, which arrive as each is stored, before any limit can drop it.
     async fn run_once(&mut self) -> Result<Restart, async_nats::Error> {
+        // Signals first, then the stream: a change after this point restarts the run.
+        self.connected.borrow_and_update();
+        let mut signals = Signals {
+            connected: self.connected.clone(),
+            advisories: self
+                .jetstream
+                .client()
+                .subscribe(super::subject::advisories(&self.config.name))
+                .await
+                .ok(),
+        };
         let stream = self
             .jetstream
             .get_or_create_stream(self.config.clone())
@@ -117,7 +165,7 @@ impl Feed {
         self.skip_unparsable(&stream).await;
         if (live.is_none() || self.last < end)
             && let Some(restart) = self
-                .catch_up(&stream, &epoch, live.is_some().then_some(end))
+                .catch_up(&stream, &epoch, live.is_some().then_some(end), &mut signals)
                 .await?
         {
             return Ok(restart);
@@ -131,6 +179,7 @@ impl Feed {
         loop {
             tokio::select! {
                 _ = &mut self.stop => return Ok(Restart::Stopped),
+                () = signals.fired() => return Ok(Restart::Again),
                 _ = check.tick() => {
                     if let Some(restart) = self.check(&stream, &epoch, &mut behind).await? {
                         return Ok(restart);
@@ -160,6 +209,7 @@ impl Feed {
         stream: &jetstream::stream::Stream,
         epoch: &Epoch,
         end: Option<u64>,
+        signals: &mut Signals,
     ) -> Result<Option<Restart>, async_nats::Error> {
         let deliver_policy = match self.last {
             0 => DeliverPolicy::All,
@@ -182,6 +232,7 @@ impl Feed {
         loop {
             tokio::select! {
                 _ = &mut self.stop => return Ok(Some(Restart::Stopped)),
+                () = signals.fired() => return Ok(Some(Restart::Again)),
                 _ = check.tick() => {
                     if let Some(end) = end
                         && behind == Some(self.last)

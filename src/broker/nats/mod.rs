@@ -37,6 +37,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, publish::PublishAck};
+use futures::{FutureExt, StreamExt};
 use tokio::sync::oneshot;
 
 pub use self::builder::{NatsBrokerBuilder, NatsConnectError};
@@ -94,6 +95,9 @@ pub(super) struct Shared {
     verified: AtomicU64,
     /// The highest sequence a publish of this instance was acknowledged with (in this epoch).
     highest_acknowledged: AtomicU64,
+    /// The stream's advisories, on the publishing connection (`None` when the account may not
+    /// subscribe to them).
+    advisories: Mutex<Option<async_nats::Subscriber>>,
     gap_fills: Arc<std::sync::atomic::AtomicU64>,
     fanout: Fanout,
     presence: presence::NatsPresence,
@@ -161,6 +165,7 @@ impl NatsBroker {
         if let Some(key) = key {
             message = message.message_id(key);
         }
+        let before = shared.highest_acknowledged.load(Ordering::Acquire);
         let sent = shared.send(shared.subjects.event(topics), message).await;
         let (sequence, duplicate) = match (sent, claim) {
             (Ok(ack), _) => (ack.sequence, ack.duplicate),
@@ -204,7 +209,7 @@ impl NatsBroker {
             }
             return Ok(id.clone());
         }
-        shared.own_id(sequence).await
+        shared.own_id(sequence, before).await
     }
 
     async fn subscribe_now(&self, request: &SubscribeRequest) -> Result<Subscription, BrokerError> {
@@ -276,23 +281,44 @@ impl Shared {
         self.epoch.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The broker's own id for the event this instance just stored at `sequence`.
-    async fn own_id(&self, sequence: u64) -> Result<EventId, BrokerError> {
-        // The epoch may be stale: acknowledged over a connection made since it was read (the
-        // server may have restarted, and another instance recreated the stream), or at a
-        // sequence this instance already had acknowledged (the stream was recreated under it).
+    /// The broker's own id for the event this instance just stored at `sequence`; `before` is
+    /// the highest sequence acknowledged to this instance when the publish was sent.
+    async fn own_id(&self, sequence: u64, before: u64) -> Result<EventId, BrokerError> {
+        // The epoch may be stale: the stream was created anew (its advisory arrived on this
+        // connection before the acknowledgement did), or the acknowledgement came over a
+        // connection made since the epoch was read (the server may have restarted), or at a
+        // sequence not above one acknowledged before this publish was sent (the stream went
+        // back: recreated under this instance).
+        let advised = self.stream_advised();
         let connections = self.connections.load(Ordering::Acquire);
-        let highest = self
-            .highest_acknowledged
+        self.highest_acknowledged
             .fetch_max(sequence, Ordering::AcqRel);
-        if self.verified.load(Ordering::Acquire) < connections || sequence <= highest {
+        if advised || self.verified.load(Ordering::Acquire) < connections || sequence <= before {
+            let known = self.epoch();
             self.stream().await?;
             self.verified.fetch_max(connections, Ordering::AcqRel);
-            self.highest_acknowledged.store(sequence, Ordering::Release);
+            if self.epoch() != known {
+                // Sequences start again in the new stream.
+                self.highest_acknowledged.store(sequence, Ordering::Release);
+            }
         }
         self.epoch()
             .id(sequence)
             .ok_or_else(|| BrokerError::unavailable("NATS returned an unusable sequence", "bad id"))
+    }
+
+    /// Whether an advisory about the stream (created, deleted, updated) arrived since the last
+    /// call: read without waiting, as the messages of the publishing connection are in order.
+    fn stream_advised(&self) -> bool {
+        let mut advisories = self.advisories.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(subscriber) = advisories.as_mut() else {
+            return false;
+        };
+        let mut advised = false;
+        while let Some(Some(_)) = subscriber.next().now_or_never() {
+            advised = true;
+        }
+        advised
     }
 
     /// The id of the event stored at `sequence` (its chosen id, or the broker's own).

@@ -79,6 +79,12 @@ impl Subjects {
     }
 }
 
+/// The subjects of the advisories JetStream publishes about the stream `name` (created,
+/// deleted, updated).
+pub(super) fn advisories(name: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.STREAM.*.{name}")
+}
+
 /// The lowercase hex of `text`'s UTF-8: one subject token for any string.
 pub(super) fn encode(text: &str) -> String {
     use std::fmt::Write;
