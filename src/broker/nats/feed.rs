@@ -135,7 +135,7 @@ impl Feed {
             .get_or_create_stream(self.config.clone())
             .await?;
         let epoch = Epoch::of(stream.cached_info());
-        self.note_epoch(&epoch);
+        let recreated = self.note_epoch(&epoch);
         let republished = stream
             .cached_info()
             .config
@@ -145,6 +145,7 @@ impl Feed {
         // Subscribed before the stream's end is read: whatever is stored after it arrives here.
         // (The first run's was made before the broker read where the feed starts.)
         let first = self.live.take();
+        let first_run = first.is_some();
         let mut live = match (republished, first) {
             (true, Some(live)) => Some(live),
             (true, None) => Some(
@@ -163,7 +164,11 @@ impl Feed {
         }
         let end = info.state.last_sequence;
         self.skip_unparsable(&stream).await;
-        if (live.is_none() || self.last < end)
+        // The first run's subscription holds every message after the sequence the feed starts
+        // from (unless the stream was made anew since): nothing to catch up on. Reading those
+        // from the stream instead could find some already dropped by a short history.
+        let caught_up = first_run && !recreated;
+        if (live.is_none() || (self.last < end && !caught_up))
             && let Some(restart) = self
                 .catch_up(&stream, &epoch, live.is_some().then_some(end), &mut signals)
                 .await?
@@ -187,19 +192,62 @@ impl Feed {
                 }
                 message = live.next() => {
                     let Some(message) = message else { return Ok(Restart::Again) };
-                    let headers = message.headers.as_ref();
-                    let sequence = headers
-                        .and_then(|h| h.get(async_nats::header::NATS_SEQUENCE))
-                        .and_then(|v| v.as_str().parse().ok());
-                    let subject = headers
-                        .and_then(|h| h.get(async_nats::header::NATS_SUBJECT))
-                        .map(|v| v.as_str().to_owned());
-                    if let (Some(sequence), Some(subject)) = (sequence, subject) {
-                        self.deliver(&stream, &epoch, sequence, &subject, &message).await?;
-                    }
+                    self.deliver_republished(&stream, &epoch, &message).await?;
                 }
             }
         }
+    }
+
+    /// Appends a republished message. Its headers say where the stream stored it; one whose
+    /// stream is another, or that jumps past the stream's last message, was not republished by
+    /// the stream (another program published it on the subject) and is dropped. A jump is read
+    /// from the stream itself, the message included.
+    async fn deliver_republished(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        epoch: &Epoch,
+        message: &async_nats::Message,
+    ) -> Result<(), async_nats::Error> {
+        let header = |name| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str())
+        };
+        let sequence: Option<u64> =
+            header(async_nats::header::NATS_SEQUENCE).and_then(|v| v.parse().ok());
+        let (Some(sequence), Some(subject), Some(name)) = (
+            sequence,
+            header(async_nats::header::NATS_SUBJECT),
+            header(async_nats::header::NATS_STREAM),
+        ) else {
+            tracing::warn!("dropping a message on the republish subject without its headers");
+            return Ok(());
+        };
+        if name != self.config.name {
+            tracing::warn!(
+                stream = name,
+                "dropping a message republished by another stream"
+            );
+            return Ok(());
+        }
+        if sequence <= self.last.saturating_add(1) {
+            return self
+                .deliver(stream, epoch, sequence, subject, message)
+                .await;
+        }
+        let last = stream.get_info().await?.state.last_sequence;
+        if sequence > last {
+            tracing::warn!(
+                sequence,
+                last,
+                "dropping a message on the republish subject past the stream's end"
+            );
+            return Ok(());
+        }
+        self.fill_gap(stream, epoch, sequence + 1).await?;
+        Ok(())
     }
 
     /// Reads the stream through an ordered consumer placed after the last sequence read: until
@@ -302,14 +350,17 @@ impl Feed {
     }
 
     /// Records the stream's epoch; a new one resets the engine (its sequences start again).
-    fn note_epoch(&mut self, epoch: &Epoch) {
-        if self.current != *epoch {
+    /// Whether the epoch was a new one.
+    fn note_epoch(&mut self, epoch: &Epoch) -> bool {
+        let new = self.current != *epoch;
+        if new {
             tracing::warn!("the NATS stream was recreated: subscribers are told to resync");
             self.current = epoch.clone();
             *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = epoch.clone();
             self.last = 0;
             self.fanout.resync(None, Resume::Unknown);
         }
+        new
     }
 
     /// Appends the message at `sequence`, stored on `subject`, after filling any jump before it
