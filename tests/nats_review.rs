@@ -1417,7 +1417,6 @@ async fn a_stream_recreated_and_grown_by_another_instance_gives_new_epoch_ids() 
 /// topic's short history since. A retry with the same key (within the duplicate window) must
 /// still return the chosen id, not the broker's own id of the sequence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a keyed retry whose first event was trimmed returns the sequence's own id instead of the chosen id (id_at falls back to the own id), and deletes the first publish's claim"]
 async fn a_keyed_chosen_id_retry_after_the_event_was_trimmed_returns_the_chosen_id() {
     let Some(server) = NatsServer::start() else {
         return;

@@ -188,7 +188,7 @@ impl NatsBroker {
         if duplicate {
             // The key was used before: the answer is the first publish's id, whatever this
             // request chose.
-            let first = shared.id_at(sequence).await?;
+            let first = shared.id_at(sequence, claim.map(|(id, _)| id)).await?;
             if let Some((id, claim)) = claim
                 && *id != first
             {
@@ -321,8 +321,10 @@ impl Shared {
         advised
     }
 
-    /// The id of the event stored at `sequence` (its chosen id, or the broker's own).
-    async fn id_at(&self, sequence: u64) -> Result<EventId, BrokerError> {
+    /// The id of the event stored at `sequence` (its chosen id, or the broker's own); `chosen`
+    /// is the id the request chose, named by the event when its record says so (the event
+    /// itself may have been trimmed).
+    async fn id_at(&self, sequence: u64, chosen: Option<&EventId>) -> Result<EventId, BrokerError> {
         let stream = self.stream().await?;
         let epoch = Epoch::of(stream.cached_info());
         match stream.get_raw_message(sequence).await {
@@ -333,8 +335,14 @@ impl Shared {
                     return Ok(frame.id().clone());
                 }
             }
-            // Trimmed since: its own id is all there is to tell.
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            // Trimmed since: the record of the id this request chose may name the event.
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                if let Some(chosen) = chosen
+                    && self.chosen_id_sequence(&stream, chosen).await? == Some(sequence)
+                {
+                    return Ok(chosen.clone());
+                }
+            }
             Err(e) => {
                 return Err(BrokerError::unavailable(
                     "cannot read the first publish of an idempotency key from NATS",
