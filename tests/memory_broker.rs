@@ -467,6 +467,64 @@ async fn a_pattern_reader_drops_its_replay_when_the_store_is_reset() {
     assert_eq!(seen, ["resync unknown", "new 1", "new 2", "new 3"]);
 }
 
+/// A store reset followed by another notice (events of the new store missed, `Expired`) before
+/// a reader polls: the later notice must not hide the reset, or the reader would keep the old
+/// store's sequences and skip the new store's events as already seen.
+#[tokio::test]
+async fn a_reset_under_a_later_notice_still_resets_a_reader() {
+    use tower_sse_pubsub::broker::{Fanout, Position};
+    let fanout = Fanout::builder().build();
+    let t = [topic("t")];
+    let id =
+        |prefix: &'static str| move |s: u64| EventId::new(format!("{prefix}-{s}")).expect("id");
+    let (mut reader, _) = fanout.subscribe_matching(
+        &t,
+        &[],
+        Position::Live,
+        tower_sse_pubsub::Grant::PublicOnly,
+        None,
+    );
+    for data in ["old 1", "old 2", "old 3", "old 4"] {
+        fanout.publish(&publish_request(&t, data), id("old"));
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), reader.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the reader is open");
+        seen.extend(delivery.into_event().map(|f| f.fields().data));
+    }
+    assert_eq!(seen, ["old 1", "old 2", "old 3", "old 4"]);
+    // The store is reset, its first new events go, and the hole is reported.
+    fanout.resync(None, Resume::Unknown);
+    for data in ["new 1", "new 2"] {
+        fanout.publish(&publish_request(&t, data), id("new"));
+    }
+    fanout.resync(Some(&t), Resume::Expired);
+    fanout.publish(&publish_request(&t, "new 3"), id("new"));
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("new 3") {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), reader.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the reader is open");
+        seen.push(match delivery {
+            tower_sse_pubsub::Delivery::Resync(resume) => format!("resync {}", resume.as_str()),
+            other => other
+                .into_event()
+                .map(|f| f.fields().data)
+                .unwrap_or_default(),
+        });
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("resync unknown"),
+        "{seen:?}"
+    );
+    assert!(seen.ends_with(&["new 3".to_owned()]), "{seen:?}");
+}
+
 #[tokio::test]
 async fn chosen_ids_are_remembered_up_to_the_bound_then_resume_as_unknown() {
     let broker = MemoryBroker::builder().chosen_ids(2).build();

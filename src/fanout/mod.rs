@@ -377,11 +377,12 @@ impl Fanout {
                 if reset {
                     ring.clear();
                 }
-                ring.mark = Some(Mark {
+                ring.mark = Some(Mark::new(
                     generation,
-                    reason: reason.clone(),
-                    position: ring.head(),
-                });
+                    reason.clone(),
+                    ring.head(),
+                    ring.mark.as_ref(),
+                ));
             }
             if reset {
                 state.last_sequence = 0;
@@ -417,11 +418,12 @@ impl Fanout {
             let logs: Vec<Arc<TopicLog>> = state.patterns.values().map(|e| e.log.clone()).collect();
             for log in &logs {
                 let mut ring = log.write();
-                ring.mark = Some(Mark {
+                ring.mark = Some(Mark::new(
                     generation,
-                    reason: reason.clone(),
-                    position: ring.head(),
-                });
+                    reason.clone(),
+                    ring.head(),
+                    ring.mark.as_ref(),
+                ));
             }
             logs
         };

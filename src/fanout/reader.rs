@@ -246,17 +246,25 @@ fn apply_mark(
     if mark.generation <= *mark_seen {
         return false;
     }
+    // The newest reset, if this reader has not seen it: it may lie under a later notice.
+    let reset = mark
+        .reset
+        .filter(|(generation, _)| *generation > *mark_seen);
     *mark_seen = mark.generation;
-    let reset = mark.reason == Resume::Unknown;
-    if reset {
-        *position = (*position).max(mark.position);
+    if let Some((_, at)) = reset {
+        *position = (*position).max(at);
         *last_yielded = 0;
     }
     if mark.generation > *notice_seen {
         *notice_seen = mark.generation;
-        ready.push_back(Delivery::Resync(mark.reason.clone()));
+        // A reset missed is the stronger notice: the store itself was lost.
+        let reason = match reset {
+            Some(_) => Resume::Unknown,
+            None => mark.reason.clone(),
+        };
+        ready.push_back(Delivery::Resync(reason));
     }
-    reset
+    reset.is_some()
 }
 
 impl Stream for Reader {

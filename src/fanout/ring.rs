@@ -29,12 +29,30 @@ pub(crate) struct TopicLog {
     pub(crate) signal: Signal,
 }
 
-/// A notice that readers of the topic may have missed events, placed at a position.
+/// A notice that readers of the topic may have missed events.
 #[derive(Debug, Clone)]
 pub(crate) struct Mark {
     pub(crate) generation: u64,
     pub(crate) reason: Resume,
-    pub(crate) position: u64,
+    /// The newest store reset on this topic, as (generation, position): kept when a later
+    /// notice replaces the reset's mark, so a reader that saw neither still resets.
+    pub(crate) reset: Option<(u64, u64)>,
+}
+
+impl Mark {
+    /// The mark of a notice given when the ring's head is at `head`, keeping the newest reset
+    /// of `previous` (the mark it replaces), or being one.
+    pub(crate) fn new(generation: u64, reason: Resume, head: u64, previous: Option<&Mark>) -> Self {
+        let reset = match reason {
+            Resume::Unknown => Some((generation, head)),
+            _ => previous.and_then(|m| m.reset),
+        };
+        Self {
+            generation,
+            reason,
+            reset,
+        }
+    }
 }
 
 pub(crate) struct Ring {
