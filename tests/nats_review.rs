@@ -1732,7 +1732,6 @@ async fn cuts_of_the_feeds_connection_lose_and_repeat_no_live_event() {
 /// it). Once NATS is back the left entry must not stay listed for as long as the process
 /// lives: its heartbeats keep it live, and nothing ever removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an entry whose leave failed (NATS unreachable) stays listed for the life of the process: the heartbeat rewrites only the entries still held and never removes left ones"]
 async fn an_entry_left_while_nats_was_down_is_not_listed_once_it_is_back() {
     let Some(mut server) = NatsServer::start() else {
         return;

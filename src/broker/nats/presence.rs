@@ -49,6 +49,8 @@ struct Inner {
     revision: AtomicU64,
     /// Serializes heartbeats (a join's and the periodic one's).
     beating: tokio::sync::Mutex<()>,
+    /// The subjects of entries whose leave could not reach NATS: purged at the next heartbeats.
+    unleft: Mutex<HashSet<String>>,
     heartbeat: std::sync::OnceLock<()>,
 }
 
@@ -93,6 +95,7 @@ impl NatsPresence {
                 entries: Mutex::default(),
                 revision: AtomicU64::new(0),
                 beating: tokio::sync::Mutex::new(()),
+                unleft: Mutex::default(),
                 heartbeat: std::sync::OnceLock::new(),
             }),
         }
@@ -231,6 +234,12 @@ impl Inner {
     /// and then every entry this process holds anew.
     async fn beat(&self) -> Result<(), BrokerError> {
         let _beating = self.beating.lock().await;
+        let unleft: Vec<String> = self.unleft().iter().cloned().collect();
+        for subject in unleft {
+            if self.purge_subject(&subject).await.is_ok() {
+                self.unleft().remove(&subject);
+            }
+        }
         let revision = self.revision.load(Ordering::Acquire);
         if revision > 0 {
             match self
@@ -352,6 +361,40 @@ impl Inner {
         Ok(listed)
     }
 
+    fn unleft(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unleft.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The subject of this process's entry `key` in `group`.
+    fn entry_subject(&self, group: &str, key: &str) -> String {
+        format!("$KV.{}.{}", self.entries_bucket, self.entry_key(group, key))
+    }
+
+    /// Purges `subject` of the entries' bucket (a bucket that is gone holds nothing to purge).
+    async fn purge_subject(&self, subject: &str) -> Result<(), BrokerError> {
+        let stream = match self
+            .jetstream
+            .get_stream(format!("KV_{}", self.entries_bucket))
+            .await
+        {
+            Ok(stream) => stream,
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(BrokerError::unavailable("NATS did not remove presence", e)),
+        };
+        // Purged, not deleted: a deleted key leaves a marker behind for good.
+        stream
+            .purge()
+            .filter(subject)
+            .await
+            .map(drop)
+            .map_err(|e| BrokerError::unavailable("NATS did not remove presence", e))
+    }
+
     /// Purges the entries of the processes in `gone` from `group` (best effort: another
     /// listing purges what this one could not).
     async fn purge(&self, group: &str, gone: &HashSet<String>) {
@@ -399,17 +442,18 @@ impl Presence for NatsPresence {
             inner
                 .heartbeat
                 .get_or_init(|| spawn_heartbeat(Arc::downgrade(inner), inner.expiry / 3));
+            // The heartbeat goes first: a listing that sees the entry sees its process live.
+            if inner.revision.load(Ordering::Acquire) == 0 {
+                inner.beat().await?;
+            }
+            // Not while a heartbeat purges entries whose leave failed: it could purge this one.
+            let _beating = inner.beating.lock().await;
             inner
                 .entries()
                 .entry(group.to_owned())
                 .or_default()
                 .insert(key.to_owned(), value.to_owned());
-            // The heartbeat goes first: a listing that sees the entry sees its process live.
-            // (A first heartbeat writes every entry joined so far, this one maybe among them;
-            // a join racing it may not be, so the entry is written below either way.)
-            if inner.revision.load(Ordering::Acquire) == 0 {
-                inner.beat().await?;
-            }
+            inner.unleft().remove(&inner.entry_subject(group, key));
             let key = inner.entry_key(group, key);
             inner
                 .put(
@@ -432,23 +476,13 @@ impl Presence for NatsPresence {
             if let Some(entries) = inner.entries().get_mut(group) {
                 entries.remove(key);
             }
-            let stream = inner
-                .jetstream
-                .get_stream(format!("KV_{}", inner.entries_bucket))
-                .await
-                .map_err(|e| BrokerError::unavailable("NATS did not remove presence", e))?;
-            // Purged, not deleted: a deleted key leaves a marker behind for good.
-            let subject = format!(
-                "$KV.{}.{}",
-                inner.entries_bucket,
-                inner.entry_key(group, key)
-            );
-            stream
-                .purge()
-                .filter(subject)
-                .await
-                .map(drop)
-                .map_err(|e| BrokerError::unavailable("NATS did not remove presence", e))
+            let subject = inner.entry_subject(group, key);
+            let purged = inner.purge_subject(&subject).await;
+            if purged.is_err() {
+                // Purged at a later heartbeat, once NATS answers again.
+                inner.unleft().insert(subject);
+            }
+            purged
         })
     }
 
