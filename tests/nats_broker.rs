@@ -848,7 +848,8 @@ async fn a_chosen_id_whose_publish_failed_is_free_for_the_retry() {
             }
         };
         match broker.publish(&attempt(&big)).await {
-            Err(BrokerError::Unavailable { .. }) => {}
+            // The stream's own size limit: refused for good, and said so.
+            Err(BrokerError::Unsupported(reason)) => assert!(reason.contains("max_msg_size")),
             other => panic!("expected the server to refuse the event, got {other:?}"),
         }
         let published = broker

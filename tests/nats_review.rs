@@ -1257,14 +1257,11 @@ async fn presence_lists_five_thousand_entries() {
         .expect("broker");
     let presence = broker.presence().expect("presence");
     let joins = futures::stream::iter(0..5_000)
-        .map(|i| {
-            let presence = presence;
-            async move {
-                presence
-                    .join("group", &format!("key{i}"), &format!("value{i}"))
-                    .await
-                    .expect("join");
-            }
+        .map(|i| async move {
+            presence
+                .join("group", &format!("key{i}"), &format!("value{i}"))
+                .await
+                .expect("join");
         })
         .buffer_unordered(64);
     joins.collect::<Vec<()>>().await;

@@ -413,11 +413,25 @@ fn too_large() -> BrokerError {
 
 /// What a failed publish of an event tells its caller.
 fn publish_failed(error: async_nats::Error) -> BrokerError {
-    if error
-        .downcast_ref::<async_nats::jetstream::context::PublishError>()
-        .is_some_and(|e| e.kind() == PublishErrorKind::MaxPayloadExceeded)
-    {
+    use std::error::Error as _;
+    let Some(publish) = error.downcast_ref::<async_nats::jetstream::context::PublishError>() else {
+        return BrokerError::unavailable("NATS did not acknowledge the publish", error);
+    };
+    if publish.kind() == PublishErrorKind::MaxPayloadExceeded {
         return too_large();
+    }
+    // The stream's own message size limit (`max_msg_size`, set on the stream by its operator).
+    if publish
+        .source()
+        .and_then(|e| e.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|e| {
+            e.error_code() == async_nats::jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+        })
+    {
+        return BrokerError::Unsupported(
+            "an event larger than the NATS stream's max_msg_size: publish less data, or raise \
+             the stream's limit",
+        );
     }
     BrokerError::unavailable("NATS did not acknowledge the publish", error)
 }

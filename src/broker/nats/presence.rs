@@ -112,6 +112,14 @@ fn process_id() -> String {
     format!("{high:016x}{:016x}", hasher.finish())
 }
 
+/// A key's last value as a listing read it, and the stream sequence it was stored at.
+struct Read {
+    /// The key (the subject after the bucket's prefix).
+    key: String,
+    value: Bytes,
+    sequence: u64,
+}
+
 /// Why a write to a bucket failed.
 enum PutError {
     /// The key's last revision is not the one expected: a heartbeat key expired (or was lost).
@@ -284,7 +292,7 @@ impl Inner {
 
     /// The last value of every subject of the KV bucket `bucket` under `filter` (a subject
     /// within the bucket, wildcards allowed): (subject after the bucket's prefix, value).
-    async fn read(&self, bucket: &str, filter: &str) -> Result<Vec<(String, Bytes)>, BrokerError> {
+    async fn read(&self, bucket: &str, filter: &str) -> Result<Vec<Read>, BrokerError> {
         tokio::time::timeout(READ_TIMEOUT, self.read_now(bucket, filter))
             .await
             .unwrap_or_else(|elapsed| {
@@ -295,11 +303,7 @@ impl Inner {
             })
     }
 
-    async fn read_now(
-        &self,
-        bucket: &str,
-        filter: &str,
-    ) -> Result<Vec<(String, Bytes)>, BrokerError> {
+    async fn read_now(&self, bucket: &str, filter: &str) -> Result<Vec<Read>, BrokerError> {
         let read = unavailable("NATS did not list presence");
         let stream = match self.jetstream.get_stream(format!("KV_{bucket}")).await {
             Ok(stream) => stream,
@@ -345,8 +349,13 @@ impl Inner {
                     .as_ref()
                     .and_then(|h| h.get("KV-Operation"))
                     .is_some();
+                let sequence = message.info().map_err(&read)?.stream_sequence;
                 if !deleted && let Some(key) = message.subject.as_str().strip_prefix(&prefix) {
-                    listed.push((key.to_owned(), message.payload.clone()));
+                    listed.push(Read {
+                        key: key.to_owned(),
+                        value: message.payload.clone(),
+                        sequence,
+                    });
                 }
             }
             if received == before {
@@ -395,9 +404,10 @@ impl Inner {
             .map_err(|e| BrokerError::unavailable("NATS did not remove presence", e))
     }
 
-    /// Purges the entries of the processes in `gone` from `group` (best effort: another
-    /// listing purges what this one could not).
-    async fn purge(&self, group: &str, gone: &HashSet<String>) {
+    /// Purges the entries of the processes in `gone` from `group`, each up to the newest of its
+    /// entries a listing read (entries written since, by a process whose heartbeat came back,
+    /// stay). Best effort: another listing purges what this one could not.
+    async fn purge(&self, group: &str, gone: &HashMap<String, u64>) {
         let Ok(stream) = self
             .jetstream
             .get_stream(format!("KV_{}", self.entries_bucket))
@@ -405,9 +415,9 @@ impl Inner {
         else {
             return;
         };
-        for process in gone {
+        for (process, newest) in gone {
             let subject = format!("$KV.{}.{}.{process}.>", self.entries_bucket, encode(group));
-            if let Err(error) = stream.purge().filter(subject).await {
+            if let Err(error) = stream.purge().filter(subject).sequence(newest + 1).await {
                 tracing::debug!(target: "tower_sse_pubsub", %error, "cannot purge presence");
             }
         }
@@ -500,11 +510,16 @@ impl Presence for NatsPresence {
                 .read(&inner.live_bucket, ">")
                 .await?
                 .into_iter()
-                .map(|(process, _)| process)
+                .map(|read| read.key)
                 .collect();
-            let mut gone = HashSet::new();
+            let mut gone: HashMap<String, u64> = HashMap::new();
             let mut listed = Vec::new();
-            for (subject, value) in entries {
+            for Read {
+                key: subject,
+                value,
+                sequence,
+            } in entries
+            {
                 let mut tokens = subject.splitn(3, '.');
                 let (Some(_), Some(process), Some(key)) =
                     (tokens.next(), tokens.next(), tokens.next())
@@ -512,7 +527,8 @@ impl Presence for NatsPresence {
                     continue;
                 };
                 if !live.contains(process) {
-                    gone.insert(process.to_owned());
+                    let newest = gone.entry(process.to_owned()).or_default();
+                    *newest = (*newest).max(sequence);
                     continue;
                 }
                 if let (Some(key), Ok(value)) = (decode(key), String::from_utf8(value.to_vec())) {
