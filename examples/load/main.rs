@@ -24,7 +24,9 @@
 //! and RSS from /proc, so client CPU never counts.
 //!
 //! `--rate max` publishes in bursts of `--burst` events (default 200) as fast as the publish call
-//! returns, with a yield between events; the next burst starts once every client has the last.
+//! returns, with a yield after each publish that returned without waiting (the memory broker's,
+//! the comparator's; a publish that waited for Redis or NATS has let the streams run already);
+//! the next burst starts once every client has the last.
 //! A burst stays below the hub's per-subscriber queue (256 frames by default), which ends a
 //! subscriber that falls further behind; `--burst 0` publishes everything in one burst, which
 //! shows exactly that. The comparator's channel holds every event of the run, so it never lags.
