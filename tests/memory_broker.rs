@@ -426,6 +426,17 @@ async fn a_pattern_only_subscription_ends_when_its_broker_is_dropped() {
     assert_eq!(end, Some(tower_sse_pubsub::SubscriptionEnd::Closed));
 }
 
+/// A delivery as a test reads it: the event's data, or `resync <reason>`.
+fn label(delivery: tower_sse_pubsub::Delivery) -> String {
+    match delivery {
+        tower_sse_pubsub::Delivery::Resync(resume) => format!("resync {}", resume.as_str()),
+        other => other
+            .into_event()
+            .map(|f| f.fields().data)
+            .unwrap_or_default(),
+    }
+}
+
 /// A store reset (a `Resume::Unknown` resync) while a pattern reader still has its replay to
 /// read: the replay held frames of the old store, whose sequences the new store reuses.
 #[tokio::test]
@@ -456,13 +467,7 @@ async fn a_pattern_reader_drops_its_replay_when_the_store_is_reset() {
             .await
             .expect("a delivery in time")
             .expect("the reader is open");
-        seen.push(match delivery {
-            tower_sse_pubsub::Delivery::Resync(resume) => format!("resync {}", resume.as_str()),
-            other => other
-                .into_event()
-                .map(|f| f.fields().data)
-                .unwrap_or_default(),
-        });
+        seen.push(label(delivery));
     }
     assert_eq!(seen, ["resync unknown", "new 1", "new 2", "new 3"]);
 }
@@ -509,13 +514,7 @@ async fn a_reset_under_a_later_notice_still_resets_a_reader() {
             .await
             .expect("a delivery in time")
             .expect("the reader is open");
-        seen.push(match delivery {
-            tower_sse_pubsub::Delivery::Resync(resume) => format!("resync {}", resume.as_str()),
-            other => other
-                .into_event()
-                .map(|f| f.fields().data)
-                .unwrap_or_default(),
-        });
+        seen.push(label(delivery));
     }
     assert_eq!(
         seen.first().map(String::as_str),

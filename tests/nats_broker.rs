@@ -429,27 +429,16 @@ async fn a_killed_cluster_leader_loses_no_acknowledged_publish() {
         return;
     };
     let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
-    let connect = |urls: Vec<String>| async move {
-        // The cluster elects its JetStream leaders after it starts: retry within a bound.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let built = NatsBroker::builder(urls.clone())
+    // The cluster elects its JetStream leaders after it starts: retried within a bound.
+    let connect = |urls: Vec<String>| {
+        common::nats_server::build_when_ready(move || {
+            NatsBroker::builder(urls.clone())
                 .stream_name("HA")
                 .subject_prefix("ha")
                 .replicas(3)
                 .health_check(Duration::from_millis(200))
                 .timeout(Duration::from_secs(2))
-                .build()
-                .await;
-            match built {
-                Ok(broker) => return broker,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    eprintln!("cluster not ready: {e}");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => panic!("the cluster never served the stream: {e}"),
-            }
-        }
+        })
     };
     let publisher = connect(urls.clone()).await;
     let readers = [connect(urls.clone()).await, connect(urls.clone()).await];

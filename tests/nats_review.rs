@@ -1443,10 +1443,9 @@ async fn leader_stepdowns_lose_and_repeat_no_live_event() {
         return;
     };
     let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
-    let connect = |url: String| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let built = NatsBroker::builder([url.clone()])
+    let connect = |url: String| {
+        common::nats_server::build_when_ready(move || {
+            NatsBroker::builder([url.clone()])
                 .stream_name("STEPDOWN")
                 .subject_prefix("stepdown")
                 .replicas(3)
@@ -1454,17 +1453,7 @@ async fn leader_stepdowns_lose_and_repeat_no_live_event() {
                 .subscriber_queue(1_024)
                 .health_check(Duration::from_millis(200))
                 .timeout(Duration::from_secs(2))
-                .build()
-                .await;
-            match built {
-                Ok(broker) => return broker,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    eprintln!("cluster not ready: {e}");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => panic!("the cluster never served the stream: {e}"),
-            }
-        }
+        })
     };
     let publisher = connect(urls[0].clone()).await;
     let reader = connect(urls[1].clone()).await;

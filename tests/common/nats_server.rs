@@ -151,3 +151,22 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Builds the broker `make` configures, retrying for up to 30 seconds while a cluster that has
+/// just started elects its JetStream leaders (and refuses the stream meanwhile).
+#[cfg(feature = "nats")]
+pub async fn build_when_ready(
+    make: impl Fn() -> tower_sse_pubsub::NatsBrokerBuilder,
+) -> tower_sse_pubsub::NatsBroker {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match make().build().await {
+            Ok(broker) => return broker,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("cluster not ready: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("the cluster never served the stream: {e}"),
+        }
+    }
+}
