@@ -1762,3 +1762,113 @@ async fn an_entry_left_while_nats_was_down_is_not_listed_once_it_is_back() {
     };
     assert_eq!(listed, ["stays"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fourth review: advisories, epochs of acknowledgements.
+
+/// Changes the stream's description (an operator's harmless update): JetStream sends the
+/// stream's UPDATED advisory.
+async fn touch_stream(server: &NatsServer, stream: &str, description: &str) {
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut config = jetstream
+        .get_stream(stream)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    config.description = Some(description.to_owned());
+    jetstream.update_stream(config).await.expect("update");
+}
+
+/// An operator updates the stream (say its description) a few times while another instance
+/// publishes on a busy topic with a short history. Each update's advisory restarts the live
+/// feed; the republished messages that arrive meanwhile must still reach the subscriber: every
+/// event once, in order, no resync (nothing was lost: every event was stored and republished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: an advisory restart drops the live subscription; a short history then loses the burst (resync expired)"]
+async fn stream_updates_during_a_burst_lose_no_live_event_under_a_short_history() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let one = builder(&server, "ADVISED")
+        .history_per_topic(1)
+        .subscriber_queue(2_000)
+        .build()
+        .await
+        .expect("broker");
+    let two = builder(&server, "ADVISED")
+        .history_per_topic(1)
+        .build()
+        .await
+        .expect("broker");
+    let mut live = subscribe(&one, SubscribeRequest::new([topic("t")])).await;
+    const EVENTS: usize = 600;
+    let publishing = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            publish(&two, "t", &i.to_string()).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    for k in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        touch_stream(&server, "ADVISED", &format!("update {k}")).await;
+    }
+    publishing.await.expect("publisher");
+    let seen = deliveries_through(&mut live, &(EVENTS - 1).to_string()).await;
+    let expected: Vec<String> = (0..EVENTS).map(|i| i.to_string()).collect();
+    let missing: Vec<&String> = expected.iter().filter(|e| !seen.contains(e)).collect();
+    assert_eq!(
+        seen,
+        expected,
+        "missing {} events: {missing:?}",
+        missing.len()
+    );
+}
+
+/// The stream is recreated by another instance, then this instance publishes several events
+/// at once: each must get an id of the new epoch. The first acknowledgement to be handled
+/// takes the stream's advisories and reads the stream; the others, handled while that read is
+/// under way, see no advisory left (and a sequence above the highest acknowledged before, the
+/// old stream being shorter) and return ids of the old epoch. A race: ten rounds (on ten
+/// streams) make it show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: own_id drains the advisories for one publish; concurrent ones return ids of the old epoch"]
+async fn concurrent_publishes_after_a_recreation_all_get_new_epoch_ids() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let epoch = |id: &EventId| id.as_str().rsplit_once('-').map(|(e, _)| e.to_owned());
+    let mut stale = Vec::new();
+    for round in 0..10 {
+        let name = format!("RACED{round}");
+        let one = builder(&server, &name)
+            .health_check(Duration::from_secs(60))
+            .build()
+            .await
+            .expect("broker");
+        let two = builder(&server, &name).build().await.expect("broker");
+        let old = publish(&one, "t", "old").await;
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        async_nats::jetstream::new(client)
+            .delete_stream(&name)
+            .await
+            .expect("delete the stream");
+        let new = publish(&two, "t", "new").await;
+        assert_ne!(epoch(&old), epoch(&new), "two recreated the stream");
+        let publishes = (0..50).map(|i| {
+            let one = one.clone();
+            tokio::spawn(async move { publish(&one, "t", &format!("e{i}")).await })
+        });
+        for id in futures::future::join_all(publishes).await {
+            let id = id.expect("publish task");
+            if epoch(&id) != epoch(&new) {
+                stale.push(format!("round {round}: {} (new {})", id.as_str(), new.as_str()));
+            }
+        }
+    }
+    assert!(stale.is_empty(), "{} ids of the old epoch: {stale:?}", stale.len());
+}
