@@ -1751,3 +1751,241 @@ async fn an_entry_left_while_nats_was_down_is_not_listed_once_it_is_back() {
     };
     assert_eq!(listed, ["stays"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fourth review: advisories, epochs of acknowledgements.
+
+/// Changes the stream's description (an operator's harmless update): JetStream sends the
+/// stream's UPDATED advisory.
+async fn touch_stream(server: &NatsServer, stream: &str, description: &str) {
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut config = jetstream
+        .get_stream(stream)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    config.description = Some(description.to_owned());
+    jetstream.update_stream(config).await.expect("update");
+}
+
+/// An operator updates the stream (say its description) a few times while another instance
+/// publishes on a busy topic with a short history. Each update's advisory restarts the live
+/// feed; the republished messages that arrive meanwhile must still reach the subscriber: every
+/// event once, in order, no resync (nothing was lost: every event was stored and republished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: an advisory restart drops the live subscription; a short history then loses the burst (resync expired)"]
+async fn stream_updates_during_a_burst_lose_no_live_event_under_a_short_history() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let one = builder(&server, "ADVISED")
+        .history_per_topic(1)
+        .subscriber_queue(2_000)
+        .build()
+        .await
+        .expect("broker");
+    let two = builder(&server, "ADVISED")
+        .history_per_topic(1)
+        .build()
+        .await
+        .expect("broker");
+    let mut live = subscribe(&one, SubscribeRequest::new([topic("t")])).await;
+    const EVENTS: usize = 600;
+    let publishing = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            publish(&two, "t", &i.to_string()).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    for k in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        touch_stream(&server, "ADVISED", &format!("update {k}")).await;
+    }
+    publishing.await.expect("publisher");
+    let seen = deliveries_through(&mut live, &(EVENTS - 1).to_string()).await;
+    let expected: Vec<String> = (0..EVENTS).map(|i| i.to_string()).collect();
+    let missing: Vec<&String> = expected.iter().filter(|e| !seen.contains(e)).collect();
+    assert_eq!(
+        seen,
+        expected,
+        "missing {} events: {missing:?}",
+        missing.len()
+    );
+}
+
+/// The stream is recreated by another instance, then this instance publishes several events
+/// at once: each must get an id of the new epoch. The first acknowledgement to be handled
+/// takes the stream's advisories and reads the stream; the others, handled while that read is
+/// under way, see no advisory left (and a sequence above the highest acknowledged before, the
+/// old stream being shorter) and return ids of the old epoch. A race: ten rounds (on ten
+/// streams) make it show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: own_id drains the advisories for one publish; concurrent ones return ids of the old epoch"]
+async fn concurrent_publishes_after_a_recreation_all_get_new_epoch_ids() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let epoch = |id: &EventId| id.as_str().rsplit_once('-').map(|(e, _)| e.to_owned());
+    let mut stale = Vec::new();
+    for round in 0..10 {
+        let name = format!("RACED{round}");
+        let one = builder(&server, &name)
+            .health_check(Duration::from_secs(60))
+            .build()
+            .await
+            .expect("broker");
+        let two = builder(&server, &name).build().await.expect("broker");
+        let old = publish(&one, "t", "old").await;
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        async_nats::jetstream::new(client)
+            .delete_stream(&name)
+            .await
+            .expect("delete the stream");
+        let new = publish(&two, "t", "new").await;
+        assert_ne!(epoch(&old), epoch(&new), "two recreated the stream");
+        let publishes = (0..50).map(|i| {
+            let one = one.clone();
+            tokio::spawn(async move { publish(&one, "t", &format!("e{i}")).await })
+        });
+        for id in futures::future::join_all(publishes).await {
+            let id = id.expect("publish task");
+            if epoch(&id) != epoch(&new) {
+                stale.push(format!(
+                    "round {round}: {} (new {})",
+                    id.as_str(),
+                    new.as_str()
+                ));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} ids of the old epoch: {stale:?}",
+        stale.len()
+    );
+}
+
+/// In steady state a publish costs one JetStream request (the publish itself is no `$JS.API`
+/// request at all): none of the broker's checks reads the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_publishes_make_no_api_requests() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let one = builder(&server, "STEADY")
+        .health_check(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("broker");
+    let two = builder(&server, "STEADY")
+        .health_check(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("broker");
+    let mut live = subscribe(&one, SubscribeRequest::new([topic("t")])).await;
+    publish(&one, "t", "warm one").await;
+    publish(&two, "t", "warm two").await;
+    deliveries_through(&mut live, "warm two").await;
+    let mut requests = ApiRequests::watch(&server).await;
+    for i in 0..10 {
+        publish(&one, "t", &format!("a{i}")).await;
+        publish(&two, "t", &format!("b{i}")).await;
+    }
+    deliveries_through(&mut live, "b9").await;
+    assert_eq!(requests.count().await, 0, "API requests for 20 publishes");
+}
+
+/// After a server with memory storage restarts, both instances' feeds find the stream gone and
+/// one of them (or a publish) makes it again: the creation's advisory restarts the feeds once
+/// more, and then they settle. Idle, they make no JetStream request at all (no restart loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_memory_server_restart_the_feeds_settle() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let build = || {
+        builder(&server, "SETTLE")
+            .memory_storage()
+            .health_check(Duration::from_secs(60))
+            .build()
+    };
+    let one = build().await.expect("broker");
+    let two = build().await.expect("broker");
+    let mut live = subscribe(&one, SubscribeRequest::new([topic("t")])).await;
+    publish(&two, "t", "before").await;
+    deliveries_through(&mut live, "before").await;
+    server.restart();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let request = PublishRequest::new([topic("t")], Event::text("after").expect("event"));
+        match two.publish(&request).await {
+            Ok(_) => break,
+            Err(error) => {
+                assert!(std::time::Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let (seen, done) = deliveries_until(&mut live, "after", WAIT).await;
+    assert!(done, "{seen:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut requests = ApiRequests::watch(&server).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(requests.count().await, 0, "API requests of idle brokers");
+    publish(&one, "t", "last").await;
+    let (seen, done) = deliveries_until(&mut live, "last", WAIT).await;
+    assert!(done, "{seen:?}");
+}
+
+/// The stream is recreated by another instance and this instance's live feed notes the new
+/// epoch before this instance publishes again. Its publishes then compare their sequences (of
+/// the new, short stream) with the highest one acknowledged in the old stream: each looks like
+/// a stream gone back, and each reads the stream, until the new stream outgrows the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_after_the_feed_noted_a_recreation_do_not_each_read_the_stream() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let one = builder(&server, "NOTED")
+        .health_check(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("broker");
+    let two = builder(&server, "NOTED")
+        .health_check(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("broker");
+    for i in 0..30 {
+        publish(&one, "t", &format!("old{i}")).await;
+    }
+    let mut live = subscribe(&one, SubscribeRequest::new([topic("t")])).await;
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    async_nats::jetstream::new(client.clone())
+        .delete_stream("NOTED")
+        .await
+        .expect("delete the stream");
+    publish(&two, "t", "new").await;
+    // One's feed restarted on the advisories and read the new stream (its epoch noted).
+    let (seen, done) = deliveries_until(&mut live, "new", WAIT).await;
+    assert!(done, "{seen:?}");
+    let mut infos = client
+        .subscribe("$JS.API.STREAM.INFO.NOTED")
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    for i in 0..10 {
+        publish(&one, "t", &format!("new{i}")).await;
+    }
+    client.flush().await.expect("flush");
+    let mut count = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), infos.next()).await {
+        count += 1;
+    }
+    assert!(count <= 1, "{count} stream info requests for 10 publishes");
+}

@@ -313,6 +313,7 @@ impl NatsBrokerBuilder {
         let info = stream.cached_info();
         let current = Epoch::of(info);
         let epoch = Arc::new(Mutex::new(current.clone()));
+        let current_for_acks = current.clone();
         // The stream keeps the history; the engine only holds the live feed for local readers.
         let fanout = Fanout::builder()
             .history(0)
@@ -356,7 +357,7 @@ impl NatsBrokerBuilder {
                 claim_stale_after: self.timeout.saturating_mul(4),
                 connections,
                 verified: AtomicU64::new(0),
-                highest_acknowledged: AtomicU64::new(0),
+                highest_acknowledged: Mutex::new((current_for_acks, 0)),
                 advisories: Mutex::new(advisories),
                 gap_fills,
                 fanout,

@@ -93,8 +93,9 @@ pub(super) struct Shared {
     connections: Arc<AtomicU64>,
     /// The connection count at which the epoch was last read from the server.
     verified: AtomicU64,
-    /// The highest sequence a publish of this instance was acknowledged with (in this epoch).
-    highest_acknowledged: AtomicU64,
+    /// The highest sequence a publish of this instance was acknowledged with, and the epoch it
+    /// was acknowledged in (a sequence of another epoch says nothing of this one's).
+    highest_acknowledged: Mutex<(Epoch, u64)>,
     /// The stream's advisories, on the publishing connection (`None` when the account may not
     /// subscribe to them).
     advisories: Mutex<Option<async_nats::Subscriber>>,
@@ -165,7 +166,7 @@ impl NatsBroker {
         if let Some(key) = key {
             message = message.message_id(key);
         }
-        let before = shared.highest_acknowledged.load(Ordering::Acquire);
+        let before = shared.highest_acknowledged();
         let sent = shared.send(shared.subjects.event(topics), message).await;
         let (sequence, duplicate) = match (sent, claim) {
             (Ok(ack), _) => (ack.sequence, ack.duplicate),
@@ -283,28 +284,48 @@ impl Shared {
 
     /// The broker's own id for the event this instance just stored at `sequence`; `before` is
     /// the highest sequence acknowledged to this instance when the publish was sent.
-    async fn own_id(&self, sequence: u64, before: u64) -> Result<EventId, BrokerError> {
+    async fn own_id(&self, sequence: u64, before: (Epoch, u64)) -> Result<EventId, BrokerError> {
         // The epoch may be stale: the stream was created anew (its advisory arrived on this
         // connection before the acknowledgement did), or the acknowledgement came over a
         // connection made since the epoch was read (the server may have restarted), or at a
-        // sequence not above one acknowledged before this publish was sent (the stream went
-        // back: recreated under this instance).
+        // sequence not above one acknowledged in this epoch before this publish was sent (the
+        // stream went back: recreated under this instance).
         let advised = self.stream_advised();
         let connections = self.connections.load(Ordering::Acquire);
-        self.highest_acknowledged
-            .fetch_max(sequence, Ordering::AcqRel);
-        if advised || self.verified.load(Ordering::Acquire) < connections || sequence <= before {
-            let known = self.epoch();
+        let (before_epoch, before) = before;
+        let went_back = sequence <= before && before_epoch == self.epoch();
+        self.acknowledged(sequence);
+        if advised || self.verified.load(Ordering::Acquire) < connections || went_back {
             self.stream().await?;
             self.verified.fetch_max(connections, Ordering::AcqRel);
-            if self.epoch() != known {
-                // Sequences start again in the new stream.
-                self.highest_acknowledged.store(sequence, Ordering::Release);
-            }
+            // In a new epoch, sequences start again.
+            self.acknowledged(sequence);
         }
         self.epoch()
             .id(sequence)
             .ok_or_else(|| BrokerError::unavailable("NATS returned an unusable sequence", "bad id"))
+    }
+
+    /// The highest sequence acknowledged to this instance, with its epoch.
+    fn highest_acknowledged(&self) -> (Epoch, u64) {
+        self.highest_acknowledged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Notes an acknowledgement at `sequence` of the epoch now known.
+    fn acknowledged(&self, sequence: u64) {
+        let epoch = self.epoch();
+        let mut highest = self
+            .highest_acknowledged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if highest.0 == epoch {
+            highest.1 = highest.1.max(sequence);
+        } else {
+            *highest = (epoch, sequence);
+        }
     }
 
     /// Whether an advisory about the stream (created, deleted, updated) arrived since the last
