@@ -1825,7 +1825,6 @@ async fn stream_updates_during_a_burst_lose_no_live_event_under_a_short_history(
 /// old stream being shorter) and return ids of the old epoch. A race: ten rounds (on ten
 /// streams) make it show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: own_id drains the advisories for one publish; concurrent ones return ids of the old epoch"]
 async fn concurrent_publishes_after_a_recreation_all_get_new_epoch_ids() {
     let Some(server) = NatsServer::start() else {
         return;

@@ -96,6 +96,12 @@ pub(super) struct Shared {
     /// The highest sequence a publish of this instance was acknowledged with, and the epoch it
     /// was acknowledged in (a sequence of another epoch says nothing of this one's).
     highest_acknowledged: Mutex<(Epoch, u64)>,
+    /// How many times advisories about the stream were seen, and how many of those a read of
+    /// the stream has followed.
+    advised: AtomicU64,
+    verified_advice: AtomicU64,
+    /// Held while a publish reads the stream to learn its epoch: the others wait for it.
+    verifying: tokio::sync::Mutex<()>,
     /// The stream's advisories, on the publishing connection (`None` when the account may not
     /// subscribe to them).
     advisories: Mutex<Option<async_nats::Subscriber>>,
@@ -290,16 +296,28 @@ impl Shared {
         // connection made since the epoch was read (the server may have restarted), or at a
         // sequence not above one acknowledged in this epoch before this publish was sent (the
         // stream went back: recreated under this instance).
-        let advised = self.stream_advised();
-        let connections = self.connections.load(Ordering::Acquire);
+        self.note_advisories();
         let (before_epoch, before) = before;
         let went_back = sequence <= before && before_epoch == self.epoch();
         self.acknowledged(sequence);
-        if advised || self.verified.load(Ordering::Acquire) < connections || went_back {
-            self.stream().await?;
-            self.verified.fetch_max(connections, Ordering::AcqRel);
-            // In a new epoch, sequences start again.
-            self.acknowledged(sequence);
+        // Every publish acknowledged after an advice waits for a read of the stream begun
+        // after it, not only the publish that drained it.
+        let stale = |shared: &Self| {
+            shared.verified_advice.load(Ordering::Acquire) < shared.advised.load(Ordering::Acquire)
+                || shared.verified.load(Ordering::Acquire)
+                    < shared.connections.load(Ordering::Acquire)
+        };
+        if went_back || stale(self) {
+            let _verifying = self.verifying.lock().await;
+            if went_back || stale(self) {
+                let advised = self.advised.load(Ordering::Acquire);
+                let connections = self.connections.load(Ordering::Acquire);
+                self.stream().await?;
+                self.verified_advice.fetch_max(advised, Ordering::AcqRel);
+                self.verified.fetch_max(connections, Ordering::AcqRel);
+                // In a new epoch, sequences start again.
+                self.acknowledged(sequence);
+            }
         }
         self.epoch()
             .id(sequence)
@@ -328,18 +346,18 @@ impl Shared {
         }
     }
 
-    /// Whether an advisory about the stream (created, deleted, updated) arrived since the last
-    /// call: read without waiting, as the messages of the publishing connection are in order.
-    fn stream_advised(&self) -> bool {
+    /// Counts the advisories about the stream (created, deleted, updated) that arrived: read
+    /// without waiting, as the messages of the publishing connection are in order. Counted
+    /// under the lock, so a publish that finds none left to read sees the count of the one
+    /// that read them.
+    fn note_advisories(&self) {
         let mut advisories = self.advisories.lock().unwrap_or_else(|p| p.into_inner());
         let Some(subscriber) = advisories.as_mut() else {
-            return false;
+            return;
         };
-        let mut advised = false;
         while let Some(Some(_)) = subscriber.next().now_or_never() {
-            advised = true;
+            self.advised.fetch_add(1, Ordering::AcqRel);
         }
-        advised
     }
 
     /// The id of the event stored at `sequence` (its chosen id, or the broker's own); `chosen`
