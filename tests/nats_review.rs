@@ -1778,7 +1778,6 @@ async fn touch_stream(server: &NatsServer, stream: &str, description: &str) {
 /// feed; the republished messages that arrive meanwhile must still reach the subscriber: every
 /// event once, in order, no resync (nothing was lost: every event was stored and republished).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an advisory restart drops the live subscription; a short history then loses the burst (resync expired)"]
 async fn stream_updates_during_a_burst_lose_no_live_event_under_a_short_history() {
     let Some(server) = NatsServer::start() else {
         return;

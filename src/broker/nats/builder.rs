@@ -336,6 +336,7 @@ impl NatsBrokerBuilder {
             gap_fills: gap_fills.clone(),
             stop: stopped,
             live: Some(live),
+            live_through: 1,
             connected: feed_connected,
         };
         tokio::spawn(feed.run());

@@ -47,9 +47,13 @@ pub(super) struct Feed {
     pub(super) gap_fills: Arc<std::sync::atomic::AtomicU64>,
     /// Fires (or is dropped) when the broker is.
     pub(super) stop: oneshot::Receiver<()>,
-    /// The subscription to the republished messages made before `last` was read, for the first
-    /// run.
+    /// The subscription to the republished messages, kept from run to run while the stream
+    /// stays the same (the first one made before `last` was read).
     pub(super) live: Option<async_nats::Subscriber>,
+    /// The count of the feed connection's connections through which `live` has held every
+    /// message after `last` (1: the first connection; a higher count is a reconnection, across
+    /// which messages may have been missed).
+    pub(super) live_through: u64,
     /// Counts the feed connection's (re)connections.
     pub(super) connected: tokio::sync::watch::Receiver<u64>,
 }
@@ -58,6 +62,8 @@ pub(super) struct Feed {
 /// advisory that the stream was created, deleted or changed.
 struct Signals {
     connected: tokio::sync::watch::Receiver<u64>,
+    /// The connection count that is no news.
+    known: u64,
     advisories: Option<async_nats::Subscriber>,
 }
 
@@ -66,6 +72,7 @@ impl Signals {
     async fn fired(&mut self) {
         let Self {
             connected,
+            known,
             advisories,
         } = self;
         let advisory = async {
@@ -78,8 +85,13 @@ impl Signals {
             }
         };
         let connected = async {
-            if connected.changed().await.is_err() {
-                std::future::pending::<()>().await;
+            loop {
+                if connected.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                if *connected.borrow_and_update() > *known {
+                    return;
+                }
             }
         };
         tokio::select! {
@@ -92,7 +104,11 @@ impl Signals {
 /// Why one run of the consumer ended.
 enum Restart {
     Stopped,
+    /// Something failed or stalled: the next run catches up through a new subscription.
     Again,
+    /// A signal (the stream changed, or the connection was made anew): the subscription is
+    /// kept for the next run.
+    Now,
 }
 
 impl Feed {
@@ -101,7 +117,10 @@ impl Feed {
         loop {
             match self.run_once().await {
                 Ok(Restart::Stopped) => return,
-                Ok(Restart::Again) => backoff = Duration::from_millis(50),
+                // A short pause all the same: a stream deleted and made again at once can fail
+                // on the server (its file store still being removed), and the subscription kept
+                // holds what arrives meanwhile.
+                Ok(Restart::Now | Restart::Again) => backoff = Duration::from_millis(50),
                 Err(error) => {
                     tracing::warn!(%error, "NATS live feed interrupted; restarting it");
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -119,10 +138,26 @@ impl Feed {
     /// stream's end, then (when the stream republishes its messages) from the republished
     /// messages, which arrive as each is stored, before any limit can drop it.
     async fn run_once(&mut self) -> Result<Restart, async_nats::Error> {
+        let mut live = self.live.take();
+        let run = self.run_with(&mut live).await;
+        // After a signal the subscription still holds every message after `last`; after a
+        // stall, an ended subscription or an error, the next run catches up through a new one.
+        if matches!(run, Ok(Restart::Now | Restart::Stopped)) {
+            self.live = live;
+        }
+        run
+    }
+
+    /// A run with the subscription `live` (kept for the next run when it stays valid).
+    async fn run_with(
+        &mut self,
+        live: &mut Option<async_nats::Subscriber>,
+    ) -> Result<Restart, async_nats::Error> {
         // Signals first, then the stream: a change after this point restarts the run.
-        self.connected.borrow_and_update();
+        let connections = *self.connected.borrow_and_update();
         let mut signals = Signals {
             connected: self.connected.clone(),
+            known: connections.max(self.live_through),
             advisories: self
                 .jetstream
                 .client()
@@ -142,39 +177,40 @@ impl Feed {
             .republish
             .as_ref()
             .is_some_and(|r| *r == self.subjects.republish());
+        if recreated || !republished {
+            // What it holds may be the old stream's.
+            *live = None;
+        }
         // Subscribed before the stream's end is read: whatever is stored after it arrives here.
-        // (The first run's was made before the broker read where the feed starts.)
-        let first = self.live.take();
-        let first_run = first.is_some();
-        let mut live = match (republished, first) {
-            (true, Some(live)) => Some(live),
-            (true, None) => Some(
+        // One kept from an earlier run holds every message after `last`, unless the connection
+        // was made anew since.
+        let continuous = live.is_some() && connections <= self.live_through;
+        if republished && live.is_none() {
+            *live = Some(
                 self.jetstream
                     .client()
                     .subscribe(self.subjects.republished())
                     .await?,
-            ),
-            // A stream made without republishing (by an earlier version, or by hand): the
-            // ordered consumer reads it all along.
-            (false, _) => None,
-        };
+            );
+        }
         let info = stream.get_info().await?;
         if Epoch::of(&info) != epoch {
             return Ok(Restart::Again);
         }
         let end = info.state.last_sequence;
         self.skip_unparsable(&stream).await;
-        // The first run's subscription holds every message after the sequence the feed starts
-        // from (unless the stream was made anew since): nothing to catch up on. Reading those
-        // from the stream instead could find some already dropped by a short history.
-        let caught_up = first_run && !recreated;
-        if (live.is_none() || (self.last < end && !caught_up))
+        // Nothing to catch up on when the subscription held everything after `last`: reading
+        // those messages from the stream instead could find some already dropped by a short
+        // history.
+        if (live.is_none() || (self.last < end && !continuous))
             && let Some(restart) = self
                 .catch_up(&stream, &epoch, live.is_some().then_some(end), &mut signals)
                 .await?
         {
             return Ok(restart);
         }
+        // Caught up: the subscription holds everything after `last` from here on.
+        self.live_through = self.live_through.max(connections);
         let Some(live) = live.as_mut() else {
             return Ok(Restart::Again);
         };
@@ -184,7 +220,7 @@ impl Feed {
         loop {
             tokio::select! {
                 _ = &mut self.stop => return Ok(Restart::Stopped),
-                () = signals.fired() => return Ok(Restart::Again),
+                () = signals.fired() => return Ok(Restart::Now),
                 _ = check.tick() => {
                     if let Some(restart) = self.check(&stream, &epoch, &mut behind).await? {
                         return Ok(restart);
@@ -280,7 +316,7 @@ impl Feed {
         loop {
             tokio::select! {
                 _ = &mut self.stop => return Ok(Some(Restart::Stopped)),
-                () = signals.fired() => return Ok(Some(Restart::Again)),
+                () = signals.fired() => return Ok(Some(Restart::Now)),
                 _ = check.tick() => {
                     if let Some(end) = end
                         && behind == Some(self.last)
