@@ -1,6 +1,9 @@
-//! Review of `NatsBroker` against real `nats-server`s: replay edge cases, history limits, ids
-//! across instances and errors. Tests marked `#[ignore = "defect: .."]` show a defect that is
-//! not fixed yet: they fail on the current code.
+//! `NatsBroker`'s edge cases against real `nats-server`s, most of them defects that reviews
+//! found and that are fixed: replays whose history is trimmed while they are read, history
+//! limits, idempotency keys and chosen ids across instances, epochs when the stream is made
+//! anew, the live feed under bursts, restarts, leader changes and forged messages, presence
+//! when NATS is away, and errors. A test marked `#[ignore = "limitation ..."]` shows a known,
+//! documented limit of the design.
 
 #![cfg(feature = "nats")]
 
