@@ -8,34 +8,20 @@
 
 mod common;
 
-use axum::Router;
-use common::http::TestServer;
 use common::mercure;
 use common::nats_server::NatsServer;
-use tower_sse_pubsub::jwt::{JwtAuthorizer, JwtKey};
-use tower_sse_pubsub::mercure::MercureHub;
-use tower_sse_pubsub::{Hub, NatsBroker};
+use tower_sse_pubsub::NatsBroker;
 
-const KEY: &str = "a-shared-secret-of-at-least-32-bytes!";
+const KEY: &str = common::mercure::SHARED_KEY;
 
-/// One app instance: a hub on the shared NATS stream.
-async fn instance(nats: &NatsServer) -> (Hub, TestServer) {
-    let broker = NatsBroker::builder([nats.url()])
+/// The broker of one app instance, on the shared NATS stream.
+async fn broker(nats: &NatsServer) -> NatsBroker {
+    NatsBroker::builder([nats.url()])
         .stream_name("MERCURE")
         .subject_prefix("mercure")
         .build()
         .await
-        .expect("broker connects");
-    let tokens = JwtAuthorizer::builder(JwtKey::hs256(KEY).expect("key"))
-        .allow_anonymous_subscribe()
-        .build();
-    let hub = Hub::builder()
-        .broker(broker)
-        .mercure(MercureHub::new(tokens).with_subscriptions())
-        .build()
-        .expect("valid hub");
-    let server = TestServer::start(&hub, Router::new().layer(hub.layer())).await;
-    (hub, server)
+        .expect("broker connects")
 }
 
 #[tokio::test]
@@ -43,8 +29,8 @@ async fn two_instances_share_updates_ids_and_subscriptions() {
     let Some(nats) = NatsServer::start() else {
         return;
     };
-    let (_a, server_a) = instance(&nats).await;
-    let (_b, server_b) = instance(&nats).await;
+    let (_a, server_a) = common::mercure::instance(broker(&nats).await).await;
+    let (_b, server_b) = common::mercure::instance(broker(&nats).await).await;
 
     let _streams = mercure::two_instances_share_updates_and_ids(&server_a, &server_b, KEY).await;
     // A's subscriptions API lists B's subscriptions too.

@@ -7,32 +7,18 @@
 
 mod common;
 
-use axum::Router;
-use common::http::TestServer;
 use common::redis_server::RedisServer;
-use tower_sse_pubsub::jwt::{JwtAuthorizer, JwtKey};
-use tower_sse_pubsub::mercure::MercureHub;
-use tower_sse_pubsub::{Hub, RedisBroker};
+use tower_sse_pubsub::RedisBroker;
 
-const KEY: &str = "a-shared-secret-of-at-least-32-bytes!";
+const KEY: &str = common::mercure::SHARED_KEY;
 
-/// One app instance: a hub on the shared Redis.
-async fn instance(redis: &RedisServer) -> (Hub, TestServer) {
-    let broker = RedisBroker::builder(redis.url())
+/// The broker of one app instance, on the shared Redis.
+async fn broker(redis: &RedisServer) -> RedisBroker {
+    RedisBroker::builder(redis.url())
         .key_prefix("mercure")
         .build()
         .await
-        .expect("broker connects");
-    let tokens = JwtAuthorizer::builder(JwtKey::hs256(KEY).expect("key"))
-        .allow_anonymous_subscribe()
-        .build();
-    let hub = Hub::builder()
-        .broker(broker)
-        .mercure(MercureHub::new(tokens).with_subscriptions())
-        .build()
-        .expect("valid hub");
-    let server = TestServer::start(&hub, Router::new().layer(hub.layer())).await;
-    (hub, server)
+        .expect("broker connects")
 }
 
 #[tokio::test]
@@ -40,8 +26,8 @@ async fn two_instances_share_updates_ids_and_subscriptions() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let (_a, server_a) = instance(&redis).await;
-    let (_b, server_b) = instance(&redis).await;
+    let (_a, server_a) = common::mercure::instance(broker(&redis).await).await;
+    let (_b, server_b) = common::mercure::instance(broker(&redis).await).await;
 
     let _streams =
         common::mercure::two_instances_share_updates_and_ids(&server_a, &server_b, KEY).await;

@@ -29,3 +29,34 @@ pub trait Presence: Send + Sync + 'static {
         group: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, String)>, BrokerError>>;
 }
+
+/// What a presence's heartbeat renews: the state a process keeps of its own entries.
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub(crate) trait Heartbeat: Send + Sync + 'static {
+    /// Renews this process's entries (writing them anew if the broker lost them).
+    fn beat(&self) -> BoxFuture<'_, Result<(), BrokerError>>;
+}
+
+/// Calls `presence`'s [`Heartbeat::beat`] every `period` (at least 10 ms) while it lives; a
+/// failed beat is logged and the next one tries again.
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub(crate) fn spawn_heartbeat<T: Heartbeat>(
+    presence: std::sync::Weak<T>,
+    period: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        let period = period.max(std::time::Duration::from_millis(10));
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let Some(presence) = presence.upgrade() else {
+                return;
+            };
+            if let Err(error) = presence.beat().await {
+                tracing::warn!(target: "tower_sse_pubsub", %error, "presence heartbeat failed");
+            }
+        }
+    });
+}

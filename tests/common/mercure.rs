@@ -200,3 +200,26 @@ pub async fn subscriptions_listed_on(a: &super::http::TestServer, key: &str) {
         );
     }
 }
+
+/// The publisher key of the cross-instance tests' hubs.
+pub const SHARED_KEY: &str = "a-shared-secret-of-at-least-32-bytes!";
+
+/// One app instance on `broker` (shared with the others): a Mercure hub with the subscriptions
+/// API, anonymous subscribers, and publisher tokens signed with [`SHARED_KEY`], served over TCP.
+#[cfg(feature = "mercure")]
+pub async fn instance(
+    broker: impl tower_sse_pubsub::broker::Broker,
+) -> (tower_sse_pubsub::Hub, super::http::TestServer) {
+    use tower_sse_pubsub::jwt::{JwtAuthorizer, JwtKey};
+    use tower_sse_pubsub::mercure::MercureHub;
+    let tokens = JwtAuthorizer::builder(JwtKey::hs256(SHARED_KEY).expect("key"))
+        .allow_anonymous_subscribe()
+        .build();
+    let hub = tower_sse_pubsub::Hub::builder()
+        .broker(broker)
+        .mercure(MercureHub::new(tokens).with_subscriptions())
+        .build()
+        .expect("valid hub");
+    let server = super::http::TestServer::start(&hub, axum::Router::new().layer(hub.layer())).await;
+    (hub, server)
+}

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -27,6 +27,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::subject::{decode, encode};
+use crate::broker::presence::spawn_heartbeat;
 use crate::broker::{BoxFuture, BrokerError, Presence};
 
 /// This process's entries, and where they live in NATS.
@@ -424,20 +425,10 @@ impl Inner {
     }
 }
 
-/// Renews this process's heartbeat every third of the expiry while the presence lives.
-fn spawn_heartbeat(inner: Weak<Inner>, period: Duration) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(period.max(Duration::from_millis(10)));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            let Some(inner) = inner.upgrade() else { return };
-            if let Err(error) = inner.beat().await {
-                tracing::warn!(target: "tower_sse_pubsub", %error, "presence heartbeat failed");
-            }
-        }
-    });
+impl crate::broker::presence::Heartbeat for Inner {
+    fn beat(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(Inner::beat(self))
+    }
 }
 
 impl Presence for NatsPresence {

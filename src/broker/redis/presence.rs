@@ -6,10 +6,10 @@
 //! writes it anew if Redis lost it (a restart, a flush).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::super::presence::Presence;
+use super::super::presence::{Presence, spawn_heartbeat};
 use super::super::{BoxFuture, BrokerError};
 
 /// This process's entries, and where they live in Redis.
@@ -114,20 +114,10 @@ impl Inner {
     }
 }
 
-/// Renews this process's entries every third of the expiry while the presence lives.
-fn spawn_heartbeat(inner: Weak<Inner>, period: Duration) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(period.max(Duration::from_millis(10)));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            let Some(inner) = inner.upgrade() else { return };
-            if let Err(error) = inner.beat().await {
-                tracing::warn!(target: "tower_sse_pubsub", %error, "presence heartbeat failed");
-            }
-        }
-    });
+impl super::super::presence::Heartbeat for Inner {
+    fn beat(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(Inner::beat(self))
+    }
 }
 
 impl Presence for RedisPresence {
