@@ -573,9 +573,23 @@ impl HubBuilder {
         self
     }
 
-    /// Holds frames back for up to `delay` before writing them, so a busy stream writes one
-    /// chunk per `delay` instead of one per wake: less CPU per event, at up to `delay` more
-    /// latency (default: none; at most 1 s). Idle streams are unaffected.
+    /// Holds frames back for up to `delay` before writing them (default: none; at most 1 s).
+    ///
+    /// A parked stream that gets a frame is not woken at once: the hub wakes every such stream
+    /// together, `delay` after the first of them got its frame, and each writes everything that
+    /// arrived meanwhile in one chunk. Where events come closer together than `delay`, that is
+    /// fewer wakes and fewer writes per event, for at most `delay` more latency. Where they come
+    /// further apart, it costs nothing but the latency. One timer serves the whole hub.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse_pubsub::Hub;
+    ///
+    /// let hub = Hub::builder()
+    ///     .write_delay(Duration::from_millis(10))
+    ///     .build()?;
+    /// # Ok::<(), tower_sse_pubsub::BuildError>(())
+    /// ```
     pub fn write_delay(mut self, delay: Duration) -> Self {
         self.config.write_delay = (!delay.is_zero()).then_some(delay);
         self

@@ -798,6 +798,54 @@ async fn shutdown_ends_every_stream_with_a_jittered_retry_and_refuses_new_ones()
     .await;
 }
 
+/// Under a write delay a parked stream is woken once, `delay` after the first frame that reached
+/// it, and writes every frame of that window in one chunk; the hub's shutdown still reaches it.
+#[tokio::test(start_paused = true)]
+async fn a_write_delay_gathers_a_windows_frames_into_one_write() {
+    let hub = Hub::builder()
+        .allow_anonymous_publish()
+        .write_delay(Duration::from_millis(10))
+        .build()
+        .expect("valid hub");
+    let mut body = call(&hub, get("/events?topic=a")).await.into_body();
+    assert_eq!(next_chunk(&mut body).await.as_deref(), Some(": ok\n\n"));
+    let started = tokio::time::Instant::now();
+    // The reader parks on its empty stream, as hyper's connection task would.
+    let reader = tokio::spawn(async move {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = next_chunk_within(&mut body, Duration::from_secs(100)).await {
+            chunks.push((started.elapsed(), chunk));
+        }
+        chunks
+    });
+    // Paused time moves on only once every task is idle: the reader is parked by then.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let publisher = hub.publisher();
+    for data in ["one", "two", "three"] {
+        publisher.publish_text("a", data).await.expect("publish");
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // The window closed at 11 ms; a frame after it opens the next one.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    publisher.publish_text("a", "four").await.expect("publish");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    hub.shutdown();
+    let chunks = reader.await.expect("reader");
+    let data = |chunk: &str| -> Vec<String> {
+        chunk
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    assert_eq!(chunks[0].0, Duration::from_millis(11));
+    assert_eq!(data(&chunks[0].1), ["one", "two", "three"]);
+    assert_eq!(chunks[1].0, Duration::from_millis(30));
+    assert_eq!(data(&chunks[1].1), ["four"]);
+    assert!(chunks[2].1.starts_with("retry: "), "{:?}", chunks[2]);
+}
+
 #[tokio::test]
 async fn a_slow_subscriber_gets_a_final_comment_and_its_stream_ends() {
     let broker = MemoryBroker::builder()

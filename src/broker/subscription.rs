@@ -226,15 +226,6 @@ impl Subscription {
             .is_some_and(|r| r.pages.is_some() || !r.page.is_empty())
     }
 
-    /// Whether the next poll yields without waiting.
-    pub(crate) fn has_ready(&self) -> bool {
-        match &self.replay {
-            Some(replay) if !replay.page.is_empty() => true,
-            Some(replay) if replay.pages.is_some() => false,
-            _ => self.reader.has_ready(),
-        }
-    }
-
     /// The waiter this subscription's task is woken through: a stream that also waits on other
     /// signals (the hub's ticker) lists the same one, so a stream has one wake handle.
     pub(crate) fn waiter(&self) -> &crate::signal::Waiter {

@@ -8,6 +8,7 @@
 
 pub(crate) mod admit;
 pub(crate) mod clients;
+pub(crate) mod flush;
 pub(crate) mod form;
 pub(crate) mod limits;
 pub(crate) mod publish;
@@ -75,8 +76,8 @@ pub(crate) struct Endpoints {
     drained: tokio::sync::Notify,
     /// Fires every half keep-alive interval, and once at shutdown: idle streams wake on it.
     pub(crate) ticker: Signal,
-    /// Fires every write delay: streams holding frames back write them out on it.
-    pub(crate) flush: Signal,
+    /// With a write delay: wakes parked streams together, up to the delay after their frames.
+    pub(crate) flush: Option<Arc<flush::Flush>>,
     tasks: OnceLock<()>,
 }
 
@@ -100,6 +101,7 @@ impl Endpoints {
         authorizer: Option<Arc<dyn Authorizer>>,
     ) -> Self {
         let per_topic = config.per_topic;
+        let flush = config.write_delay.map(flush::Flush::new);
         Self {
             broker,
             config,
@@ -115,7 +117,7 @@ impl Endpoints {
             shutdown: watch::channel(false).0,
             drained: tokio::sync::Notify::new(),
             ticker: Signal::default(),
-            flush: Signal::default(),
+            flush,
             tasks: OnceLock::new(),
         }
     }
@@ -258,8 +260,8 @@ impl Endpoints {
             if let Some(interval) = self.config.keep_alive {
                 spawn_ticker(Arc::downgrade(self), interval / 2, |e| &e.ticker);
             }
-            if let Some(delay) = self.config.write_delay {
-                spawn_ticker(Arc::downgrade(self), delay, |e| &e.flush);
+            if let Some(flush) = &self.flush {
+                flush.start();
             }
         });
     }

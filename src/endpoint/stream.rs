@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use super::Endpoints;
+use super::flush::{DeferredWaker, Flush};
 use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
 use crate::event::{Event, EventId, Frame, Topic};
 use crate::stats::{CloseReason, Written};
@@ -252,9 +253,8 @@ pub(crate) struct SseStream {
     tick_seen: u64,
     tick_parked: Option<u64>,
     wrote_since_tick: bool,
-    /// With a write delay: the flush generation at which frames were first held back.
-    held_since: Option<u64>,
-    flush_parked: Option<u64>,
+    /// With a write delay: what the stream parks with instead of its task's waker.
+    deferred: Option<DeferredWaker>,
     finished: bool,
     /// Held while the stream is replaying; dropped once it has caught up.
     replay: Option<ReplayPermit>,
@@ -287,8 +287,7 @@ impl SseStream {
             tick_seen,
             tick_parked: None,
             wrote_since_tick: true,
-            held_since: None,
-            flush_parked: None,
+            deferred: account.endpoints().flush.as_ref().map(Flush::handle),
             finished: false,
             replay,
             account,
@@ -304,25 +303,6 @@ impl SseStream {
             self.endpoints().config.shutdown_retry,
             "server shutting down; reconnect to resume",
         )
-    }
-
-    /// With a write delay, whether to hold ready frames back until the next flush tick.
-    fn hold_back(&mut self) -> bool {
-        if self.endpoints().config.write_delay.is_none() || !self.subscription.has_ready() {
-            return false;
-        }
-        let generation = self.endpoints().flush.generation();
-        match self.held_since {
-            Some(since) if since != generation => {
-                self.held_since = None;
-                false
-            }
-            Some(_) => true,
-            None => {
-                self.held_since = Some(generation);
-                true
-            }
-        }
     }
 
     /// Everything ready, as one chunk; `None` when nothing is.
@@ -423,8 +403,7 @@ impl SseStream {
         if self.endpoints().is_shut_down() {
             return Poll::Ready(Some(self.close_for_shutdown()));
         }
-        let holding = self.hold_back();
-        if !holding && let Some(chunk) = self.drain(cx) {
+        if let Some(chunk) = self.drain(cx) {
             self.wrote_since_tick = true;
             return Poll::Ready(Some(chunk));
         }
@@ -439,17 +418,17 @@ impl SseStream {
                 return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
             }
         }
-        self.subscription.waiter().register(cx.waker());
+        // Under a write delay the topics' wakes go through the hub's flush.
+        let waker = match &self.deferred {
+            Some(deferred) => deferred.standing_in_for(cx.waker()),
+            None => cx.waker(),
+        };
+        self.subscription.waiter().register(waker);
         // Disjoint fields: no clone of the hub's shared state (a contended count) per park.
         let endpoints = self.account.endpoints();
         endpoints
             .ticker
             .register(self.subscription.waiter(), &mut self.tick_parked);
-        if holding {
-            endpoints
-                .flush
-                .register(self.subscription.waiter(), &mut self.flush_parked);
-        }
         // A shutdown between the check above and the registration fired before we were listed.
         if endpoints.is_shut_down() {
             return Poll::Ready(Some(self.close_for_shutdown()));

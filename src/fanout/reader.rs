@@ -97,19 +97,6 @@ impl Reader {
         self.last_yielded
     }
 
-    /// Whether a frame is ready to read without waiting (the next poll would not park).
-    pub(crate) fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
-            || self.cursors.iter().any(|c| {
-                let ring = c.log.read();
-                c.position < ring.head()
-                    || ring
-                        .mark
-                        .as_ref()
-                        .is_some_and(|m| m.generation > c.mark_seen)
-            })
-    }
-
     fn fill(&mut self) -> Fill {
         if self.cursors.len() == 1 {
             self.fill_one()
