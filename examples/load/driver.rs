@@ -60,11 +60,15 @@ const SCENARIOS: [&str; 5] = ["fanout-1k", "fanout-10k", "steady-5k", "latency-5
 
 /// The scenarios `--scenario` names, with event counts that make each run take 5 to 20 s here.
 fn scenarios(options: &DriverOptions) -> Result<Vec<(String, Kind)>, String> {
-    let load = |subscribers, events, rate| {
+    let load = |subscribers, events, rate: Rate| {
         Kind::Load(Load {
             subscribers,
             events,
-            rate,
+            rate: if options.poisson {
+                rate.poisson()
+            } else {
+                rate
+            },
             size: options.size,
             servers: options.servers,
             publishers: options.publishers,
@@ -254,7 +258,9 @@ fn publish_all(
         ))?;
         let limit = match load.rate {
             Rate::Max => Duration::from_secs(600),
-            Rate::PerSecond(rate) => Duration::from_secs_f64(events as f64 / rate * 2.0 + 60.0),
+            Rate::PerSecond(rate) | Rate::Poisson(rate) => {
+                Duration::from_secs_f64(events as f64 / rate * 2.0 + 60.0)
+            }
         };
         let published = server.expect("published", limit)?;
         let mut words = published.split_whitespace().skip(1);

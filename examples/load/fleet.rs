@@ -25,6 +25,10 @@ pub struct Fleet {
 pub struct ServerShare {
     /// CPU seconds in the window.
     pub cpu_s: f64,
+    /// Of those, user CPU seconds (the rest is the kernel's, mostly sending).
+    pub user_cpu_s: f64,
+    /// Write system calls in the window.
+    pub writes: u64,
     /// RSS at the end, MiB.
     pub rss_mib: f64,
     /// Streams it had open when publishing started.
@@ -101,11 +105,20 @@ pub fn shares(
         .iter()
         .enumerate()
         .map(|(i, after)| {
-            let cpu = before
-                .get(i)
-                .map_or(after.cpu, |before| after.cpu.saturating_sub(before.cpu));
+            let (cpu, user, writes) =
+                before
+                    .get(i)
+                    .map_or((after.cpu, after.user, after.writes), |before| {
+                        (
+                            after.cpu.saturating_sub(before.cpu),
+                            after.user.saturating_sub(before.user),
+                            after.writes.saturating_sub(before.writes),
+                        )
+                    });
             ServerShare {
                 cpu_s: cpu.as_secs_f64(),
+                user_cpu_s: user.as_secs_f64(),
+                writes,
                 rss_mib: after.rss_kib as f64 / 1024.0,
                 streams_at_start: streams_at_start.get(i).copied().unwrap_or(0),
                 streams_at_end: streams_at_end.get(i).copied().unwrap_or(0),

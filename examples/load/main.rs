@@ -34,6 +34,9 @@
 //!
 //! Reported per scenario: medians with min–max over the repeats, and the hub/axum ratio of the
 //! medians, which stays meaningful on a noisy shared machine where absolute numbers do not.
+//! Beside server CPU per delivery, its user part (the server's own code; the rest is the kernel
+//! sending) and events per write (deliveries over the server's write system calls, `syscw` in
+//! /proc/PID/io): how many frames shared a write, which is most of what CPU per delivery follows.
 //! Any lost, duplicated or reordered event is printed loudly and makes the exit status non-zero.
 //!
 //! Scenarios: `fanout-1k` and `fanout-10k` (rate max), `steady-5k` (10 events/s), `latency-5k`
@@ -49,6 +52,11 @@
 //! has no cross-process fan-out, so it is skipped, and the output says so. A server may hold as
 //! many streams as the open-file limit allows (less about 100 for itself); the driver refuses a
 //! load that would need more per server, rather than measure a server stalled on `accept`.
+//!
+//! `--arrivals poisson` makes every fixed rate (`--rate N`, `steady-5k`, `latency-5k`) the mean of
+//! a Poisson process: events at random moments, with exponential gaps, as many independent
+//! publishers make them, instead of evenly spaced (`--rate poisson:N` for one custom run). The
+//! gaps come from a fixed seed, so the hub and the comparator get the same moments.
 //!
 //! `--publishers N` (default 1) has the server publish from N concurrent tasks, task P taking the
 //! events numbered P mod N, each at its share of the rate. Concurrent publishers through one

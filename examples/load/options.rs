@@ -52,8 +52,21 @@ impl Flags {
 pub enum Rate {
     /// Publish, yield to the runtime once, publish the next: as fast as the server serves.
     Max,
-    /// Events per second.
+    /// Events per second, evenly spaced.
     PerSecond(f64),
+    /// Events per second on average, at the random moments of a Poisson process (exponential
+    /// gaps), as independent publishers make them: `poisson:RATE`, or `--arrivals poisson`.
+    Poisson(f64),
+}
+
+impl Rate {
+    /// The same rate with Poisson arrivals, for `--arrivals poisson`; `max` stays `max`.
+    pub fn poisson(self) -> Self {
+        match self {
+            Self::PerSecond(rate) | Self::Poisson(rate) => Self::Poisson(rate),
+            Self::Max => Self::Max,
+        }
+    }
 }
 
 impl FromStr for Rate {
@@ -62,10 +75,15 @@ impl FromStr for Rate {
         if s == "max" {
             return Ok(Self::Max);
         }
-        match s.parse::<f64>() {
+        let (number, poisson) = match s.strip_prefix("poisson:") {
+            Some(number) => (number, true),
+            None => (s, false),
+        };
+        match number.parse::<f64>() {
+            Ok(rate) if rate > 0.0 && rate.is_finite() && poisson => Ok(Self::Poisson(rate)),
             Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(Self::PerSecond(rate)),
             _ => Err(format!(
-                "rate must be a positive number or \"max\", got {s:?}"
+                "rate must be a positive number, \"poisson:\" and one, or \"max\"; got {s:?}"
             )),
         }
     }
@@ -76,6 +94,7 @@ impl fmt::Display for Rate {
         match self {
             Self::Max => f.write_str("max"),
             Self::PerSecond(rate) => write!(f, "{rate}"),
+            Self::Poisson(rate) => write!(f, "poisson:{rate}"),
         }
     }
 }
@@ -209,6 +228,8 @@ pub struct DriverOptions {
     pub servers: usize,
     /// Tasks publishing concurrently in the (first) server.
     pub publishers: u64,
+    /// `--arrivals poisson`: every scenario's fixed rate becomes the mean of a Poisson process.
+    pub poisson: bool,
     /// Hub-side settings.
     pub hub: HubSettings,
     /// Where to write all results as JSON.
@@ -229,7 +250,7 @@ pub enum Role {
 
 const DRIVER_FLAGS: &str = "--scenario fanout-1k|fanout-10k|steady-5k|latency-5k|idle|all|custom \
     --subscribers --events --rate N|max --burst --size --idle --stalled --repeat --clients-per-process \
-    --grace-s --servers --publishers --write-delay-ms --redis --nats --json --chart";
+    --grace-s --servers --publishers --arrivals even|poisson --write-delay-ms --redis --nats --json --chart";
 
 /// Reads the role and its flags from the command line.
 pub fn parse() -> Result<Role, String> {
@@ -285,6 +306,13 @@ pub fn parse() -> Result<Role, String> {
                 grace_secs: flags.take("grace-s", 10)?,
                 servers: flags.take("servers", 1)?,
                 publishers: flags.take("publishers", 1)?,
+                poisson: match flags.take("arrivals", "even".to_owned())?.as_str() {
+                    "even" => false,
+                    "poisson" => true,
+                    other => {
+                        return Err(format!("--arrivals must be even or poisson, got {other:?}"));
+                    }
+                },
                 hub: HubSettings::take(&mut flags)?,
                 json: flags.take_text("json"),
                 chart: flags.take_text("chart"),

@@ -44,6 +44,10 @@ pub struct LoadRun {
     pub server_cpu_s: f64,
     /// Server CPU per received event, in microseconds.
     pub cpu_per_delivery_us: f64,
+    /// Of that, user CPU: the server's own code, without the kernel's sending.
+    pub user_cpu_per_delivery_us: f64,
+    /// Events per write system call of the servers: how many frames share a write.
+    pub deliveries_per_write: f64,
     /// Publish-to-receipt latency percentiles, in milliseconds.
     pub p50_ms: f64,
     /// 99th percentile.
@@ -80,6 +84,7 @@ impl LoadRun {
         let expected = load.subscribers as u64 * load.events;
         let ms = |nanos: u64| nanos as f64 / 1e6;
         let cpu_s: f64 = server.servers.iter().map(|s| s.cpu_s).sum();
+        let user_cpu_s: f64 = server.servers.iter().map(|s| s.user_cpu_s).sum();
         Self {
             implementation: implementation.to_string(),
             expected,
@@ -91,6 +96,9 @@ impl LoadRun {
             incomplete_streams: clients.closed_early,
             server_cpu_s: cpu_s,
             cpu_per_delivery_us: cpu_s * 1e6 / clients.received.max(1) as f64,
+            user_cpu_per_delivery_us: user_cpu_s * 1e6 / clients.received.max(1) as f64,
+            deliveries_per_write: clients.received as f64
+                / server.servers.iter().map(|s| s.writes).sum::<u64>().max(1) as f64,
             p50_ms: ms(clients.latency.quantile(0.5)),
             p99_ms: ms(clients.latency.quantile(0.99)),
             max_ms: ms(clients.latency.quantile(1.0)),
@@ -225,12 +233,20 @@ fn short(value: f64) -> String {
 type Metric = (&'static str, &'static str, fn(&LoadRun) -> f64);
 
 /// The load metrics in the table, in order.
-const LOAD_METRICS: [Metric; 10] = [
+const LOAD_METRICS: [Metric; 12] = [
     (
         "server CPU per delivery (µs)",
         "cpu_per_delivery_us",
         |r| r.cpu_per_delivery_us,
     ),
+    (
+        "  of which user CPU (µs)",
+        "user_cpu_per_delivery_us",
+        |r| r.user_cpu_per_delivery_us,
+    ),
+    ("events per write", "deliveries_per_write", |r| {
+        r.deliveries_per_write
+    }),
     ("latency p50 (ms)", "p50_ms", |r| r.p50_ms),
     ("latency p99 (ms)", "p99_ms", |r| r.p99_ms),
     ("latency max (ms)", "max_ms", |r| r.max_ms),
@@ -457,5 +473,6 @@ fn rate_label(rate: Rate) -> String {
     match rate {
         Rate::Max => "max".to_owned(),
         Rate::PerSecond(rate) => format!("{rate}/s"),
+        Rate::Poisson(rate) => format!("{rate}/s, Poisson"),
     }
 }

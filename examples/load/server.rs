@@ -219,30 +219,44 @@ async fn publish(
         first,
         publishers,
     } = command;
-    let mut ticker = match rate {
-        Rate::Max => None,
+    let mut pace = match rate {
+        Rate::Max => Pace::Max,
         Rate::PerSecond(rate) => {
             let period = Duration::from_secs_f64(publishers as f64 / rate);
             let mut ticker = tokio::time::interval(period);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-            Some(ticker)
+            Pace::Even(ticker)
         }
+        Rate::Poisson(rate) => Pace::Poisson {
+            mean_gap_secs: publishers as f64 / rate,
+            next: Instant::now(),
+            random: SplitMix64(first ^ (publisher << 32) ^ 0x5EED),
+        },
     };
     let mine = (first..first + events).filter(|seq| seq % publishers == publisher);
     // Whether the last publish returned at once, without waiting.
     let mut at_once = true;
     for seq in mine {
-        match &mut ticker {
-            Some(ticker) => {
+        match &mut pace {
+            Pace::Even(ticker) => {
                 ticker.tick().await;
+            }
+            Pace::Poisson {
+                mean_gap_secs,
+                next,
+                random,
+            } => {
+                // Deadlines, not sleeps, so the time spent publishing does not slow the rate.
+                tokio::time::sleep_until(*next).await;
+                *next += Duration::from_secs_f64(random.exponential(*mean_gap_secs));
             }
             // The memory broker's publish never waits, so without a yield the publisher would
             // run the whole burst before any stream task writes a byte. A publish that waited (a
             // round trip to Redis or NATS) has let them run already: a yield on top would send
             // the publisher to the back of the run queue a second time per event, which no app
             // publishing in a loop does, and the streams would find fewer events per wake.
-            None if at_once => tokio::task::yield_now().await,
-            None => {}
+            Pace::Max if at_once => tokio::task::yield_now().await,
+            Pace::Max => {}
         }
         let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
         let mut data = format!("{seq} {sent} ");
@@ -253,6 +267,38 @@ async fn publish(
         at_once = ready;
     }
     Ok(())
+}
+
+/// When a publisher publishes its next event.
+enum Pace {
+    Max,
+    Even(tokio::time::Interval),
+    Poisson {
+        mean_gap_secs: f64,
+        next: Instant,
+        random: SplitMix64,
+    },
+}
+
+/// A small seeded random number generator (SplitMix64), enough to space events; the seed makes
+/// every run's arrival pattern the same for the hub and the comparator.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// An exponentially distributed gap with the given mean.
+    fn exponential(&mut self, mean: f64) -> f64 {
+        // Uniform in (0, 1]: 53 random bits, never zero, so the logarithm is finite.
+        let uniform = ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        -uniform.ln() * mean
+    }
 }
 
 /// Awaits `future`, and tells whether it was ready at its first poll.

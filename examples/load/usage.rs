@@ -9,8 +9,13 @@ use std::time::Duration;
 pub struct Usage {
     /// User plus system CPU time.
     pub cpu: Duration,
+    /// User CPU time alone: the process's own code, without the kernel's work for it.
+    pub user: Duration,
     /// Resident set size in KiB.
     pub rss_kib: u64,
+    /// Write-family system calls made so far (`syscw` in /proc/PID/io): with one write per
+    /// chunk, how many chunks the server sent.
+    pub writes: u64,
 }
 
 /// Reads the CPU time and RSS of process `pid`.
@@ -21,8 +26,9 @@ pub fn of(pid: u32) -> io::Result<Usage> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let field = |at: usize| -> u64 { fields.get(at).and_then(|v| v.parse().ok()).unwrap_or(0) };
     // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name.
-    let ticks = field(11) + field(12);
-    let cpu = Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+    let seconds = |ticks: u64| Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+    let cpu = seconds(field(11) + field(12));
+    let user = seconds(field(11));
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()
@@ -30,7 +36,21 @@ pub fn of(pid: u32) -> io::Result<Usage> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    Ok(Usage { cpu, rss_kib })
+    // Readable for our own children; 0 where the kernel keeps no I/O accounting.
+    let writes = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("syscw:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    Ok(Usage {
+        cpu,
+        user,
+        rss_kib,
+        writes,
+    })
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), asked once; 100 if getconf is missing, which is
