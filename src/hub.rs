@@ -579,7 +579,9 @@ impl HubBuilder {
     /// together, `delay` after the first of them got its frame, and each writes everything that
     /// arrived meanwhile in one chunk. Where events come closer together than `delay`, that is
     /// fewer wakes and fewer writes per event, for at most `delay` more latency. Where they come
-    /// further apart, it costs nothing but the latency. One timer serves the whole hub.
+    /// further apart, it costs nothing but the latency. One timer serves the whole hub. It
+    /// applies to the SSE streams (and the Mercure endpoint's); the gRPC service sends each
+    /// event as it comes.
     ///
     /// ```
     /// use std::time::Duration;
