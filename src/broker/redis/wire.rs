@@ -148,7 +148,8 @@ local sequence = redis.call('INCR', KEYS[1])
 if (not epoch) or sequence == 1 or values[2] ~= run_id then
   epoch = string.format('%x', tonumber(now[1])) .. ARGV[3]
   redis.call('MSET', KEYS[2], epoch, KEYS[3], run_id)
-  redis.call('DEL', KEYS[5])
+  redis.call('DEL', KEYS[5], KEYS[9])
+  values[3] = false
 end
 local sequence_text = tostring(sequence)
 local place = epoch .. '-' .. sequence_text
