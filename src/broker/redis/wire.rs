@@ -81,8 +81,8 @@ local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')
 /// changes nothing. The idempotency key is checked first, so a retry returns the first id.
 ///
 /// Redis spends most of a publish on the script's calls (each costs a few µs of argument and
-/// reply conversion besides its own work), so the script makes as few as it can; a publish to
-/// one topic at its bounds makes 11, with the global history 15:
+/// reply conversion besides its own work), so the script makes as few as it can: a publish to
+/// one topic at its count bound makes 10, and 4 more for the global history (16 and 22 before):
 /// - one MGET reads everything the script decides on before it writes: the epoch and the run
 ///   it was made under, the idempotency key, the chosen id, the newest checkpoint (`P:tn`) and
 ///   every history's size;
@@ -98,12 +98,17 @@ local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')
 ///   entry at a topic's count bound); the append then trims them itself (XADD `MINID`) instead
 ///   of an XLEN and an XTRIM after it. The result is the same as appending and then trimming by
 ///   age, count and bytes in turn, as the script did before;
-/// - numbers that go to Redis at every publish (the time, the expiry) are passed as text, which
-///   Redis takes as is rather than formatting a Lua number anew at each call.
+/// - numbers that go to Redis at every publish (the time, the expiry, most counts) are passed as
+///   text, which Redis takes as is rather than formatting a Lua number anew at each call.
 ///
-/// Keys written by older versions of this script work unchanged: the size keys keep their
-/// format (the bytes, as a number), and `P:tn` is only a hint, checked against the epoch and
-/// made anew whenever it is missing or stale.
+/// Keys written by older versions of this script work unchanged, and older and newer instances
+/// may publish side by side during an upgrade: the keys keep their formats (a size key holds the
+/// bytes, as a number), and `P:tn` is only a hint, checked against the epoch and made anew
+/// whenever it is missing or stale (an older script adds checkpoints without it: the newer one
+/// then reads `P:t`, as it did before). One case differs: should `P:t` alone be deleted by hand
+/// (or evicted) while `P:tn` stays, the next checkpoint comes up to `ttl / 256` later than it
+/// would have, and meanwhile a topic history made afresh records more as trimmed (a resume from
+/// before it is reported missed, never complete).
 ///
 /// KEYS: `P:seq`, `P:epoch`, `P:run`, `P:k:<key>` (or an empty name without a key), `P:t`,
 /// `P:i:<id>` (or an empty name without a chosen id), `P:g` and `P:gs` (or two empty names when
@@ -201,13 +206,14 @@ local function append(key, size_key, size, max, max_bytes, global)
   local count, bytes = length + 1, size + added_bytes
   local trimmed = nil
   local gone, gone_bytes, all_gone = 0, 0, false
-  local batch, at, want = {}, 1, 1
-  if count > max + count_slack then want = count - max end
+  -- (Counts as text where they are fixed: Redis would format a number anew.)
+  local batch, at, want = {}, 1, '1'
+  if count > max + count_slack and count - max > 1 then want = count - max end
   local function oldest()
     if batch[at] == nil and gone < length then
       local start = '-'
       if trimmed then start = '(' .. trimmed end
-      batch, at, want = redis.call('XRANGE', key, start, '+', 'COUNT', want), 1, 32
+      batch, at, want = redis.call('XRANGE', key, start, '+', 'COUNT', want), 1, '32'
     end
     return batch[at]
   end
