@@ -1464,7 +1464,9 @@ async fn topic_and_pattern_readers_side_by_side_get_each_event_once_in_order() {
 
 /// The Redis time of one publish script (`INFO commandstats`), with and without the global
 /// history and a chosen id: 20 topics at their trimming bounds, 200-byte events, medians of 5
-/// rounds. A measurement, not a check; run it in release on a quiet machine:
+/// rounds, and the commands the script calls per publish (their calls and their own Redis time,
+/// without the cost of calling them from Lua; from the last round). A measurement, not a check;
+/// run it in release on a quiet machine:
 /// `cargo test --release --features redis --test redis_broker -- --ignored --nocapture publish_script_cost`.
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "a measurement; run on demand"]
@@ -1472,20 +1474,24 @@ async fn publish_script_cost_with_and_without_the_global_history() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let evalsha = || {
-        let stats = server.command(&["INFO", "commandstats"]);
-        stats
+    // Every command's calls and Redis time so far.
+    let stats = || -> std::collections::BTreeMap<String, (f64, f64)> {
+        server
+            .command(&["INFO", "commandstats"])
             .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_evalsha:"))
-            .and_then(|rest| {
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
                 let field = |name: &str| {
                     rest.split(',')
                         .find_map(|f| f.strip_prefix(name))
-                        .and_then(|v| v.parse::<f64>().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
                 };
-                Some((field("calls=")?, field("usec=")?))
+                Some((name.to_owned(), (field("calls=")?, field("usec=")?)))
             })
-            .unwrap_or((0.0, 0.0))
+            .collect()
+    };
+    let evalsha = |stats: &std::collections::BTreeMap<String, (f64, f64)>| {
+        stats.get("evalsha").copied().unwrap_or((0.0, 0.0))
     };
     let configurations = [
         ("without the global history", 0, false),
@@ -1494,6 +1500,7 @@ async fn publish_script_cost_with_and_without_the_global_history() {
         ("with, chosen ids", 10_000, true),
     ];
     let mut rounds = vec![Vec::new(); configurations.len()];
+    let mut inner = vec![String::new(); configurations.len()];
     // Interleaved, so a machine that slows down meanwhile slows every configuration alike.
     for round in 0..5 {
         for (c, &(_, pattern_history, chosen)) in configurations.iter().enumerate() {
@@ -1518,24 +1525,43 @@ async fn publish_script_cost_with_and_without_the_global_history() {
             for i in 0..22_000 {
                 broker.publish(&publish(i, "warm")).await.expect("publish");
             }
-            let (calls, usec) = evalsha();
+            let before = stats();
             for i in 0..10_000 {
                 broker
                     .publish(&publish(i, "measured"))
                     .await
                     .expect("publish");
             }
-            let (calls_after, usec_after) = evalsha();
-            rounds[c].push((usec_after - usec) / (calls_after - calls));
+            let after = stats();
+            let ((calls, usec), (calls_after, usec_after)) = (evalsha(&before), evalsha(&after));
+            let publishes = calls_after - calls;
+            rounds[c].push((usec_after - usec) / publishes);
+            inner[c] = after
+                .iter()
+                .filter(|(name, _)| !matches!(name.as_str(), "evalsha" | "info" | "ping"))
+                .filter_map(|(name, &(calls, usec))| {
+                    let (calls_before, usec_before) =
+                        before.get(name).copied().unwrap_or((0.0, 0.0));
+                    let per_publish = (calls - calls_before) / publishes;
+                    (per_publish >= 0.005).then(|| {
+                        format!(
+                            "{name} {per_publish:.2}x {:.1} µs",
+                            (usec - usec_before) / publishes
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
         }
     }
     let mut medians = Vec::new();
-    for ((name, _, _), mut times) in configurations.iter().zip(rounds) {
+    for (((name, _, _), mut times), inner) in configurations.iter().zip(rounds).zip(inner) {
         times.sort_by(f64::total_cmp);
         eprintln!(
             "{name}: {:.1} µs of Redis time per publish (median; {times:.1?})",
             times[2]
         );
+        eprintln!("  calls per publish: {inner}");
         medians.push(times[2]);
     }
     assert!(medians.iter().all(|m| *m > 0.0));

@@ -197,7 +197,8 @@ impl RedisBroker {
             .key(&shared.keys.checkpoints)
             .key(chosen)
             .key(global)
-            .key(global_size);
+            .key(global_size)
+            .key(&shared.keys.newest_checkpoint);
         for topic in topics {
             invocation
                 .key(shared.keys.history(topic))

@@ -11,6 +11,7 @@
 //! | `P:h:<topic>` | stream | the topic's history: entry id `<sequence>-0`, field `f` = the encoded frame, `t` = the server's time in ms, `m` = the header; trimmed to the retention, expires when the topic goes quiet |
 //! | `P:s:<topic>` | string | the bytes of frames and headers in the topic's history; expires with it |
 //! | `P:t` | sorted set | checkpoints of the counter over time, for the expiry floor (at most about 257 entries) |
+//! | `P:tn` | string | `<epoch> <time>` of the newest checkpoint in `P:t`, so most publishes need not read `P:t`; only a hint, checked against the epoch |
 //! | `P:k:<key>` | string | the id a publish with this idempotency key got; expires |
 //! | `P:i:<id>` | string | the place `<epoch>-<sequence>` of the event published with this chosen id; expires with the histories (the idle expiry, or the age limit if sooner) |
 //! | `P:g` | stream | the global history, for pattern subscriptions: every event once, whatever its topics, as in `P:h:<topic>`; trimmed to its own count and bytes (`pattern_history`), expires when nothing is published; absent when that is 0 |
@@ -79,9 +80,39 @@ local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')
 /// script makes (hex, a dash, digits), is refused: the script returns `{'duplicate'}` and
 /// changes nothing. The idempotency key is checked first, so a retry returns the first id.
 ///
+/// Redis spends most of a publish on the script's calls (each costs a few µs of argument and
+/// reply conversion besides its own work), so the script makes as few as it can: a publish to
+/// one topic at its count bound makes 10, and 4 more for the global history (16 and 22 before):
+/// - one MGET reads everything the script decides on before it writes: the epoch and the run
+///   it was made under, the idempotency key, the chosen id, the newest checkpoint (`P:tn`) and
+///   every history's size;
+/// - INCR takes the sequence; it returns 1 exactly when the counter was missing (the script
+///   never leaves it at 0), which is when the counter was lost, so no EXISTS is needed;
+/// - the checkpoint check reads `P:tn` (`<epoch> <time>` of the newest checkpoint, written with
+///   every checkpoint the script adds) instead of the sorted set; only when that says one may
+///   be due, or is missing or of another epoch (an older script made a new epoch: it does not
+///   write `P:tn`), does it read the sorted set, as before, and refresh `P:tn`;
+/// - a history's trimming is planned before the append: XLEN (and EXISTS only when that is 0,
+///   to tell an absent history from an empty one) gives the count, the size key the bytes, and
+///   the oldest entries are read only as far as the age, count and byte bounds drop them (one
+///   entry at a topic's count bound); the append then trims them itself (XADD `MINID`) instead
+///   of an XLEN and an XTRIM after it. The result is the same as appending and then trimming by
+///   age, count and bytes in turn, as the script did before;
+/// - numbers that go to Redis at every publish (the time, the expiry, most counts) are passed as
+///   text, which Redis takes as is rather than formatting a Lua number anew at each call.
+///
+/// Keys written by older versions of this script work unchanged, and older and newer instances
+/// may publish side by side during an upgrade: the keys keep their formats (a size key holds the
+/// bytes, as a number), and `P:tn` is only a hint, checked against the epoch and made anew
+/// whenever it is missing or stale (an older script adds checkpoints without it: the newer one
+/// then reads `P:t`, as it did before). One case differs: should `P:t` alone be deleted by hand
+/// (or evicted) while `P:tn` stays, the next checkpoint comes up to `ttl / 256` later than it
+/// would have, and meanwhile a topic history made afresh records more as trimmed (a resume from
+/// before it is reported missed, never complete).
+///
 /// KEYS: `P:seq`, `P:epoch`, `P:run`, `P:k:<key>` (or an empty name without a key), `P:t`,
 /// `P:i:<id>` (or an empty name without a chosen id), `P:g` and `P:gs` (or two empty names when
-/// the global history is off), then per topic its history key and its size key.
+/// the global history is off), `P:tn`, then per topic its history key and its size key.
 /// ARGV: the encoded fields, the history length, a random nonce (hex, used only when a new
 /// epoch is made), the history's maximum age in milliseconds (0: none), the frame header (see
 /// [`header`]), the channel to publish on, how long the idempotency key is remembered in
@@ -95,29 +126,38 @@ pub(super) const PUBLISH: &str = concat!(
     r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-if KEYS[4] ~= '' then
-  local first = redis.call('GET', KEYS[4])
-  if first then return first end
-end
+-- The same as text, made without formatting a number.
+local now_text = now[1] .. string.sub('00000' .. now[2], -6, -4)
 local chosen = ARGV[11]
+-- One read for all the script decides on before it writes (see above).
+local names = {KEYS[2], KEYS[3], KEYS[9]}
+local remembered, taken = 0, 0
+if KEYS[4] ~= '' then names[#names + 1] = KEYS[4]; remembered = #names end
+if chosen ~= '' then names[#names + 1] = KEYS[6]; taken = #names end
+local sizes = #names
+for k = 11, #KEYS, 2 do names[#names + 1] = KEYS[k] end
+if KEYS[7] ~= '' then names[#names + 1] = KEYS[8] end
+local values = redis.call('MGET', unpack(names))
+if remembered > 0 and values[remembered] then return values[remembered] end
 if chosen ~= '' then
   -- Shaped like ours (epoch, dash, sequence), it would name two events; remembered, it did.
-  if string.match(chosen, '^%x+%-%d+$') or redis.call('EXISTS', KEYS[6]) == 1 then
+  if string.match(chosen, '^%x+%-%d+$') or values[taken] then
     return {'duplicate'}
   end
 end
 local run_id = ARGV[8]
 if run_id == '' then run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '' end
-local epoch = redis.call('GET', KEYS[2])
-if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 or redis.call('GET', KEYS[3]) ~= run_id then
-  epoch = string.format('%x', tonumber(now[1])) .. ARGV[3]
-  redis.call('SET', KEYS[2], epoch)
-  redis.call('SET', KEYS[3], run_id)
-  redis.call('DEL', KEYS[5])
-  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], 0) end
-end
+local epoch = values[1]
+-- INCR makes a missing counter and returns 1: the counter was lost (or never made).
 local sequence = redis.call('INCR', KEYS[1])
-local place = epoch .. '-' .. sequence
+if (not epoch) or sequence == 1 or values[2] ~= run_id then
+  epoch = string.format('%x', tonumber(now[1])) .. ARGV[3]
+  redis.call('MSET', KEYS[2], epoch, KEYS[3], run_id)
+  redis.call('DEL', KEYS[5], KEYS[9])
+  values[3] = false
+end
+local sequence_text = tostring(sequence)
+local place = epoch .. '-' .. sequence_text
 local id = place
 local header = ARGV[5]
 if chosen ~= '' then
@@ -126,90 +166,101 @@ if chosen ~= '' then
   header = string.sub(header, 1, 1) .. ' ' .. place .. string.sub(header, 2)
 end
 local frame = 'id: ' .. id .. '\n' .. ARGV[1]
-local entry = sequence .. '-0'
+local entry = sequence_text .. '-0'
 local max_age = tonumber(ARGV[4])
-local ttl = tonumber(ARGV[10])
+local ttl_text = ARGV[10]
+local ttl = tonumber(ttl_text)
 -- A checkpoint per ttl/256 (at least a second), and none older than the ttl needs.
 local spacing = math.max(1000, math.floor(ttl / 256))
-local newest = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
-if #newest == 0 or tonumber(newest[2]) + spacing <= now_ms then
-  redis.call('ZADD', KEYS[5], now_ms, sequence - 1)
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms - ttl)
+local due = true
+if values[3] then
+  local of, at = string.match(values[3], '^(%S+) (%d+)$')
+  due = of ~= epoch or tonumber(at) + spacing <= now_ms
+end
+if due then
+  local newest = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
+  if #newest == 0 or tonumber(newest[2]) + spacing <= now_ms then
+    redis.call('ZADD', KEYS[5], now_text, sequence - 1)
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms - ttl)
+    redis.call('SET', KEYS[9], epoch .. ' ' .. now_text)
+  else
+    redis.call('SET', KEYS[9], epoch .. ' ' .. newest[2])
+  end
 end
 local floor = nil
-local size_of = function(e) return #e[2][2] + #(e[2][6] or '') end
--- Every history the event goes to: {key, size key, most entries, most bytes, global?}.
-local histories = {}
-local topics = (#KEYS - 8) / 2
-for t = 1, topics do
-  histories[t] = {KEYS[7 + 2 * t], KEYS[8 + 2 * t], tonumber(ARGV[2]), tonumber(ARGV[9]), false}
-end
-if KEYS[7] ~= '' then
-  histories[#histories + 1] = {KEYS[7], KEYS[8], tonumber(ARGV[12]), tonumber(ARGV[13]), true}
-end
-for _, history in ipairs(histories) do
-  local key, size_key, max, max_bytes, global = unpack(history)
+local added_bytes = #frame + #header
+-- Appends the event to one history and trims it: `size` is what its size key held.
+local function append(key, size_key, size, max, max_bytes, global)
   -- The global history is trimmed in batches, once it is a 64th over a bound, so most publishes
   -- only append to it; a topic's history is trimmed to its bounds at every publish.
   local count_slack, bytes_slack = 0, 0
   if global then count_slack, bytes_slack = math.floor(max / 64), math.floor(max_bytes / 64) end
-  -- Trimming does not record what it removed, so note the newest entry that goes, for
-  -- resuming clients to learn they missed it (XINFO's max-deleted-entry-id).
+  local length = redis.call('XLEN', key)
+  local fresh = length == 0 and redis.call('EXISTS', key) == 0
+  if fresh then size = 0 else size = tonumber(size or '0') end
+  -- What goes, oldest first, as if the event were appended and the history then trimmed by age,
+  -- by count and by bytes in turn. The oldest entries are read only as far as they go (as many
+  -- as the count bound drops, else one, then 32 at a time). Trimming does not record what it
+  -- removed, so note the newest entry that goes, for resuming clients to learn they missed it
+  -- (XINFO's max-deleted-entry-id).
+  local count, bytes = length + 1, size + added_bytes
   local trimmed = nil
-  local size = 0
-  local fresh = redis.call('EXISTS', key) == 0
-  if not fresh then size = tonumber(redis.call('GET', size_key) or '0') end
-  -- Removes the oldest entries up to and including `last`, whose sizes sum to `bytes`.
-  local function drop_through(last, bytes)
-    redis.call('XTRIM', key, 'MINID', (seq_of(last) + 1) .. '-0')
-    size = size - bytes
-    trimmed = last
+  local gone, gone_bytes, all_gone = 0, 0, false
+  -- (Counts as text where they are fixed: Redis would format a number anew.)
+  local batch, at, want = {}, 1, '1'
+  if count > max + count_slack and count - max > 1 then want = count - max end
+  local function oldest()
+    if batch[at] == nil and gone < length then
+      local start = '-'
+      if trimmed then start = '(' .. trimmed end
+      batch, at, want = redis.call('XRANGE', key, start, '+', 'COUNT', want), 1, '32'
+    end
+    return batch[at]
+  end
+  local function drop()
+    local e = oldest()
+    if e then
+      gone, gone_bytes, trimmed = gone + 1, gone_bytes + #e[2][2] + #(e[2][6] or ''), e[1]
+      at = at + 1
+    else
+      -- Every older entry is gone, and the event itself does not fit.
+      gone, gone_bytes, trimmed, all_gone = gone + 1, gone_bytes + added_bytes, entry, true
+    end
   end
   if max_age > 0 and not fresh then
     local cutoff = now_ms - max_age
-    local start = '-'
-    local expired, bytes = nil, 0
-    repeat
-      local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 32)
-      local young = false
-      for _, e in ipairs(batch) do
-        if (tonumber(e[2][4]) or 0) < cutoff then
-          expired = e[1]
-          bytes = bytes + size_of(e)
-        else young = true break end
-      end
-      if expired then start = '(' .. expired end
-    until young or #batch < 32
-    if expired then drop_through(expired, bytes) end
+    while true do
+      local e = oldest()
+      if not e or (tonumber(e[2][4]) or 0) >= cutoff then break end
+      drop()
+    end
   end
-  local added = redis.pcall('XADD', key, entry, 'f', frame, 't', now_ms, 'm', header)
+  if count - gone > max + count_slack then
+    while count - gone > max do drop() end
+  end
+  if max_bytes > 0 and bytes - gone_bytes > max_bytes + bytes_slack then
+    while bytes - gone_bytes > max_bytes and not all_gone do drop() end
+  end
+  local added
+  if trimmed and not all_gone then
+    -- Every entry id is `<sequence>-0`, so the bound `<sequence>-1` drops through `trimmed`.
+    local bound = string.match(trimmed, '^%d+') .. '-1'
+    added = redis.pcall('XADD', key, 'MINID', bound, entry, 'f', frame, 't', now_text, 'm', header)
+  else
+    added = redis.pcall('XADD', key, entry, 'f', frame, 't', now_text, 'm', header)
+  end
+  size = bytes - gone_bytes
   if type(added) == 'table' and added.err then
-    -- History left from before a store reset holds larger ids: it is stale, start afresh.
+    -- History left from before a store reset holds larger ids: it is stale, start afresh. (The
+    -- refused XADD trimmed nothing.)
     redis.call('DEL', key)
-    redis.call('XADD', key, entry, 'f', frame, 't', now_ms, 'm', header)
-    trimmed, size, fresh = nil, 0, true
+    redis.call('XADD', key, entry, 'f', frame, 't', now_text, 'm', header)
+    trimmed, size, fresh, all_gone = nil, added_bytes, true, false
+    if 1 > max + count_slack or (max_bytes > 0 and size > max_bytes + bytes_slack) then
+      trimmed, size, all_gone = entry, 0, true
+    end
   end
-  size = size + #frame + #header
-  local length = redis.call('XLEN', key)
-  if length > max + count_slack then
-    local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length - max)
-    local bytes = 0
-    for _, e in ipairs(oldest) do bytes = bytes + size_of(e) end
-    drop_through(oldest[#oldest][1], bytes)
-  end
-  if max_bytes > 0 and size > max_bytes + bytes_slack then
-    local start, last, bytes = '-', nil, 0
-    repeat
-      local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 32)
-      for _, e in ipairs(batch) do
-        if size - bytes <= max_bytes then break end
-        last = e[1]
-        bytes = bytes + size_of(e)
-      end
-      if last then start = '(' .. last end
-    until size - bytes <= max_bytes or #batch < 32
-    if last then drop_through(last, bytes) end
-  end
+  if all_gone then redis.call('XTRIM', key, 'MINID', sequence_text .. '-1') end
   if fresh then
     local before = sequence - 1
     if not global then
@@ -221,13 +272,20 @@ for _, history in ipairs(histories) do
   if trimmed then
     redis.call('XSETID', key, entry, 'MAXDELETEDID', trimmed)
   end
-  redis.call('PEXPIRE', key, ttl)
-  redis.call('SET', size_key, size, 'PX', ttl)
+  redis.call('PEXPIRE', key, ttl_text)
+  redis.call('SET', size_key, size, 'PX', ttl_text)
+end
+local max, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[9])
+for k = 10, #KEYS, 2 do
+  append(KEYS[k], KEYS[k + 1], values[sizes + (k - 8) / 2], max, max_bytes, false)
+end
+if KEYS[7] ~= '' then
+  append(KEYS[7], KEYS[8], values[#values], tonumber(ARGV[12]), tonumber(ARGV[13]), true)
 end
 -- One message per event: on the topic's channel, or on the shared channel for several topics.
 redis.call('PUBLISH', ARGV[6], header .. '\n' .. frame)
 if chosen ~= '' then
-  redis.call('SET', KEYS[6], place, 'PX', ttl)
+  redis.call('SET', KEYS[6], place, 'PX', ttl_text)
 end
 if KEYS[4] ~= '' then
   redis.call('SET', KEYS[4], id, 'PX', ARGV[7])
@@ -486,6 +544,8 @@ pub(super) struct Keys {
     pub(super) epoch: String,
     pub(super) run: String,
     pub(super) checkpoints: String,
+    /// The epoch and time of the newest checkpoint: a hint that saves reading `checkpoints`.
+    pub(super) newest_checkpoint: String,
     /// The global history: every event once, for pattern subscriptions.
     pub(super) global: String,
     /// The running byte size of the global history.
@@ -500,6 +560,7 @@ impl Keys {
             epoch: format!("{prefix}:epoch"),
             run: format!("{prefix}:run"),
             checkpoints: format!("{prefix}:t"),
+            newest_checkpoint: format!("{prefix}:tn"),
             global: format!("{prefix}:g"),
             global_size: format!("{prefix}:gs"),
         }
