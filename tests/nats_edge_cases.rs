@@ -1468,17 +1468,13 @@ async fn leader_stepdowns_lose_and_repeat_no_live_event() {
             let request =
                 PublishRequest::new([topic("t")], Event::text(i.to_string()).expect("event"))
                     .idempotency_key(IdempotencyKey::new(format!("k{i}")).expect("key"));
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                match publisher.publish(&request).await {
-                    Ok(_) => break,
-                    Err(e) if tokio::time::Instant::now() < deadline => {
-                        eprintln!("publish {i} failed, retrying: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => panic!("publish {i} never succeeded: {e}"),
-                }
-            }
+            common::nats_server::publish_until_acknowledged(
+                &publisher,
+                &request,
+                Duration::from_millis(50),
+                format!("publish {i}"),
+            )
+            .await;
             acknowledged.push(i.to_string());
             tokio::time::sleep(Duration::from_millis(3)).await;
         }

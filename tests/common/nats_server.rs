@@ -170,3 +170,26 @@ pub async fn build_when_ready(
         }
     }
 }
+
+/// Publishes `request` until it is acknowledged, retrying every `pause` for up to 30 seconds
+/// while a cluster fails over. The request carries an idempotency key, so a retry after a lost
+/// acknowledgement does not store the event twice. `what` names it in the messages.
+#[cfg(feature = "nats")]
+pub async fn publish_until_acknowledged(
+    broker: &impl tower_sse_pubsub::broker::Broker,
+    request: &tower_sse_pubsub::PublishRequest,
+    pause: Duration,
+    what: impl std::fmt::Display,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match broker.publish(request).await {
+            Ok(_) => return,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("{what} failed, retrying: {e}");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => panic!("{what} never succeeded: {e}"),
+        }
+    }
+}
