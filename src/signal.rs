@@ -9,6 +9,7 @@
 //! that were dropped are removed. Dead entries never outnumber live ones by more than that, and
 //! the cleaning costs O(1) per registration, amortised.
 
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
@@ -41,6 +42,20 @@ impl Drop for Waiter {
     }
 }
 
+/// Which firing of one signal a waiter is listed for, if any: what
+/// [`Signal::register`] reads to skip listing a waiter twice. One word (every idle stream holds
+/// one per topic and one for the hub's ticker).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listing(Option<NonZeroU64>);
+
+impl Listing {
+    /// Listed for the firing after `generation` firings.
+    fn at(generation: u64) -> Self {
+        // Stored one up, so generation 0 has a value too; a signal never fires 2^64 times.
+        Self(NonZeroU64::new(generation.wrapping_add(1)))
+    }
+}
+
 /// The parked waiters, and the length at which dead entries are next cleaned out.
 #[derive(Default)]
 struct Waiters {
@@ -64,17 +79,17 @@ impl Signal {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Puts `waiter` in the list for the next firing, unless `registered` says it already is.
-    pub(crate) fn register(&self, waiter: &Waiter, registered: &mut Option<u64>) {
+    /// Puts `waiter` in the list for the next firing, unless `listed` says it already is.
+    pub(crate) fn register(&self, waiter: &Waiter, listed: &mut Listing) {
         // Already listed for the next firing: nothing to do, and no lock. A firing that races
         // this read takes the list with the waiter in it, so it is woken either way.
-        if *registered == Some(self.generation.load(Ordering::Acquire)) {
+        if *listed == Listing::at(self.generation.load(Ordering::Acquire)) {
             return;
         }
         let mut waiters = self.lock();
         // Read under the lock: `fire` bumps the generation under it too.
-        let generation = self.generation.load(Ordering::Acquire);
-        if *registered != Some(generation) {
+        let now = Listing::at(self.generation.load(Ordering::Acquire));
+        if *listed != now {
             if waiters.list.len() >= waiters.clean_at {
                 waiters
                     .list
@@ -82,7 +97,7 @@ impl Signal {
                 waiters.clean_at = (waiters.list.len() * 2).max(MIN_CLEAN_AT);
             }
             waiters.list.push(waiter.0.clone());
-            *registered = Some(generation);
+            *listed = now;
         }
     }
 
@@ -117,13 +132,13 @@ mod tests {
     fn a_waiter_is_listed_once_per_generation() {
         let signal = Signal::default();
         let waiter = Waiter::default();
-        let mut registered = None;
-        signal.register(&waiter, &mut registered);
-        signal.register(&waiter, &mut registered);
+        let mut listed = Listing::default();
+        signal.register(&waiter, &mut listed);
+        signal.register(&waiter, &mut listed);
         assert_eq!(signal.lock().list.len(), 1);
         signal.fire();
         assert_eq!(signal.lock().list.len(), 0);
-        signal.register(&waiter, &mut registered);
+        signal.register(&waiter, &mut listed);
         assert_eq!(signal.lock().list.len(), 1);
         assert_eq!(signal.generation(), 1);
     }
@@ -133,12 +148,12 @@ mod tests {
         let signal = Signal::default();
         let live: Vec<Waiter> = (0..100).map(|_| Waiter::default()).collect();
         for waiter in &live {
-            signal.register(waiter, &mut None);
+            signal.register(waiter, &mut Listing::default());
         }
         // A million subscribers come and go on a quiet topic.
         for _ in 0..1_000_000 {
             let waiter = Waiter::default();
-            signal.register(&waiter, &mut None);
+            signal.register(&waiter, &mut Listing::default());
         }
         let listed = signal.lock().list.len();
         assert!(

@@ -105,13 +105,13 @@ pub(crate) struct Ask {
 }
 
 /// A stream the hub let through: its account (slot, counts), its subscription, the replay
-/// permit it holds while it catches up, how its resume point was placed, and that point.
+/// permit it holds while it catches up, and how its resume point was placed (the point itself
+/// is in the account).
 pub(crate) struct Admitted {
     pub(crate) account: StreamAccount,
     pub(crate) subscription: Subscription,
     pub(crate) replay: Option<ReplayPermit>,
     pub(crate) resume: Resume,
-    pub(crate) after: ResumePoint,
 }
 
 /// Why a subscribe was refused after its request was read.
@@ -278,7 +278,6 @@ pub(crate) async fn subscribe(
         subscription,
         replay,
         resume,
-        after: ask.after,
     })
 }
 

@@ -18,9 +18,10 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use super::Endpoints;
-use super::flush::{DeferredWaker, Flush};
+use super::flush::DeferredWaker;
 use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
 use crate::event::{Event, EventId, Frame, Topic};
+use crate::signal::Listing;
 use crate::stats::{CloseReason, Written};
 
 /// Sent as soon as the stream opens, so clients and proxies see it open at once.
@@ -240,6 +241,14 @@ impl Drop for StreamAccount {
     }
 }
 
+/// What a stream sends first.
+enum Opening {
+    /// The opening comment alone.
+    Plain,
+    /// The opening comment, then a resync notice for this reason.
+    Notice(Resume),
+}
+
 /// The byte stream of one open SSE response.
 ///
 /// Each wake drains every ready frame (up to [`CHUNK_BYTES`]) into one chunk, so a burst costs
@@ -247,14 +256,18 @@ impl Drop for StreamAccount {
 /// ticker fires every half keep-alive interval, and a stream that wrote nothing over a whole tick
 /// sends a keep-alive comment, so no silence lasts longer than the interval.
 pub(crate) struct SseStream {
-    pending: Option<Bytes>,
+    /// What the first poll sends, until it has: the opening comment and, when the resume point
+    /// could not be honoured in full, the resync notice. Made then, so an open stream holds no
+    /// bytes for it.
+    opening: Option<Opening>,
     subscription: Subscription,
     /// The ticker generation last looked at, and the one this stream is listed in.
     tick_seen: u64,
-    tick_parked: Option<u64>,
+    tick_parked: Listing,
     wrote_since_tick: bool,
-    /// With a write delay: what the stream parks with instead of its task's waker.
-    deferred: Option<DeferredWaker>,
+    /// With a write delay: what the stream parks with instead of its task's waker (boxed, so a
+    /// hub without one pays a word for it).
+    deferred: Option<Box<DeferredWaker>>,
     finished: bool,
     /// Held while the stream is replaying; dropped once it has caught up.
     replay: Option<ReplayPermit>,
@@ -263,31 +276,31 @@ pub(crate) struct SseStream {
 }
 
 impl SseStream {
-    /// A stream for `subscription`; `notice` (a resync event) goes out right after the opening
-    /// comment, before any replayed frame.
+    /// A stream for `subscription`, placed as `resume` says: when that is a gap, a resync
+    /// notice (with the account's resume point) goes out right after the opening comment, before
+    /// any replayed frame.
     pub(crate) fn new(
         account: StreamAccount,
         subscription: Subscription,
-        notice: Option<Bytes>,
+        resume: Resume,
         replay: Option<ReplayPermit>,
     ) -> Self {
-        let pending = match notice {
-            None => Bytes::from_static(OPENING),
-            Some(notice) => {
-                let mut first = Vec::with_capacity(OPENING.len() + notice.len());
-                first.extend_from_slice(OPENING);
-                first.extend_from_slice(&notice);
-                Bytes::from(first)
-            }
+        let opening = match resume.is_gap() {
+            true => Opening::Notice(resume),
+            false => Opening::Plain,
         };
         let tick_seen = account.endpoints().ticker.generation();
         Self {
-            pending: Some(pending),
+            opening: Some(opening),
             subscription,
             tick_seen,
-            tick_parked: None,
+            tick_parked: Listing::default(),
             wrote_since_tick: true,
-            deferred: account.endpoints().flush.as_ref().map(Flush::handle),
+            deferred: account
+                .endpoints()
+                .flush
+                .as_ref()
+                .map(|flush| Box::new(flush.handle())),
             finished: false,
             replay,
             account,
@@ -296,6 +309,20 @@ impl SseStream {
 
     fn endpoints(&self) -> &Endpoints {
         self.account.endpoints()
+    }
+
+    fn opening_frame(&self, opening: Opening) -> Bytes {
+        match opening {
+            Opening::Plain => Bytes::from_static(OPENING),
+            Opening::Notice(reason) => {
+                let resumed_from = EventId::new(&self.account.last_id).ok();
+                let notice = resync_notice(&reason, resumed_from.as_ref());
+                let mut first = BytesMut::with_capacity(OPENING.len() + notice.len());
+                first.extend_from_slice(OPENING);
+                first.extend_from_slice(&notice);
+                first.freeze()
+            }
+        }
     }
 
     fn closing_frame(&self) -> Bytes {
@@ -394,8 +421,8 @@ impl Stream for SseStream {
 
 impl SseStream {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if let Some(bytes) = self.pending.take() {
-            return Poll::Ready(Some(bytes));
+        if let Some(opening) = self.opening.take() {
+            return Poll::Ready(Some(self.opening_frame(opening)));
         }
         if self.finished {
             return Poll::Ready(None);

@@ -13,7 +13,7 @@ use super::Endpoints;
 use super::admit::{self, Ask, Decider, Refused, ResumePoint, add_topic};
 use super::form;
 use super::reply::{Reply, denied as denied_response, refuse};
-use super::stream::{SseStream, resync_notice, retry_frame};
+use super::stream::{SseStream, retry_frame};
 use crate::broker::{BrokerError, Resume};
 use crate::event::{EventId, Topic};
 use crate::stats::Refusal;
@@ -146,13 +146,10 @@ pub(crate) async fn answer(
     };
 
     let resume = admitted.resume;
-    let notice = resume
-        .is_gap()
-        .then(|| resync_notice(&resume, admitted.after.id()));
     let stream = SseStream::new(
         admitted.account,
         admitted.subscription,
-        notice,
+        resume.clone(),
         admitted.replay,
     );
     let mut response = Response::new(Reply::Events(Box::new(stream)));

@@ -16,6 +16,7 @@ use self::ring::{LogKey, Mark, TopicLog};
 use crate::broker::{Grant, PublishRequest, ReplayBudget, Resume};
 use crate::event::{EventId, Frame, Topic};
 use crate::selector::Selector;
+use crate::signal::Listing;
 
 /// Where a reader starts in its topics' logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +257,7 @@ impl Fanout {
                 log: entry.log.clone(),
                 position: ring.start + index as u64,
                 mark_seen: generation,
-                parked: None,
+                parked: Listing::default(),
             });
         }
         let mut counted: Vec<&Selector> = Vec::with_capacity(patterns.len());
@@ -271,7 +272,7 @@ impl Fanout {
                 log,
                 position: head,
                 mark_seen: generation,
-                parked: None,
+                parked: Listing::default(),
             });
         }
         // What patterns replay is read after the lock is released: matching every topic against
@@ -300,7 +301,7 @@ impl Fanout {
                         log: Arc::new(TopicLog::replay(pattern.clone(), replay)),
                         position: 0,
                         mark_seen: generation,
-                        parked: None,
+                        parked: Listing::default(),
                     });
                 }
             }

@@ -18,12 +18,15 @@ use super::Engine;
 use super::ring::{LogKey, Ring, TopicLog};
 use crate::broker::{Delivery, Grant, Resume, SubscriptionEnd};
 use crate::event::Frame;
-use crate::signal::Waiter;
+use crate::signal::{Listing, Waiter};
 
 /// The most bytes of frames taken out of the rings in one go.
 const BATCH_BYTES: usize = 64 * 1024;
 /// The most frames taken out of the rings in one go.
 const BATCH_FRAMES: usize = 128;
+/// The most slots a reader's batch buffer keeps once it is empty: a burst's buffer (up to
+/// [`BATCH_FRAMES`] slots, 2 KiB) is given back, so an idle subscriber holds at most 64 bytes.
+const KEPT_SLOTS: usize = 4;
 
 pub(super) struct Cursor {
     pub(super) log: Arc<TopicLog>,
@@ -31,7 +34,46 @@ pub(super) struct Cursor {
     /// The generation of the newest mark this cursor has applied.
     pub(super) mark_seen: u64,
     /// The signal generation this reader's waiter is listed in, if any.
-    pub(super) parked: Option<u64>,
+    pub(super) parked: Listing,
+}
+
+/// A reader's cursors: a single topic's inline (most subscriptions, and no allocation of their
+/// own), several in one boxed slice.
+enum Cursors {
+    One(Cursor),
+    Many(Box<[Cursor]>),
+}
+
+impl From<Vec<Cursor>> for Cursors {
+    fn from(mut cursors: Vec<Cursor>) -> Self {
+        match (cursors.pop(), cursors.is_empty()) {
+            (Some(only), true) => Self::One(only),
+            (last, _) => {
+                cursors.extend(last);
+                Self::Many(cursors.into_boxed_slice())
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Cursors {
+    type Target = [Cursor];
+
+    fn deref(&self) -> &[Cursor] {
+        match self {
+            Self::One(cursor) => std::slice::from_ref(cursor),
+            Self::Many(cursors) => cursors,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Cursors {
+    fn deref_mut(&mut self) -> &mut [Cursor] {
+        match self {
+            Self::One(cursor) => std::slice::from_mut(cursor),
+            Self::Many(cursors) => cursors,
+        }
+    }
 }
 
 /// One subscriber's view of the engine: the live part of a
@@ -42,7 +84,7 @@ pub(super) struct Cursor {
 /// Dropping it unsubscribes.
 pub struct Reader {
     engine: Arc<Engine>,
-    cursors: Vec<Cursor>,
+    cursors: Cursors,
     waiter: Waiter,
     grant: Grant,
     last_yielded: u64,
@@ -62,7 +104,7 @@ impl Reader {
         let notice_seen = cursors.iter().map(|c| c.mark_seen).max().unwrap_or(0);
         Self {
             engine,
-            cursors,
+            cursors: cursors.into(),
             waiter: Waiter::default(),
             grant,
             last_yielded: seen,
@@ -188,7 +230,7 @@ impl Reader {
             if reset {
                 // The store was reset: a pattern's replay holds frames of the old store, whose
                 // sequences the new one reuses. Drop what is left of it, then merge again.
-                for cursor in &mut self.cursors {
+                for cursor in self.cursors.iter_mut() {
                     if matches!(cursor.log.key, LogKey::Replay(_)) {
                         cursor.position = cursor.log.read().head();
                     }
@@ -210,9 +252,18 @@ impl Reader {
         }
     }
 
+    /// The next delivery of the batch; the last one gives back a burst's buffer.
+    fn take_ready(&mut self) -> Option<Delivery> {
+        let next = self.ready.pop_front();
+        if self.ready.is_empty() && self.ready.capacity() > KEPT_SLOTS {
+            self.ready = VecDeque::new();
+        }
+        next
+    }
+
     fn park(&mut self, cx: &Context<'_>) {
         self.waiter.register(cx.waker());
-        for cursor in &mut self.cursors {
+        for cursor in self.cursors.iter_mut() {
             cursor.log.signal.register(&self.waiter, &mut cursor.parked);
         }
     }
@@ -259,7 +310,7 @@ impl Stream for Reader {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         let this = self.get_mut();
-        if let Some(delivery) = this.ready.pop_front() {
+        if let Some(delivery) = this.take_ready() {
             return Poll::Ready(Some(delivery));
         }
         if this.end.is_some() {
@@ -269,10 +320,10 @@ impl Stream for Reader {
         loop {
             let closed = this.engine.closed.load(Ordering::Acquire);
             match this.fill() {
-                Fill::Some => return Poll::Ready(this.ready.pop_front()),
+                Fill::Some => return Poll::Ready(this.take_ready()),
                 Fill::End(end) => {
                     this.end = Some(end);
-                    return Poll::Ready(this.ready.pop_front());
+                    return Poll::Ready(this.take_ready());
                 }
                 Fill::Empty if closed => {
                     this.end = Some(SubscriptionEnd::Closed);
@@ -306,5 +357,45 @@ impl std::fmt::Debug for Reader {
             .field("last_yielded", &self.last_yielded)
             .field("end", &self.end)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::broker::PublishRequest;
+    use crate::event::{Event, EventId, Topic};
+    use crate::fanout::{Fanout, Position};
+
+    #[tokio::test]
+    async fn a_reader_gives_back_a_bursts_buffer_once_it_has_delivered_it() {
+        let fanout = Fanout::builder().build();
+        let topic = Topic::new("t").expect("topic");
+        let (mut reader, _) = fanout.subscribe(
+            std::slice::from_ref(&topic),
+            Position::Live,
+            Grant::PublicOnly,
+        );
+        let request = PublishRequest::new([topic], Event::text("x").expect("event"));
+        for _ in 0..100 {
+            fanout.publish(&request, |s| EventId::new(format!("e-{s}")).expect("id"));
+        }
+        let first = reader.next().await;
+        assert!(matches!(first, Some(Delivery::Event(_))));
+        assert!(
+            reader.ready.capacity() >= 99,
+            "the burst is read in one batch"
+        );
+        for _ in 1..100 {
+            assert!(matches!(reader.next().await, Some(Delivery::Event(_))));
+        }
+        assert!(reader.ready.is_empty());
+        assert!(
+            reader.ready.capacity() <= KEPT_SLOTS,
+            "{} slots kept after the burst",
+            reader.ready.capacity()
+        );
     }
 }

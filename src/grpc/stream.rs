@@ -14,6 +14,7 @@ use crate::broker::{Delivery, Resume, Subscription, SubscriptionEnd};
 use crate::endpoint::admit::Admitted;
 use crate::endpoint::stream::{ReplayPermit, StreamAccount};
 use crate::event::Frame;
+use crate::signal::Listing;
 use crate::stats::{CloseReason, Written};
 
 /// The bytes of the gRPC prefix of each message: a compression flag and a 4-byte length.
@@ -56,7 +57,7 @@ pub struct EventStream {
     /// Held while the stream is replaying; dropped once it has caught up.
     replay: Option<ReplayPermit>,
     /// Woken by the hub's ticker, which fires at shutdown.
-    tick_parked: Option<u64>,
+    tick_parked: Listing,
     finished: bool,
     /// Its slot and counts; settled when the stream is dropped.
     account: StreamAccount,
@@ -72,7 +73,7 @@ impl EventStream {
             opening,
             subscription: admitted.subscription,
             replay: admitted.replay,
-            tick_parked: None,
+            tick_parked: Listing::default(),
             finished: false,
             account: admitted.account,
         }
