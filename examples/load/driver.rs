@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::child::{ChildProcess, PROGRESS};
 use crate::clients::ClientReport;
 use crate::fleet::{self, Fleet};
-use crate::options::{DriverOptions, Implementation, Rate};
+use crate::options::{DriverOptions, HubSettings, Implementation, Mount, Rate};
 use crate::report::{IdleRun, LoadRun, ScenarioResult, ServerSide};
 use crate::usage;
 
@@ -284,23 +284,35 @@ fn publish_all(
 /// Which idle stream is weighed.
 #[derive(Debug, Clone, Copy)]
 enum IdleTarget {
+    /// The hub, mounted with `Router::layer` (or as `--mount` says).
     Hub,
+    /// The hub's layer around the finished router.
+    HubAround,
     Axum,
     /// Plain axum streaming response with no pub/sub: the floor.
     Hold,
 }
 
 impl IdleTarget {
-    const ALL: [IdleTarget; 3] = [IdleTarget::Hub, IdleTarget::Axum, IdleTarget::Hold];
+    const ALL: [IdleTarget; 4] = [
+        IdleTarget::Hub,
+        IdleTarget::HubAround,
+        IdleTarget::Axum,
+        IdleTarget::Hold,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Hub => "hub",
+            Self::HubAround => "hub-around",
             Self::Axum => "axum",
             Self::Hold => "hold",
         }
     }
 }
+
+/// The path of the hub's idle streams.
+const HUB_IDLE: &str = "/events?topic=idle-{i}";
 
 /// One idle run: a fresh server's RSS before and after `streams` streams open.
 fn idle_run(
@@ -308,13 +320,18 @@ fn idle_run(
     target: IdleTarget,
     options: &DriverOptions,
 ) -> Result<IdleRun, Box<dyn Error>> {
-    let (implementation, path) = match target {
-        // Idle subscribers spread over a thousand topics, as a real app's would.
-        IdleTarget::Hub => (Implementation::Hub, "/events?topic=idle-{i}"),
-        IdleTarget::Axum => (Implementation::Axum, "/broadcast"),
-        IdleTarget::Hold => (Implementation::Axum, "/hold"),
+    // Idle subscribers spread over a thousand topics, as a real app's would.
+    let (implementation, path, mount) = match target {
+        IdleTarget::Hub => (Implementation::Hub, HUB_IDLE, options.hub.mount),
+        IdleTarget::HubAround => (Implementation::Hub, HUB_IDLE, Mount::Around),
+        IdleTarget::Axum => (Implementation::Axum, "/broadcast", Mount::Layer),
+        IdleTarget::Hold => (Implementation::Axum, "/hold", Mount::Layer),
     };
-    let mut fleet = Fleet::spawn(implementation, 1, 1024, &options.hub)?;
+    let hub = HubSettings {
+        mount,
+        ..options.hub.clone()
+    };
+    let mut fleet = Fleet::spawn(implementation, 1, 1024, &hub)?;
     std::thread::sleep(Duration::from_millis(500));
     let before = usage::of(fleet.publisher()?.pid())?;
     let idle = Load {

@@ -40,10 +40,14 @@
 //! Any lost, duplicated or reordered event is printed loudly and makes the exit status non-zero.
 //!
 //! Scenarios: `fanout-1k` and `fanout-10k` (rate max), `steady-5k` (10 events/s), `latency-5k`
-//! (50 events/s), `idle` (RSS per idle stream for the hub, the comparator and a plain axum
-//! streaming response, `/hold`), `all`, or `custom` from `--subscribers --events --rate --size`
-//! (`--idle N` for idle streams). `--stalled N` adds streams that never read to hub runs.
-//! Hub options: `--redis URL` (with `--features redis`), `--nats URL` (with `--features nats`), `--write-delay-ms N` (the hub holds frames back up to N ms and writes them together).
+//! (50 events/s), `idle` (RSS per idle stream for the hub mounted both ways, the comparator and
+//! a plain axum streaming response, `/hold`), `all`, or `custom` from `--subscribers --events
+//! --rate --size` (`--idle N` for idle streams). `--stalled N` adds streams that never read to
+//! hub runs.
+//! Hub options: `--redis URL` (with `--features redis`), `--nats URL` (with `--features nats`),
+//! `--write-delay-ms N` (the hub holds frames back up to N ms and writes them together),
+//! `--mount layer|around` (`router.layer(hub.layer())`, the default, or the hub's layer around
+//! the finished router).
 //!
 //! `--servers N` (needs `--redis`) starts N hub servers on the same Redis key prefix and gives
 //! them the streams in turn (stream k goes to server k mod N, across client processes); only the

@@ -128,6 +128,38 @@ impl fmt::Display for Implementation {
     }
 }
 
+/// How a hub server mounts the hub on its axum router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mount {
+    /// `router.layer(hub.layer())`, as most axum apps mount middleware. axum then rebuilds the
+    /// router's routes for every connection, and every connection keeps them.
+    #[default]
+    Layer,
+    /// The hub's layer around the finished router (`ServiceBuilder::new().layer(hub.layer())
+    /// .service(router)`): a stream never reaches the router.
+    Around,
+}
+
+impl FromStr for Mount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "layer" => Ok(Self::Layer),
+            "around" => Ok(Self::Around),
+            _ => Err(format!("--mount must be layer or around, got {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for Mount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Layer => "layer",
+            Self::Around => "around",
+        })
+    }
+}
+
 /// Settings of the hub side that the driver passes through to every hub server.
 #[derive(Debug, Clone, Default)]
 pub struct HubSettings {
@@ -137,6 +169,8 @@ pub struct HubSettings {
     pub redis: Option<String>,
     /// `--nats URL`: publish through a `NatsBroker` instead.
     pub nats: Option<String>,
+    /// `--mount layer|around`: how the server mounts the hub.
+    pub mount: Mount,
 }
 
 impl HubSettings {
@@ -145,6 +179,7 @@ impl HubSettings {
             write_delay_ms: flags.take("write-delay-ms", 0)?,
             redis: flags.take_text("redis"),
             nats: flags.take_text("nats"),
+            mount: flags.take("mount", Mount::Layer)?,
         })
     }
 
@@ -153,6 +188,8 @@ impl HubSettings {
         let mut args = vec![
             "--write-delay-ms".to_owned(),
             self.write_delay_ms.to_string(),
+            "--mount".to_owned(),
+            self.mount.to_string(),
         ];
         if let Some(url) = &self.redis {
             args.extend(["--redis".to_owned(), url.clone()]);
@@ -250,7 +287,7 @@ pub enum Role {
 
 const DRIVER_FLAGS: &str = "--scenario fanout-1k|fanout-10k|steady-5k|latency-5k|idle|all|custom \
     --subscribers --events --rate N|max --burst --size --idle --stalled --repeat --clients-per-process \
-    --grace-s --servers --publishers --arrivals even|poisson --write-delay-ms --redis --nats --json --chart";
+    --grace-s --servers --publishers --arrivals even|poisson --write-delay-ms --mount layer|around --redis --nats --json --chart";
 
 /// Reads the role and its flags from the command line.
 pub fn parse() -> Result<Role, String> {
@@ -265,7 +302,7 @@ pub fn parse() -> Result<Role, String> {
                 capacity: flags.take("capacity", 1024)?,
                 hub: HubSettings::take(&mut flags)?,
             };
-            flags.finish("--impl --capacity --write-delay-ms --redis --nats")?;
+            flags.finish("--impl --capacity --write-delay-ms --mount --redis --nats")?;
             Ok(Role::Server(options))
         }
         "clients" => {

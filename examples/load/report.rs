@@ -375,8 +375,8 @@ impl ScenarioResult {
             } => {
                 println!();
                 println!(
-                    "{name}: {streams} idle streams; {} runs each, alternating hub/axum/hold",
-                    runs.len() / 3
+                    "{name}: {streams} idle streams; {} runs each, alternating hub/hub-around/axum/hold",
+                    runs.len() / 4
                 );
                 println!(
                     "{:<34} {:>28}",
@@ -384,6 +384,7 @@ impl ScenarioResult {
                 );
                 let targets = [
                     ("hub", "hub (/events)"),
+                    ("hub-around", "hub around the router"),
                     ("axum", "axum Sse + broadcast"),
                     ("hold", "plain axum stream (/hold)"),
                 ];
@@ -397,6 +398,11 @@ impl ScenarioResult {
                     ratio(median("hub"), median("axum")),
                     median("hub") - median("hold"),
                     median("axum") - median("hold")
+                );
+                println!(
+                    "hub around the router − axum: {:+.0} bytes per stream (axum's router, which \
+                     `Router::layer` makes every connection rebuild, never sees the hub's streams)",
+                    median("hub-around") - median("axum"),
                 );
             }
         }
@@ -438,9 +444,12 @@ impl ScenarioResult {
                     "streams": streams,
                     "summary": {
                         "hub": median("hub"),
+                        "hub_around": median("hub-around"),
                         "axum": median("axum"),
                         "hold": median("hold"),
                         "hub_minus_axum_bytes": median("hub").median - median("axum").median,
+                        "hub_around_minus_axum_bytes":
+                            median("hub-around").median - median("axum").median,
                     },
                     "runs": runs,
                 })

@@ -11,6 +11,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::response::IntoResponse;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
@@ -18,7 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tower_sse_pubsub::{Hub, MemoryBroker, Publisher};
 
 use crate::child::say;
-use crate::options::{HubSettings, Implementation, Rate, ServerOptions};
+use crate::options::{HubSettings, Implementation, Mount, Rate, ServerOptions};
 
 /// The topic every load stream subscribes to on the hub.
 pub const LOAD_TOPIC: &str = "load";
@@ -55,21 +56,34 @@ impl Source {
 
 /// Serves until stdin closes.
 pub async fn run(options: ServerOptions) -> Result<(), Box<dyn Error>> {
-    let (app, source) = match options.implementation {
+    let source = match options.implementation {
         Implementation::Hub => {
             let hub = build_hub(&options.hub).await?;
             let publisher = hub.publisher();
-            (routes().layer(hub.layer()), Source::Hub(hub, publisher))
+            Source::Hub(hub, publisher)
         }
-        Implementation::Axum => {
-            let (sender, _) = broadcast::channel(options.capacity.max(16));
-            let app = routes().route("/broadcast", hand_written(sender.clone()));
-            (app, Source::Axum(sender))
-        }
+        Implementation::Axum => Source::Axum(broadcast::channel(options.capacity.max(16)).0),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     say(&format!("listening {}", listener.local_addr()?))?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    match (&source, options.hub.mount) {
+        (Source::Hub(hub, _), Mount::Layer) => {
+            let app = routes().layer(hub.layer());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        (Source::Hub(hub, _), Mount::Around) => {
+            let app = tower::ServiceBuilder::new()
+                .map_response(IntoResponse::into_response)
+                .layer(hub.layer())
+                .service(routes());
+            let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        (Source::Axum(sender), _) => {
+            let app = routes().route("/broadcast", hand_written(sender.clone()));
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+    }
 
     let mut commands = stdin_lines();
     while let Some(line) = commands.recv().await {
