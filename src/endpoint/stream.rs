@@ -285,9 +285,10 @@ impl SseStream {
         resume: Resume,
         replay: Option<ReplayPermit>,
     ) -> Self {
-        let opening = match resume.is_gap() {
-            true => Opening::Notice(resume),
-            false => Opening::Plain,
+        let opening = if resume.is_gap() {
+            Opening::Notice(resume)
+        } else {
+            Opening::Plain
         };
         let tick_seen = account.endpoints().ticker.generation();
         Self {

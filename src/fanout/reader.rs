@@ -46,13 +46,12 @@ enum Cursors {
 
 impl From<Vec<Cursor>> for Cursors {
     fn from(mut cursors: Vec<Cursor>) -> Self {
-        match (cursors.pop(), cursors.is_empty()) {
-            (Some(only), true) => Self::One(only),
-            (last, _) => {
-                cursors.extend(last);
-                Self::Many(cursors.into_boxed_slice())
-            }
+        if cursors.len() == 1
+            && let Some(only) = cursors.pop()
+        {
+            return Self::One(only);
         }
+        Self::Many(cursors.into_boxed_slice())
     }
 }
 
