@@ -1,19 +1,18 @@
 //! What an idle stream holds on the server's heap: the hub's, mounted both ways an axum app can
 //! mount it, against the hand-written axum `Sse` + `broadcast` endpoint the load tool compares
-//! with. Counted by a global allocator, so the figures are exact and repeat run after run (the
+//! with (`test_support::comparator`). Counted by a global allocator, so the figures are exact and repeat run after run (the
 //! load tool's `idle` scenario weighs the same streams by RSS, which moves by ±200 B a run).
 //!
 //! One test in this binary: the count is process-wide.
 
 use std::alloc::System;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::response::IntoResponse;
-use axum::response::sse::{Event, Sse};
 use cap::Cap;
+use test_support::comparator::hand_written;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
@@ -93,28 +92,6 @@ fn spawn(server: impl Future<Output = std::io::Result<()>> + Send + 'static) {
 /// An app's other routes, which the hub passes requests through to.
 fn routes() -> axum::Router {
     axum::Router::new().route("/hold", axum::routing::get(|| async { "held" }))
-}
-
-/// The hand-written endpoint (as in `examples/load/server.rs`).
-fn hand_written(sender: broadcast::Sender<String>) -> axum::routing::MethodRouter {
-    axum::routing::get(move || {
-        let receiver = sender.subscribe();
-        async move {
-            let opening = futures::stream::once(async {
-                Ok::<_, Infallible>(Event::default().comment("ok"))
-            });
-            let live = futures::stream::unfold(receiver, |mut receiver| async move {
-                loop {
-                    match receiver.recv().await {
-                        Ok(data) => return Some((Ok(Event::default().data(data)), receiver)),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            });
-            Sse::new(futures::StreamExt::chain(opening, live))
-        }
-    })
 }
 
 fn hub() -> Hub {

@@ -18,6 +18,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tower_sse_pubsub::{Hub, MemoryBroker, Publisher};
 
+use test_support::comparator::hand_written;
+
 use crate::child::say;
 use crate::options::{HubSettings, Implementation, Mount, Rate, ServerOptions};
 
@@ -80,6 +82,7 @@ pub async fn run(options: ServerOptions) -> Result<(), Box<dyn Error>> {
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
         (Source::Axum(sender), _) => {
+            // The hand-written alternative the hub competes with.
             let app = routes().route("/broadcast", hand_written(sender.clone()));
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
@@ -159,31 +162,6 @@ fn routes() -> axum::Router {
         axum::body::Body::from_stream(opening.chain(futures::stream::pending()))
     });
     axum::Router::new().route("/hold", hold)
-}
-
-/// The hand-written alternative the hub competes with: axum's `Sse` over a broadcast channel,
-/// each subscriber encoding every event itself. A lagging receiver skips what it missed; the
-/// clients count those events as lost.
-fn hand_written(sender: broadcast::Sender<String>) -> axum::routing::MethodRouter {
-    axum::routing::get(move || {
-        let receiver = sender.subscribe();
-        async move {
-            use axum::response::sse::{Event, Sse};
-            let opening = futures::stream::once(async {
-                Ok::<_, std::convert::Infallible>(Event::default().comment("ok"))
-            });
-            let live = futures::stream::unfold(receiver, |mut receiver| async move {
-                loop {
-                    match receiver.recv().await {
-                        Ok(data) => return Some((Ok(Event::default().data(data)), receiver)),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            });
-            Sse::new(opening.chain(live))
-        }
-    })
 }
 
 /// One `publish` command.

@@ -3,6 +3,8 @@
 //! and its scenarios.
 //!
 //! - [`attack`]: what hostile and broken clients do over TCP, and what it costs the server.
+//! - [`comparator`]: the hand-written axum `Sse` + `broadcast` endpoint the hub is measured
+//!   against.
 //! - [`browser`]: finding `chromium` and `chromedriver` (and the policy for when they are
 //!   missing: skip locally, fail in CI), starting chromedriver, and a minimal W3C WebDriver
 //!   client to drive headless Chromium windows.
@@ -12,8 +14,8 @@
 //!   the oracle for the encoder's tests and fuzz target.
 //! - [`tools`]: finding the programs a test needs; skip locally, fail in CI when one is missing.
 //!
-//! Nothing here knows `tower-sse-pubsub`: it is only the client side of a test. It must stay that
-//! way, since `tower-sse-pubsub` has this crate as a dev-dependency and a dependency back would
+//! Nothing here knows `tower-sse-pubsub`: it is the client side of a test, and the hand-written
+//! server it is compared with. It must stay that way, since `tower-sse-pubsub` has this crate as a dev-dependency and a dependency back would
 //! be a cycle.
 //!
 //! Every wait is bounded ([`WAIT_LIMIT`] and the limits in [`browser`]): a test that waits for
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 pub mod attack;
 pub mod browser;
+pub mod comparator;
 pub mod http_client;
 pub mod sse_spec;
 pub mod tools;
