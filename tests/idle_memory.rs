@@ -1,19 +1,19 @@
 //! What an idle stream holds on the server's heap: the hub's, mounted both ways an axum app can
 //! mount it, against the hand-written axum `Sse` + `broadcast` endpoint the load tool compares
-//! with (`test_support::comparator`). Counted by a global allocator, so the figures are exact and repeat run after run (the
-//! load tool's `idle` scenario weighs the same streams by RSS, which moves by ±200 B a run).
+//! with (`test_support::comparator`). Counted by a global allocator, so the figures are exact
+//! and repeat run after run (the load tool's `idle` scenario weighs the same streams by RSS,
+//! which moves by ±200 B a run).
 //!
 //! One test in this binary: the count is process-wide.
 
 use std::alloc::System;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::response::IntoResponse;
 use cap::Cap;
+use test_support::attack::{self, Answer, Subscribe, Target};
 use test_support::comparator::hand_written;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tower_sse_pubsub::Hub;
@@ -28,27 +28,23 @@ const PER_TOPIC: usize = 5;
 const WARM: usize = 50;
 const COUNTED: usize = 300;
 
-/// Opens streams `first..first + count` on `path` (`{topic}` replaced by each one's topic) and
-/// returns them once each has read its opening comment.
-async fn open(addr: SocketAddr, path: &str, first: usize, count: usize) -> Vec<TcpStream> {
+/// Opens streams `first..first + count` on `target` (each on its topic, five to a topic, when
+/// `topics`) and returns them once each has read its opening.
+async fn open(target: &Target, topics: bool, first: usize, count: usize) -> Vec<TcpStream> {
     let mut streams = Vec::with_capacity(count);
     for i in first..first + count {
-        let path = path.replace("{topic}", &format!("idle-{}", i / PER_TOPIC));
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
+        let request = Subscribe {
+            topics: topics
+                .then(|| format!("idle-{}", i / PER_TOPIC))
+                .into_iter()
+                .collect(),
+            ..Subscribe::default()
+        };
+        let held = attack::subscribe(target, &request, Duration::from_secs(10))
             .await
-            .expect("send the request");
-        let mut read = Vec::new();
-        let mut buffer = [0; 512];
-        while !read.windows(4).any(|w| w == b"ok\n\n") {
-            let n = stream.read(&mut buffer).await.expect("read the opening");
-            assert!(n > 0, "the server closed the stream: {read:?}");
-            read.extend_from_slice(&buffer[..n]);
-        }
-        assert!(read.starts_with(b"HTTP/1.1 200 OK"), "{read:?}");
-        streams.push(stream);
+            .expect("connect");
+        assert_eq!(held.answer, Answer::Stream, "stream {i}");
+        streams.extend(held.stream);
     }
     streams
 }
@@ -66,18 +62,21 @@ async fn until_held(count: &impl Fn() -> usize, expected: usize) {
 
 /// The heap one idle stream holds on a server started by `serve` (which gives its address and
 /// a count of the streams it holds), from the growth over [`COUNTED`] streams.
-async fn heap_per_stream<F, C>(path: &str, serve: F) -> f64
+async fn heap_per_stream<F, C>(path: &str, topics: bool, serve: F) -> f64
 where
     F: FnOnce(TcpListener) -> C,
     C: Fn() -> usize,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
+    let target = Target {
+        events_path: path.to_owned(),
+        ..Target::new(listener.local_addr().expect("address"))
+    };
     let held = serve(listener);
-    let warm = open(addr, path, 0, WARM).await;
+    let warm = open(&target, topics, 0, WARM).await;
     until_held(&held, WARM).await;
     let before = HEAP.allocated();
-    let counted = open(addr, path, WARM, COUNTED).await;
+    let counted = open(&target, topics, WARM, COUNTED).await;
     until_held(&held, WARM + COUNTED).await;
     let after = HEAP.allocated();
     drop((warm, counted));
@@ -100,7 +99,7 @@ fn hub() -> Hub {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_hub_stream_holds_at_most_a_kibibyte_more_heap_than_a_hand_written_one() {
-    let comparator = heap_per_stream("/broadcast", |listener| {
+    let comparator = heap_per_stream("/broadcast", false, |listener| {
         let (sender, _) = broadcast::channel(1024);
         let app = routes().route("/broadcast", hand_written(sender.clone()));
         spawn(axum::serve(listener, app).into_future());
@@ -109,7 +108,7 @@ async fn an_idle_hub_stream_holds_at_most_a_kibibyte_more_heap_than_a_hand_writt
     .await;
 
     // As most axum apps mount a layer: axum then rebuilds every route per connection.
-    let router_layer = heap_per_stream("/events?topic={topic}", |listener| {
+    let router_layer = heap_per_stream("/events", true, |listener| {
         let hub = hub();
         spawn(axum::serve(listener, routes().layer(hub.layer())).into_future());
         move || hub.subscriber_count()
@@ -117,7 +116,7 @@ async fn an_idle_hub_stream_holds_at_most_a_kibibyte_more_heap_than_a_hand_writt
     .await;
 
     // Around the finished router: a stream never reaches it.
-    let around = heap_per_stream("/events?topic={topic}", |listener| {
+    let around = heap_per_stream("/events", true, |listener| {
         let hub = hub();
         let app = tower::ServiceBuilder::new()
             .map_response(IntoResponse::into_response)
